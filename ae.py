@@ -1,0 +1,621 @@
+"""DC-AE autoencoders with the structured latent space of DC-AE 1.5 (paper Sec. 3.2, Eq. 1, Fig. 3-4).
+
+A deep compression autoencoder maps an image x (N, 3, H, W) in [-1, 1] to a latent z (N, c, H/f, W/f) and
+back. DC-AE 1.5 trains it to reconstruct from the first c' latent channels only (the channel mask of Eq. 1),
+so that the front channels carry object structure and the later ones add detail (Fig. 3). This file holds:
+
+  building blocks -> Encoder / Decoder / DCAE -> channel mask (Eq. 1) -> AE loss (L1 + LPIPS + PatchGAN)
+  -> latent scaling -> checkpoint import (diffusers and DC-Gen formats) -> registry of the paper's models.
+
+Module names mirror diffusers' `AutoencoderDC`, so its checkpoints load without renaming; DC-Gen checkpoints
+(`dc-ai/dc-ae-f64c128-1.5`) are renamed on load.
+
+    python ae.py                                    # parameter counts of every registry entry (meta device)
+    python ae.py --model dc-ae-f8c16-tiny --image-size 64   # encode/decode a random batch at each c'
+    python -c "import ae; m, s = ae.load_pretrained('path/to/dc-ae-f64c128-1.5')"
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ------------------------------------------------------------------------------------------------
+# Building blocks
+# ------------------------------------------------------------------------------------------------
+
+class RMSNorm2d(nn.Module):
+    """RMSNorm over the channel dimension with weight and bias (DC-AE's `trms2d`), computed in fp32."""
+
+    def __init__(self, channels, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):  # (N, C, H, W)
+        # Normalising over dim 1 directly avoids the two transposes of a last-dim RMSNorm.
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(1, keepdim=True) + self.eps)
+        h = h * self.weight.float()[:, None, None] + self.bias.float()[:, None, None]
+        return h.to(x.dtype)
+
+
+def make_norm(kind, channels):
+    return RMSNorm2d(channels) if kind == "rms" else nn.BatchNorm2d(channels)  # "bn": DC-AE 1.0 decoder
+
+
+def make_act(kind):
+    return nn.SiLU() if kind == "silu" else nn.ReLU()
+
+
+class ResBlock(nn.Module):
+    """x + Norm(Conv3x3_nobias(Act(Conv3x3_bias(x))))."""
+
+    def __init__(self, channels, norm="rms", act="silu"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.nonlinearity = make_act(act)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.norm = make_norm(norm, channels)
+
+    def forward(self, x):
+        return x + self.norm(self.conv2(self.nonlinearity(self.conv1(x))))
+
+
+class DownBlock(nn.Module):
+    """Halve H and W: conv3x3 to c_out/4 channels + pixel-unshuffle, plus a space-to-channel shortcut that
+    pixel-unshuffles the input and averages groups of channels down to c_out (a residual that is free)."""
+
+    def __init__(self, c_in, c_out, shortcut=True):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out // 4, 3, 1, 1)
+        self.shortcut = shortcut
+        self.group = 4 * c_in // c_out
+
+    def forward(self, x):  # (N, c_in, H, W)
+        h = F.pixel_unshuffle(self.conv(x), 2)  # (N, c_out, H/2, W/2)
+        if self.shortcut:
+            s = F.pixel_unshuffle(x, 2)  # (N, 4 c_in, H/2, W/2)
+            s = s.unflatten(1, (-1, self.group)).mean(2)  # (N, c_out, H/2, W/2)
+            h = h + s
+        return h
+
+
+class UpBlock(nn.Module):
+    """Double H and W: conv3x3 to 4 c_out channels + pixel-shuffle, plus a shortcut that duplicates channels
+    and pixel-shuffles them (the mirror of DownBlock's averaging shortcut)."""
+
+    def __init__(self, c_in, c_out, shortcut=True):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, 4 * c_out, 3, 1, 1)
+        self.shortcut = shortcut
+        self.repeats = 4 * c_out // c_in
+
+    def forward(self, x):  # (N, c_in, H, W)
+        h = F.pixel_shuffle(self.conv(x), 2)  # (N, c_out, 2H, 2W)
+        if self.shortcut:
+            s = x.repeat_interleave(self.repeats, dim=1)  # (N, 4 c_out, H, W)
+            h = h + F.pixel_shuffle(s, 2)  # (N, c_out, 2H, 2W)
+        return h
+
+
+class LinearAttention(nn.Module):
+    """EfficientViT's ReLU linear attention (DC-AE 1.0 deep stages), residual, computed in fp32.
+
+    The official layer is one 1x1 conv producing 3*inner channels that are read per head as consecutive
+    [q | k | v] groups of `head_dim`; diffusers splits that conv into `to_q`, `to_k`, `to_v` (its three
+    thirds), so concatenating them back and grouping by 3*head_dim reproduces the official channel order.
+    The official code switches to the (mathematically equal) quadratic form when H*W <= head_dim; we always
+    use the linear form.
+    """
+
+    def __init__(self, channels, head_dim=32, norm="rms", eps=1e-15):
+        super().__init__()
+        self.head_dim, self.eps = head_dim, eps
+        self.to_q = nn.Linear(channels, channels, bias=False)
+        self.to_k = nn.Linear(channels, channels, bias=False)
+        self.to_v = nn.Linear(channels, channels, bias=False)
+        self.to_out = nn.Linear(channels, channels, bias=False)
+        self.norm_out = make_norm(norm, channels)
+
+    def forward(self, x):  # (N, C, H, W)
+        N, C, H, W = x.shape
+        h = x.permute(0, 2, 3, 1)  # (N, H, W, C)
+        qkv = torch.cat([self.to_q(h), self.to_k(h), self.to_v(h)], dim=-1)  # (N, H, W, 3C)
+        qkv = qkv.float().reshape(N, H * W, -1, 3 * self.head_dim).transpose(1, 2)  # (N, heads, HW, 3d)
+        q, k, v = qkv.chunk(3, dim=-1)  # each (N, heads, HW, d)
+        q, k = F.relu(q), F.relu(k)
+        # out_i = sum_j v_j (k_j . q_i) / sum_j (k_j . q_i): one (d x d) summary instead of an HW x HW matrix.
+        kv = k.transpose(-1, -2) @ v  # (N, heads, d, d)
+        num = q @ kv  # (N, heads, HW, d)
+        den = q @ k.sum(2, keepdim=True).transpose(-1, -2)  # (N, heads, HW, 1)
+        out = (num / (den + self.eps)).to(x.dtype)
+        out = out.transpose(1, 2).reshape(N, H, W, C)  # (N, H, W, C)
+        out = self.to_out(out).permute(0, 3, 1, 2)  # (N, C, H, W)
+        return x + self.norm_out(out)
+
+
+class GLUMBConv(nn.Module):
+    """Gated inverted-bottleneck conv (1x1 expand x4 -> depthwise 3x3 -> GLU gate -> 1x1), residual."""
+
+    def __init__(self, channels, expand=4):
+        super().__init__()
+        hidden = expand * channels
+        self.conv_inverted = nn.Conv2d(channels, 2 * hidden, 1)
+        self.conv_depth = nn.Conv2d(2 * hidden, 2 * hidden, 3, 1, 1, groups=2 * hidden)
+        self.conv_point = nn.Conv2d(hidden, channels, 1, bias=False)
+        self.norm = RMSNorm2d(channels)
+
+    def forward(self, x):
+        h = self.conv_depth(F.silu(self.conv_inverted(x)))  # (N, 2 hidden, H, W)
+        h, gate = h.chunk(2, dim=1)  # (N, hidden, H, W) each
+        return x + self.norm(self.conv_point(h * F.silu(gate)))
+
+
+class EfficientViTBlock(nn.Module):
+    """Global context (linear attention) followed by local mixing (GLUMBConv): DC-AE 1.0's deep stages."""
+
+    def __init__(self, channels, norm="rms"):
+        super().__init__()
+        self.attn = LinearAttention(channels, norm=norm)
+        self.conv_out = GLUMBConv(channels)
+
+    def forward(self, x):
+        return self.conv_out(self.attn(x))
+
+
+def make_block(kind, channels, norm, act):
+    return ResBlock(channels, norm, act) if kind == "res" else EfficientViTBlock(channels, norm)
+
+
+# ------------------------------------------------------------------------------------------------
+# Encoder, decoder, autoencoder
+# ------------------------------------------------------------------------------------------------
+
+class Encoder(nn.Module):
+    """x (N, 3, H, W) -> z (N, c, H/f, W/f), f = 2 ** (len(widths) - 1).
+
+    Stage 0 is empty in every released config: `conv_in` does its downsampling (3 -> widths[1], H/2).
+    Stage s >= 1 runs depths[s] blocks at widths[s], then (if not last) a DownBlock to widths[s+1].
+    """
+
+    def __init__(self, c, widths, depths, blocks, out_shortcut):
+        super().__init__()
+        S = len(widths)
+        self.conv_in = DownBlock(3, widths[1], shortcut=False)
+        self.down_blocks = nn.ModuleList()
+        for s in range(S):
+            stage = [make_block(blocks[s], widths[s], "rms", "silu") for _ in range(depths[s])]
+            if 0 < s < S - 1:
+                stage.append(DownBlock(widths[s], widths[s + 1]))
+            self.down_blocks.append(nn.Sequential(*stage))
+        self.conv_out = nn.Conv2d(widths[-1], c, 3, 1, 1)
+        self.out_shortcut = out_shortcut  # DC-AE 1.0: average channel groups into the latent
+        self.group = widths[-1] // c
+
+    def forward(self, x):
+        h = self.conv_in(x)  # (N, widths[1], H/2, W/2)
+        for stage in self.down_blocks:
+            h = stage(h)  # (N, widths[-1], H/f, W/f) after the last stage
+        z = self.conv_out(h)  # (N, c, H/f, W/f)
+        if self.out_shortcut:
+            z = z + h.unflatten(1, (-1, self.group)).mean(2)  # (N, c, H/f, W/f)
+        return z
+
+
+class Decoder(nn.Module):
+    """z (N, c, H/f, W/f) -> x (N, 3, H, W): the mirror of Encoder, then RMSNorm -> act -> conv + pixel-shuffle."""
+
+    def __init__(self, c, widths, depths, blocks, norms, acts, in_shortcut, out_act):
+        super().__init__()
+        S = len(widths)
+        self.conv_in = nn.Conv2d(c, widths[-1], 3, 1, 1)
+        self.in_shortcut = in_shortcut  # DC-AE 1.0: duplicate latent channels up to widths[-1]
+        self.repeats = widths[-1] // c
+        up = []
+        for s in range(S):
+            stage = [UpBlock(widths[s + 1], widths[s])] if 0 < s < S - 1 else []
+            stage += [make_block(blocks[s], widths[s], norms[s], acts[s]) for _ in range(depths[s])]
+            up.append(nn.Sequential(*stage))
+        self.up_blocks = nn.ModuleList(up)  # indexed by stage like the encoder; run last to first
+        self.norm_out = RMSNorm2d(widths[1])
+        self.conv_act = make_act(out_act)
+        self.conv_out = UpBlock(widths[1], 3, shortcut=False)
+
+    def forward(self, z):
+        h = self.conv_in(z)  # (N, widths[-1], H/f, W/f)
+        if self.in_shortcut:
+            h = h + z.repeat_interleave(self.repeats, dim=1)
+        for stage in reversed(self.up_blocks):
+            h = stage(h)  # (N, widths[1], H/2, W/2) after stage 1
+        return self.conv_out(self.conv_act(self.norm_out(h)))  # (N, 3, H, W)
+
+
+# Channel mask (Eq. 1).
+def channel_mask(c, c_prime, device=None):
+    """mask_{c,c'} = (1, ..., 1 [c'], 0, ..., 0 [c - c']).
+
+    c_prime: an int -> mask (c,); or a tensor (N,) of per-sample c' -> mask (N, c, 1, 1).
+    """
+    if isinstance(c_prime, torch.Tensor):
+        if c_prime.ndim != 1:
+            raise ValueError(f"c_prime must be an int or a 1-D tensor (N,), got shape {tuple(c_prime.shape)}")
+        # Reading values breaks a torch.compile graph, so compiled training skips this check (eager calls check).
+        if not torch.compiler.is_compiling() and len(c_prime) and (c_prime.min() < 1 or c_prime.max() > c):
+            raise ValueError(f"c' must lie in [1, c={c}], got values in [{int(c_prime.min())}, {int(c_prime.max())}]")
+        idx = torch.arange(c, device=c_prime.device)
+        return (idx[None, :] < c_prime[:, None]).float()[:, :, None, None]  # (N, c, 1, 1)
+    if not 1 <= int(c_prime) <= c:
+        raise ValueError(f"c' must lie in [1, c={c}], got {c_prime}")
+    return (torch.arange(c, device=device) < int(c_prime)).float()  # (c,)
+
+
+def channel_candidates(c, start=16, step=4):
+    """The c' the AE is trained to support: [start, start + step, ..., c] (Sec. 4.1: [16, 20, 24, ..., c]).
+
+    c itself is always included, so full-channel reconstruction is one of the training objectives.
+    """
+    if not (1 <= start <= c and step >= 1):
+        raise ValueError(f"need 1 <= start <= c and step >= 1, got start={start}, step={step}, c={c}")
+    return sorted(set(range(start, c + 1, step)) | {c})
+
+
+class DCAE(nn.Module):
+    """Deep compression autoencoder with an optional structured latent space (DC-AE 1.5, Sec. 3.2)."""
+
+    def __init__(self, name, c, widths, enc_depths, dec_depths, enc_blocks, dec_blocks, dec_norms, dec_acts,
+                 latent_shortcut, out_act, scaling_factor=None, c_prime_start=16, c_prime_step=4):
+        super().__init__()
+        if enc_depths[0] != 0 or dec_depths[0] != 0 or min(enc_depths[1:] + dec_depths[1:]) < 1:
+            raise ValueError(f"{name}: stage 0 must be empty and every later stage needs >= 1 block (as in all "
+                             f"released DC-AE configs), got {enc_depths} / {dec_depths}")
+        self.name, self.c, self.f = name, c, 2 ** (len(widths) - 1)
+        self.scaling_factor = scaling_factor  # None where no value is published: see estimate_scaling_factor
+        self.c_prime_candidates = channel_candidates(c, c_prime_start, c_prime_step)
+        self.encoder = Encoder(c, widths, enc_depths, enc_blocks, latent_shortcut)
+        self.decoder = Decoder(c, widths, dec_depths, dec_blocks, dec_norms, dec_acts, latent_shortcut, out_act)
+
+    def check_image(self, x):
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.name} expects images (N, 3, H, W), got shape {tuple(x.shape)}")
+        if x.shape[2] % self.f or x.shape[3] % self.f:
+            raise ValueError(f"{self.name} has f={self.f}: H and W must be multiples of {self.f}, "
+                             f"got {x.shape[2]}x{x.shape[3]}")
+
+    def encode(self, x):
+        """x (N, 3, H, W) in [-1, 1] -> z (N, c, H/f, W/f), unscaled."""
+        self.check_image(x)
+        return self.encoder(x)
+
+    def decode(self, z):
+        """z (N, c', h, w) with c' <= c -> x (N, 3, f h, f w). Missing trailing channels count as zero, so
+        decode(z[:, :c']) == decode(z * mask_{c,c'}): a structured AE decodes coarse images from few channels."""
+        if z.ndim != 4 or not 1 <= z.shape[1] <= self.c:
+            raise ValueError(f"{self.name} decodes latents (N, c', h, w) with 1 <= c' <= c={self.c}, "
+                             f"got shape {tuple(z.shape)}")
+        if z.shape[1] < self.c:
+            z = F.pad(z, (0, 0, 0, 0, 0, self.c - z.shape[1]))  # (N, c, h, w), zeros after channel c'
+        return self.decoder(z)
+
+    def forward(self, x, c_prime=None):
+        """Training forward of Fig. 4: reconstruct x from z * mask_{c,c'}. Returns (x_rec, z).
+
+        c_prime: None (all channels), an int, or a tensor (N,) of per-sample c'. The official code slices the
+        weights instead (conv_out.weight[:c'], conv_in.weight[:, :c']); a zeroed channel contributes nothing to
+        the next conv and gets no gradient through it, so slicing and masking are the same function (and the
+        mask lets one batch mix several c').
+        """
+        z = self.encode(x)
+        if c_prime is not None:
+            mask = channel_mask(self.c, c_prime, z.device)
+            z = z * (mask if mask.ndim == 4 else mask[:, None, None])  # (N, c, h, w)
+        return self.decoder(z), z
+
+
+def sample_c_prime(candidates, n=None, generator=None):
+    """Uniform c' from the candidate list: an int (one draw per step, as the official AE trainer does on each
+    rank), or a CPU tensor (n,) of per-sample draws. generator: a CPU torch.Generator for reproducibility."""
+    idx = torch.randint(len(candidates), (1 if n is None else n,), generator=generator)
+    return int(candidates[int(idx[0])]) if n is None else torch.tensor(candidates)[idx]
+
+
+# ------------------------------------------------------------------------------------------------
+# AE loss (Sec. 3.2): weighted L1 + LPIPS + GAN on D(z * mask)
+# ------------------------------------------------------------------------------------------------
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (pix2pix's NLayerDiscriminator, as in taming/SD): 4x4 convs, LeakyReLU 0.2, BatchNorm.
+    x (N, 3, H, W) -> logits (N, 1, H/8 - 2, W/8 - 2) for n_layers = 3."""
+
+    def __init__(self, width=64, n_layers=3):
+        super().__init__()
+        layers = [nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        w = width
+        for i in range(1, n_layers + 1):
+            w_next = width * min(2 ** i, 8)
+            stride = 2 if i < n_layers else 1
+            layers += [nn.Conv2d(w, w_next, 4, stride, 1, bias=False), nn.BatchNorm2d(w_next), nn.LeakyReLU(0.2)]
+            w = w_next
+        layers.append(nn.Conv2d(w, 1, 4, 1, 1))
+        self.main = nn.Sequential(*layers)
+        for m in self.modules():  # DCGAN init, as pix2pix
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.main(x)
+
+
+def build_lpips(random_weights=False):
+    """LPIPS(VGG) from the `lpips` package, frozen. Its linear heads ship in the wheel; the VGG16 trunk comes
+    from torchvision's download cache. Offline without the file this raises, unless random_weights=True
+    (tests, smoke runs), which warns: a random trunk is *not* a perceptual loss."""
+    import lpips
+    if random_weights:
+        print("WARNING: LPIPS uses a randomly initialised VGG16 trunk (no pretrained weights): "
+              "the perceptual loss is not meaningful.", file=sys.stderr)
+        net = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)
+    else:
+        try:
+            net = lpips.LPIPS(net="vgg", verbose=False)
+        except Exception as e:  # urllib errors when offline
+            hub = os.path.join(torch.hub.get_dir(), "checkpoints", "vgg16-397923af.pth")
+            raise RuntimeError(f"LPIPS needs torchvision's pretrained VGG16 ({e.__class__.__name__}: {e}). "
+                               f"Put vgg16-397923af.pth at {hub}, or pass --lpips-random for a smoke run.") from e
+    return net.eval().requires_grad_(False)
+
+
+class AELoss(nn.Module):
+    """l(x, D(z * mask)) = w_l1 * L1 + w_lpips * LPIPS + w_gan * GAN (Sec. 3.2; three DC-AE phases, Sec. 4.1).
+
+    The official loss code is unreleased; defaults and their sources:
+    - w_l1 = 1.0: the pixel term is the anchor; every DC-AE phase uses it (efficientvit issue #143).
+    - w_lpips = 1.0: LPIPS(VGG) with weight 1.0, as SD's LPIPSWithDiscriminator (community DC-AE
+      reproductions use 0.25-1.0); phases 1 and 2 use L1 + perceptual only (issue #143).
+    - w_gan = 0.1 with a hinge loss and a PatchGAN, from gan_start on: DC-AE adds the GAN only in phase 3
+      (local refinement). A fixed weight instead of taming's adaptive one, because the adaptive weight needs
+      gradients of the decoder's last layer, which FSDP shards; 0.1 is the common fixed choice (e.g. MaskGIT).
+    No KL term: DC-AE is a plain autoencoder (efficientvit issue #155).
+    """
+
+    def __init__(self, lpips_net, discriminator=None, w_l1=1.0, w_lpips=1.0, w_gan=0.1, gan_start=0):
+        super().__init__()
+        self.lpips = lpips_net  # frozen helper net: stays outside FSDP
+        self.discriminator = discriminator
+        self.w_l1, self.w_lpips, self.w_gan, self.gan_start = w_l1, w_lpips, w_gan, gan_start
+
+    def forward(self, x, x_rec, step=0):
+        """Generator-side loss. x, x_rec (N, 3, H, W) in [-1, 1]. Returns (loss, {term: float tensor})."""
+        l1 = (x_rec - x).abs().mean()
+        lp = self.lpips(x_rec.float(), x.float()).mean()  # LPIPS expects [-1, 1]
+        loss = self.w_l1 * l1 + self.w_lpips * lp
+        terms = {"l1": l1.detach(), "lpips": lp.detach()}
+        if self.discriminator is not None and step >= self.gan_start:
+            gan = -self.discriminator(x_rec).mean()  # hinge generator loss
+            loss = loss + self.w_gan * gan
+            terms["gan"] = gan.detach()
+        return loss, terms
+
+    def discriminator_loss(self, x, x_rec):
+        """Hinge loss for the PatchGAN: mean(relu(1 - D(x))) + mean(relu(1 + D(x_rec))), halved."""
+        real = self.discriminator(x)
+        fake = self.discriminator(x_rec.detach())
+        return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+
+
+# ------------------------------------------------------------------------------------------------
+# Latent scaling: z_diffusion = scaling_factor * z (one scalar for all channels)
+# ------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def estimate_scaling_factor(ae, images, max_batches=None):
+    """1 / std of the latents over data, for models without a published factor (as the official code does).
+    images: an iterable of (N, 3, H, W) tensors (or (x, y, ...) tuples) in [-1, 1]."""
+    n, s1, s2 = 0, 0.0, 0.0
+    device = next(ae.parameters()).device
+    for i, x in enumerate(images):
+        if max_batches is not None and i >= max_batches:
+            break
+        x = x[0] if isinstance(x, (tuple, list)) else x
+        z = ae.encode(x.to(device)).double()
+        n, s1, s2 = n + z.numel(), s1 + z.sum().item(), s2 + z.pow(2).sum().item()
+    if n == 0:
+        raise ValueError("estimate_scaling_factor got no images")
+    std = max(s2 / n - (s1 / n) ** 2, 0.0) ** 0.5
+    return 1.0 / std
+
+
+# ------------------------------------------------------------------------------------------------
+# Registry: the paper's models (DESIGN.md §4) and tiny entries for tests and CPU runs
+# ------------------------------------------------------------------------------------------------
+
+def _v10(c, widths, enc, dec, scaling, start=16, step=4):  # DC-AE 1.0: Res x3 + EfficientViT, BN/ReLU decoder, shortcuts
+    k = len(widths) - 3
+    return dict(c=c, widths=widths, enc_depths=enc, dec_depths=dec, enc_blocks=["res"] * 3 + ["evit"] * k,
+                dec_blocks=["res"] * 3 + ["evit"] * k, dec_norms=["bn"] * 3 + ["rms"] * k,
+                dec_acts=["relu"] * 3 + ["silu"] * k, latent_shortcut=True, out_act="relu", scaling_factor=scaling,
+                c_prime_start=start, c_prime_step=step)
+
+
+def _v15(c, widths, depths, scaling, start=16, step=4):  # DC-AE 1.5: ResBlocks only, no latent shortcuts
+    S = len(widths)
+    return dict(c=c, widths=widths, enc_depths=depths, dec_depths=depths, enc_blocks=["res"] * S,
+                dec_blocks=["res"] * S, dec_norms=["rms"] * S, dec_acts=["silu"] * S, latent_shortcut=False,
+                out_act="silu", scaling_factor=scaling, c_prime_start=start, c_prime_step=step)
+
+
+W6 = [128, 256, 512, 512, 1024, 1024]
+AE_CONFIGS = {
+    "dc-ae-f32c32-in-1.0": _v10(32, W6, [0, 4, 8, 2, 2, 2], [0, 5, 10, 2, 2, 2], 0.3189),
+    "dc-ae-f64c128-in-1.0": _v10(128, W6 + [2048], [0, 4, 8, 2, 2, 2, 2], [0, 5, 10, 2, 2, 2, 2], 0.2889),
+    # The unstructured baseline of Tables 2 and 5 ("DC-AE-f32c128"): same architecture as 1.5, trained without the mask.
+    "dc-ae-f32c128-1.1": _v15(128, W6, [0, 5, 10, 4, 4, 4], None),
+    "dc-ae-f32c128-1.5": _v15(128, W6, [0, 5, 10, 4, 4, 4], None),
+    "dc-ae-f64c128-1.5": _v15(128, W6 + [1024], [0, 5, 10, 4, 4, 4, 4], 0.5935),
+    # Tiny entries (CPU runs, tests). f8c64 is the toy analogue of f32c128: many channels per latent pixel.
+    "dc-ae-f8c16-tiny": _v15(16, [16, 32, 64, 64], [0, 1, 1, 1], None, start=4, step=4),
+    "dc-ae-f8c64-tiny": _v15(64, [16, 32, 64, 128], [0, 1, 1, 1], None, start=8, step=8),
+    "dc-ae-f8c16-tiny-1.0": _v10(16, [16, 32, 64, 64], [0, 1, 1, 1], [0, 1, 1, 1], None, start=4),
+}
+
+
+def build_ae(name, **overrides):
+    """Build a registry entry: build_ae('dc-ae-f64c128-1.5'). Overrides replace config fields."""
+    if name not in AE_CONFIGS:
+        raise ValueError(f"unknown AE {name!r}; choose from {sorted(AE_CONFIGS)}")
+    return DCAE(name, **{**AE_CONFIGS[name], **overrides})
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoint import: diffusers folders, DC-Gen folders, and our own train_ae.py checkpoints
+# ------------------------------------------------------------------------------------------------
+
+def config_from_diffusers(d):
+    """Our DCAE kwargs from a diffusers `AutoencoderDC` config.json dict."""
+    widths = list(d["encoder_block_out_channels"])
+    if list(d["decoder_block_out_channels"]) != widths:
+        raise ValueError("encoder and decoder widths differ: not supported")
+    if any(len(m) for m in list(d.get("encoder_qkv_multiscales", [])) + list(d.get("decoder_qkv_multiscales", []))):
+        raise ValueError("multi-scale attention (qkv_multiscales) is not used by any DC-AE ImageNet model: not supported")
+    if d.get("downsample_block_type", "pixel_unshuffle") != "pixel_unshuffle" or \
+            d.get("upsample_block_type", "pixel_shuffle") != "pixel_shuffle":
+        raise ValueError("only pixel_unshuffle / pixel_shuffle resampling is supported")
+    S = len(widths)
+    per_stage = lambda v: [v] * S if isinstance(v, str) else list(v)  # noqa: E731
+    kind = {"ResBlock": "res", "EfficientViTBlock": "evit"}
+    norm = {"rms_norm": "rms", "batch_norm": "bn"}
+    if d.get("encoder_out_shortcut", True) != d.get("decoder_in_shortcut", True):
+        raise ValueError("encoder_out_shortcut and decoder_in_shortcut must agree")
+    return dict(c=d["latent_channels"], widths=widths, enc_depths=list(d["encoder_layers_per_block"]),
+                dec_depths=list(d["decoder_layers_per_block"]),
+                enc_blocks=[kind[b] for b in per_stage(d.get("encoder_block_types", "ResBlock"))],
+                dec_blocks=[kind[b] for b in per_stage(d.get("decoder_block_types", "ResBlock"))],
+                dec_norms=[norm[n] for n in per_stage(d.get("decoder_norm_types", "rms_norm"))],
+                dec_acts=per_stage(d.get("decoder_act_fns", "silu")),
+                latent_shortcut=d.get("encoder_out_shortcut", True), out_act=d.get("decoder_conv_act_fn", "relu"),
+                scaling_factor=d.get("scaling_factor"))
+
+
+# DC-Gen / efficientvit module paths -> ours (= diffusers'). Prefixes first, then block internals.
+DCGEN_RENAMES = [
+    ("main.", ""), ("op_list.", ""),
+    ("encoder.project_in.", "encoder.conv_in."), ("encoder.stages.", "encoder.down_blocks."),
+    ("encoder.project_out.0.conv.", "encoder.conv_out."),
+    ("decoder.project_in.conv.", "decoder.conv_in."), ("decoder.stages.", "decoder.up_blocks."),
+    ("decoder.project_out.0.", "decoder.norm_out."), ("decoder.project_out.2.", "decoder.conv_out."),
+    ("context_module.", "attn."), ("local_module.", "conv_out."),
+    ("conv1.conv.", "conv1."), ("conv2.conv.", "conv2."), ("conv2.norm.", "norm."),
+    ("inverted_conv.conv.", "conv_inverted."), ("depth_conv.conv.", "conv_depth."),
+    ("point_conv.conv.", "conv_point."), ("point_conv.norm.", "norm."),
+    ("proj.conv.", "to_out."), ("proj.norm.", "norm_out."), ("conv.conv.", "conv."),
+]
+
+
+def rename_dcgen(state_dict):
+    """Rename a DC-Gen state dict to our keys; split EfficientViT's qkv 1x1 conv into to_q/to_k/to_v."""
+    out = {}
+    for k, v in state_dict.items():
+        for old, new in DCGEN_RENAMES:
+            k = k.replace(old, new)
+        if k.endswith("qkv.conv.weight"):
+            q, kk, vv = v.flatten(1).chunk(3, dim=0)  # (3C, C, 1, 1) -> three (C, C)
+            base = k[: -len("qkv.conv.weight")]
+            out.update({base + "to_q.weight": q, base + "to_k.weight": kk, base + "to_v.weight": vv})
+        elif k.endswith("to_out.weight"):
+            out[k] = v.flatten(1)  # 1x1 conv (C, C, 1, 1) -> linear (C, C)
+        else:
+            out[k] = v
+    return out
+
+
+def load_state_dict_strict(model, state_dict, source):
+    """load_state_dict(strict=True) that names what is missing or unexpected (BatchNorm counters excepted)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{source} does not match {model.name}: {len(missing)} missing {missing[:8]}, "
+                         f"{len(unexpected)} unexpected {unexpected[:8]}, {len(shapes)} wrong shapes {shapes[:4]}")
+    model.load_state_dict(state_dict, strict=False)
+
+
+def load_pretrained(path, device="cpu"):
+    """Load an AE and return (model, scaling_factor). path is one of:
+    (a) a diffusers folder: config.json (AutoencoderDC) + diffusion_pytorch_model.safetensors;
+    (b) a DC-Gen folder: config.json {"model_name": ...} + model.safetensors (e.g. dc-ai/dc-ae-f64c128-1.5);
+    (c) a train_ae.py checkpoint (.pt): its recorded model name and EMA weights.
+    A Hugging Face id can be fetched first with `huggingface_hub.snapshot_download(id)` (not a dependency).
+    scaling_factor is None when unknown: estimate it with estimate_scaling_factor.
+    """
+    from safetensors.torch import load_file
+    if os.path.isfile(path) and path.endswith((".pt", ".pth")):
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(ckpt, dict) or "args" not in ckpt or "model" not in ckpt:
+            raise ValueError(f"{path} is not a train_ae.py checkpoint (no 'args'/'model')")
+        args = ckpt["args"]
+        model = build_ae(args["model"], **({"c_prime_start": args["c_prime_start"], "c_prime_step": args[
+            "c_prime_step"]} if "c_prime_start" in args else {}))
+        load_state_dict_strict(model, ckpt.get("ema") or ckpt["model"], path)
+        model.scaling_factor = ckpt.get("scaling_factor", model.scaling_factor)
+        return model.to(device).eval(), model.scaling_factor
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise FileNotFoundError(f"{path}: expected a folder with config.json (diffusers or DC-Gen format) "
+                                f"or a train_ae.py .pt checkpoint")
+    with open(cfg_path) as fh:
+        cfg = json.load(fh)
+    if "model_name" in cfg:  # DC-Gen
+        name = cfg["model_name"].split("/")[-1]
+        model = build_ae(name)
+        weights = os.path.join(path, "model.safetensors")
+        load_state_dict_strict(model, rename_dcgen(load_file(weights)), weights)
+    else:  # diffusers
+        if cfg.get("_class_name", "AutoencoderDC") != "AutoencoderDC":
+            raise ValueError(f"{cfg_path}: _class_name {cfg['_class_name']!r} is not AutoencoderDC")
+        name = os.path.basename(os.path.normpath(path)).removesuffix("-diffusers")
+        model = DCAE(name, **config_from_diffusers(cfg))
+        if name in AE_CONFIGS and model.scaling_factor in (None, 1.0):
+            model.scaling_factor = AE_CONFIGS[name]["scaling_factor"]
+        weights = os.path.join(path, "diffusion_pytorch_model.safetensors")
+        load_state_dict_strict(model, load_file(weights), weights)
+    return model.to(device).eval(), model.scaling_factor
+
+
+def count_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def main(args):
+    if args.model is None:  # parameter counts, built on the meta device (no memory)
+        for name in AE_CONFIGS:
+            with torch.device("meta"):
+                m = build_ae(name)
+            print(f"{name:24s} f{m.f:<3d} c{m.c:<4d} {count_params(m) / 1e6:8.2f}M params  "
+                  f"scaling_factor={m.scaling_factor}  c' in {m.c_prime_candidates[:3]}...{m.c}")
+        return
+    torch.manual_seed(0)
+    ae = build_ae(args.model).eval()
+    x = torch.rand(2, 3, args.image_size, args.image_size) * 2 - 1
+    z = ae.encode(x)
+    print(f"x {tuple(x.shape)} -> z {tuple(z.shape)}")
+    for cp in ae.c_prime_candidates:
+        x_rec = ae.decode(z[:, :cp])
+        print(f"c'={cp:4d}: decode(z[:, :c']) -> {tuple(x_rec.shape)}")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(AE_CONFIGS), default=None)
+    p.add_argument("--image-size", type=int, default=64)
+    main(p.parse_args())

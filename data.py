@@ -1,0 +1,304 @@
+"""Datasets, loaders and image grids shared by train_ae.py, train_diffusion.py, sample.py and toy.py.
+
+Two datasets, one contract: `dataset[i] -> (x, y, bad)` with `x` a float32 image (3, H, W) in [-1, 1],
+`y` the int class label and `bad` = 1 when the file at index i was unreadable and another sample stood
+in for it (always 0 for the toy data). The default collate turns a batch into `x (N, 3, H, W)`,
+`y (N,)`, `bad (N,)`; the trainer sums `bad` to count skipped files, which works unchanged with
+DataLoader worker processes (no shared counters).
+
+- `ImageFolder`: ImageNet-style class subfolders (sorted names -> ids 0..K-1), ADM center crop
+  (the preprocessing of the paper's ImageNet 256/512 experiments, Sec. 4.1), optional random flip (AE only).
+- `ToyShapes`: a procedural, class-conditional stand-in for ImageNet. The class fixes a shape and a
+  colour (object structure); the position, size and a high-frequency texture vary per sample (image
+  detail). A structured latent space (Sec. 3.2, Fig. 3) should put the former in the front channels
+  and the latter in the back ones, and a class-conditional diffusion model (Sec. 3.3) must learn the former.
+
+    python data.py --out /tmp/toy_grid.png                     # 8 samples of each toy class as a grid
+    python data.py --data /path/to/imagenet/train --resolution 256 --out /tmp/grid.png
+"""
+
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+
+# -------------------------------------------------------------------------------------------------
+# Pixels <-> tensors
+# -------------------------------------------------------------------------------------------------
+
+
+def center_crop_arr(pil_image, resolution):
+    """ADM (guided-diffusion) center crop: PIL image -> uint8 array (resolution, resolution, 3)."""
+    # Halve with a BOX filter while the short side stays >= 2*resolution: cheap and alias-free,
+    # and it is what the FID reference statistics of the ADM/DiT/DC-AE lineage were computed with.
+    while min(pil_image.size) >= 2 * resolution:
+        pil_image = pil_image.resize(tuple(s // 2 for s in pil_image.size), resample=Image.BOX)
+    scale = resolution / min(pil_image.size)
+    pil_image = pil_image.resize(tuple(round(s * scale) for s in pil_image.size), resample=Image.BICUBIC)
+    arr = np.array(pil_image)  # (H', W', 3), short side == resolution
+    top = (arr.shape[0] - resolution) // 2
+    left = (arr.shape[1] - resolution) // 2
+    return arr[top : top + resolution, left : left + resolution]
+
+
+def to_tensor(arr):
+    """uint8 (H, W, 3) -> float32 x (3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 127.5 - 1.0  # (3, H, W)
+
+
+def to_uint8(x):
+    """x (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3) by clamp(127.5 x + 128, 0, 255) (ADM/DiT convention).
+
+    The +128 (not +127.5) makes the truncating cast round to nearest; to_uint8(to_tensor(a)) == a.
+    """
+    x = torch.clamp(127.5 * x.detach().float() + 128.0, 0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu()  # (N, H, W, 3)
+
+
+def save_grid(x, path, nrow=8, padding=2):
+    """Save x (N, 3, H, W) in [-1, 1] as one PNG: nrow images per row, `padding` black pixels between."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"save_grid expects (N, 3, H, W), got {tuple(x.shape)}")
+    a = to_uint8(x).numpy()  # (N, H, W, 3)
+    N, H, W, _ = a.shape
+    ncol = min(nrow, N)
+    nrows = math.ceil(N / ncol)
+    grid = np.zeros((nrows * (H + padding) + padding, ncol * (W + padding) + padding, 3), np.uint8)
+    for k in range(N):
+        top, left = padding + (k // ncol) * (H + padding), padding + (k % ncol) * (W + padding)
+        grid[top : top + H, left : left + W] = a[k]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(grid).save(path)
+
+
+# -------------------------------------------------------------------------------------------------
+# ImageNet-style folder
+# -------------------------------------------------------------------------------------------------
+
+
+def list_images(folder):
+    """All image files under folder (recursive, symlinks followed), sorted so every rank sees one order."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        files += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(IMG_EXTENSIONS)]
+    return sorted(files)
+
+
+class ImageFolder(Dataset):
+    """root/<class>/**/*.jpg -> (x, y, bad). Sorted class folder names give ids (ImageNet: wnids -> 0..999).
+
+    A flat folder (images but no class subfolders) gives label 0 for every image; when class
+    subfolders exist, images lying directly in root are ignored. Only file names are listed up front
+    (no decoding: ImageNet has 1.28M files); a file that fails to decode is replaced by the next
+    readable index, deterministically, and reported with bad = 1.
+    """
+
+    def __init__(self, root, resolution, flip=False):
+        if not os.path.isdir(root):
+            raise ValueError(f"data folder {root!r} does not exist or is not a directory")
+        if resolution < 1:
+            raise ValueError(f"resolution must be positive, got {resolution}")
+        self.root, self.resolution, self.flip = root, resolution, flip
+        subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+        per_class = [(d, list_images(os.path.join(root, d))) for d in subdirs]
+        per_class = [(d, files) for d, files in per_class if files]  # empty folders are not classes
+        if not per_class:  # flat folder: one class
+            per_class = [(os.path.basename(os.path.normpath(root)), list_images(root))]
+        elif any(e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS) for e in os.scandir(root)):
+            print(f"data.py: {root!r} has class subfolders; ignoring the images directly inside it", file=sys.stderr)
+        self.classes = [d for d, _ in per_class]
+        self.num_classes = len(self.classes)
+        self.samples = [(f, y) for y, (_, files) in enumerate(per_class) for f in files]
+        if not self.samples:
+            raise ValueError(f"data folder {root!r} has no images with extensions {IMG_EXTENSIONS}")
+        self.known_bad = set()  # per process (each worker has its own copy): avoids re-decoding
+
+    def __len__(self):
+        return len(self.samples)
+
+    def load(self, i):
+        """Decode and crop sample i -> (x, y), or None when the file is unreadable."""
+        path, y = self.samples[i]
+        try:
+            with Image.open(path) as img:
+                arr = center_crop_arr(img.convert("RGB"), self.resolution)
+        # PIL signals broken files with OSError (incl. UnidentifiedImageError and truncation),
+        # ValueError, SyntaxError or DecompressionBombError depending on the format plugin.
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            print(f"data.py: skipping unreadable image {path}: {err}", file=sys.stderr)
+            self.known_bad.add(i)
+            return None
+        return to_tensor(arr), y
+
+    def __getitem__(self, i):
+        # Walk forward to the next readable file. bad counts only file i itself, so summing bad over
+        # an epoch counts each broken file once even when neighbours are broken too.
+        for k in range(len(self)):
+            j = (i + k) % len(self)
+            item = None if j in self.known_bad else self.load(j)
+            if item is not None:
+                x, y = item
+                if self.flip and torch.rand(()) < 0.5:  # torch RNG: DataLoader seeds each worker
+                    x = x.flip(2)  # (3, H, W), left <-> right
+                return x, y, int(k > 0)
+        raise RuntimeError(f"no readable image in {self.root!r} ({len(self)} files tried)")
+
+
+# -------------------------------------------------------------------------------------------------
+# Procedural toy data: object structure (class) + fine detail (texture)
+# -------------------------------------------------------------------------------------------------
+
+# Shape masks on coordinates (dx, dy) normalised by the object radius; each fits in the unit disk.
+SHAPES = {
+    "circle": lambda dx, dy, r, a: r <= 1.0,
+    "square": lambda dx, dy, r, a: np.maximum(abs(dx), abs(dy)) <= 0.78,
+    "triangle": lambda dx, dy, r, a: (dy <= 0.6) & (abs(dx) <= 0.6 * (dy + 1.0)),
+    "ring": lambda dx, dy, r, a: (r <= 1.0) & (r >= 0.55),
+    "cross": lambda dx, dy, r, a: ((abs(dx) <= 0.3) & (abs(dy) <= 1.0)) | ((abs(dy) <= 0.3) & (abs(dx) <= 1.0)),
+    "diamond": lambda dx, dy, r, a: abs(dx) + abs(dy) <= 1.0,
+    "star": lambda dx, dy, r, a: r <= 0.4 + 0.6 * ((1.0 + np.cos(5.0 * a)) / 2.0) ** 2,
+    "crescent": lambda dx, dy, r, a: (r <= 1.0) & ((dx - 0.5) ** 2 + (dy + 0.1) ** 2 >= 0.8**2),
+    "hexagon": lambda dx, dy, r, a: np.maximum(abs(dx), 0.5 * abs(dx) + 0.866 * abs(dy)) <= 0.9,
+    "frame": lambda dx, dy, r, a: (np.maximum(abs(dx), abs(dy)) <= 0.85) & (np.maximum(abs(dx), abs(dy)) >= 0.45),
+}
+COLOURS = {
+    "red": (0.90, 0.15, 0.15), "green": (0.20, 0.80, 0.25), "blue": (0.20, 0.35, 0.95),
+    "yellow": (0.95, 0.85, 0.20), "magenta": (0.85, 0.25, 0.85), "cyan": (0.20, 0.85, 0.90),
+    "orange": (1.00, 0.55, 0.10), "white": (0.95, 0.95, 0.95), "pink": (1.00, 0.60, 0.70),
+    "brown": (0.80, 0.52, 0.25),
+}  # fmt: skip
+
+
+class ToyShapes(Dataset):
+    """n procedural images; item i is a pure function of (seed, i), so any worker count/order gives the same data.
+
+    Class y = i % num_classes (balanced) fixes shape SHAPES[y % 10] and colour (a unique pair for up to 100
+    classes). Per sample: position, radius (0.18-0.32 of the side), rotation (+-15 deg, so a square never
+    becomes a diamond), a stripe texture of random period/orientation/phase on the object and a faint
+    checkerboard of random period/phase on a random dark background.
+    """
+
+    def __init__(self, n=50_000, resolution=32, num_classes=10, seed=0):
+        if n < 1 or not 1 <= num_classes <= len(SHAPES) * len(COLOURS) or resolution < 8:
+            raise ValueError(f"ToyShapes needs n >= 1, 1 <= num_classes <= 100, resolution >= 8; "
+                             f"got n={n}, num_classes={num_classes}, resolution={resolution}")  # fmt: skip
+        self.n, self.resolution, self.num_classes, self.seed = n, resolution, num_classes, seed
+        shapes, colours = list(SHAPES), list(COLOURS)
+        # Class y -> (shape y % 10, colour (y + y // 10) % 10): all pairs distinct for y < 100.
+        self.class_shape = [shapes[y % len(shapes)] for y in range(num_classes)]
+        self.class_colour = [colours[(y + y // len(shapes)) % len(colours)] for y in range(num_classes)]
+        self.classes = [f"{c} {s}" for s, c in zip(self.class_shape, self.class_colour)]
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        y = i % self.num_classes
+        rng = np.random.default_rng([self.seed, i])  # own stream per (seed, i)
+        res = self.resolution
+        R = rng.uniform(0.18, 0.32) * res  # object radius in pixels
+        cx, cy = rng.uniform(R, res - R, size=2)
+        theta = math.radians(rng.uniform(-15, 15))
+        u = np.arange(res) + 0.5  # pixel centres
+
+        # Object mask, 2x2 supersampled so edges are anti-aliased at 16-32 px.
+        m = np.zeros((res, res))
+        for oy in (-0.25, 0.25):
+            for ox in (-0.25, 0.25):
+                gx, gy = (u[None, :] + ox - cx) / R, (u[:, None] + oy - cy) / R  # (1, W), (H, 1)
+                dx = math.cos(theta) * gx + math.sin(theta) * gy  # (H, W), rotated frame
+                dy = -math.sin(theta) * gx + math.cos(theta) * gy
+                m += SHAPES[self.class_shape[y]](dx, dy, np.hypot(dx, dy), np.arctan2(dy, dx)) / 4.0
+        # Fine detail: periods of a few pixels, growing slowly with resolution so the texture stays
+        # visible at 512 px but never reaches the object's scale.
+        p = max(1.0, res / 64) ** 0.5
+        gx, gy = np.meshgrid(u, u)  # (H, W) each
+        phi = rng.uniform(0, math.pi)
+        stripes = np.sin(2 * math.pi * (gx * math.cos(phi) + gy * math.sin(phi)) / (rng.uniform(2.5, 5) * p)
+                         + rng.uniform(0, 2 * math.pi))  # fmt: skip
+        pc, (ph, pv) = rng.uniform(3, 6) * p, rng.uniform(0, 2 * math.pi, size=2)
+        checker = np.sign(np.sin(2 * math.pi * gx / pc + ph) * np.sin(2 * math.pi * gy / pc + pv))
+        colour = np.array(COLOURS[self.class_colour[y]]) * rng.uniform(0.85, 1.0)  # (3,)
+        background = rng.uniform(0.05, 0.35) + rng.uniform(-0.05, 0.05, size=3)  # (3,) dark, low saturation
+        obj = colour[:, None, None] * (0.72 + 0.28 * stripes)[None]  # (3, H, W)
+        bg = background[:, None, None] + 0.06 * checker[None]  # (3, H, W)
+        img = m[None] * obj + (1 - m[None]) * bg  # (3, H, W) in [0, 1]
+        x = torch.from_numpy(np.clip(2 * img - 1, -1, 1)).float()  # (3, H, W) in [-1, 1]
+        return x, y, 0
+
+
+# -------------------------------------------------------------------------------------------------
+# Builders and loaders
+# -------------------------------------------------------------------------------------------------
+
+
+def build_dataset(data="toy", resolution=256, flip=False, num_classes=10, toy_size=50_000, seed=0):
+    """CLI string -> dataset: "toy" -> ToyShapes (flip unused: positions are random already), else a folder."""
+    if data == "toy":
+        return ToyShapes(toy_size, resolution, num_classes, seed)
+    if not os.path.isdir(data):
+        raise ValueError(f"--data must be 'toy' or an image folder; {data!r} is neither")
+    return ImageFolder(data, resolution, flip)
+
+
+def make_loader(dataset, batch_size, rank=0, world_size=1, seed=0, num_workers=4, shuffle=True,
+                drop_last=True, pin_memory=False):  # fmt: skip
+    """DataLoader over this rank's shard. Call loader.sampler.set_epoch(e) each epoch (or use `forever`).
+
+    DistributedSampler needs no process group when num_replicas/rank are given. It pads the index
+    list (by repeating from the start) to a multiple of world_size, so shards are equal and cover all.
+    """
+    if batch_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size; got {batch_size}, {rank}, {world_size}")
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+    # The generator fixes each epoch's worker base seed (the flips), distinct per rank.
+    return DataLoader(dataset, batch_size, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+                      drop_last=drop_last, persistent_workers=num_workers > 0,
+                      generator=torch.Generator().manual_seed(seed + rank))  # fmt: skip
+
+
+def forever(loader, epoch=0):
+    """Endless batches, reshuffling each epoch; start at `epoch` when resuming."""
+    while True:
+        loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def main(args):
+    dataset = build_dataset(args.data, args.resolution, args.flip, args.num_classes, seed=args.seed)
+    # Labels without decoding anything: ImageNet lists ~1300 files per class, in class order.
+    if isinstance(dataset, ImageFolder):
+        labels = [y for _, y in dataset.samples]
+    else:
+        labels = [i % dataset.num_classes for i in range(len(dataset))]
+    rows = []
+    for y in range(min(dataset.num_classes, args.max_rows)):
+        idx = [i for i, label in enumerate(labels) if label == y][: args.nrow]
+        x = torch.stack([dataset[i][0] for i in idx])  # (<= nrow, 3, H, W)
+        rows.append(torch.cat([x, -torch.ones(args.nrow - len(x), *x.shape[1:])]))  # (nrow, 3, H, W), black pad
+        print(f"row {y}: {dataset.classes[y]}")
+    save_grid(torch.cat(rows), args.out, args.nrow)
+    print(f"{len(dataset)} images, {dataset.num_classes} classes -> {args.out}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Write a grid of dataset samples, one row per class.")
+    parser.add_argument("--data", default="toy", help='"toy" or an ImageNet-style folder')
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--num-classes", type=int, default=10, help="toy data only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--flip", action="store_true")
+    parser.add_argument("--nrow", type=int, default=8)
+    parser.add_argument("--max-rows", type=int, default=10)
+    parser.add_argument("--out", default="grid.png")
+    main(parser.parse_args())
