@@ -40,8 +40,8 @@ class RMSNorm2d(nn.Module):
     def forward(self, x):  # (N, C, H, W)
         # Normalising over dim 1 directly avoids the two transposes of a last-dim RMSNorm.
         h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(1, keepdim=True) + self.eps)
-        h = h * self.weight.float()[:, None, None] + self.bias.float()[:, None, None]
+        h = h * torch.rsqrt(h.pow(2).mean(1, keepdim=True) + self.eps)  # (N, C, H, W) / (N, 1, H, W)
+        h = torch.addcmul(self.bias.float()[:, None, None], h, self.weight.float()[:, None, None])
         return h.to(x.dtype)
 
 
@@ -388,16 +388,18 @@ class AELoss(nn.Module):
 
     def __init__(self, lpips_net, discriminator=None, w_l1=1.0, w_lpips=1.0, w_gan=0.1, gan_start=0):
         super().__init__()
-        self.lpips = lpips_net  # frozen helper net: stays outside FSDP
+        self.lpips = lpips_net  # frozen helper net: stays outside FSDP (None: L1 only, the tiny CPU recipe)
         self.discriminator = discriminator
         self.w_l1, self.w_lpips, self.w_gan, self.gan_start = w_l1, w_lpips, w_gan, gan_start
 
     def forward(self, x, x_rec, step=0):
         """Generator-side loss. x, x_rec (N, 3, H, W) in [-1, 1]. Returns (loss, {term: float tensor})."""
         l1 = (x_rec - x).abs().mean()
-        lp = self.lpips(x_rec.float(), x.float()).mean()  # LPIPS expects [-1, 1]
-        loss = self.w_l1 * l1 + self.w_lpips * lp
-        terms = {"l1": l1.detach(), "lpips": lp.detach()}
+        loss, terms = self.w_l1 * l1, {"l1": l1.detach()}
+        if self.lpips is not None and self.w_lpips > 0:
+            lp = self.lpips(x_rec.float(), x.float()).mean()  # LPIPS expects [-1, 1]
+            loss = loss + self.w_lpips * lp
+            terms["lpips"] = lp.detach()
         if self.discriminator is not None and step >= self.gan_start:
             gan = -self.discriminator(x_rec).mean()  # hinge generator loss
             loss = loss + self.w_gan * gan
