@@ -1,0 +1,427 @@
+"""Class-conditional generation with classifier-free guidance: image grids to look at, 50,000-sample `.npz` files
+for FID (paper Sec. 4.2, Tables 2-4, Fig. 7; evaluation protocol Sec. 4.1 / DESIGN.md §6).
+
+A train_diffusion.py checkpoint records everything needed to rebuild the sampler: the backbone (models.py) and its
+objective (diffusion.py: DDPM 250 steps for DiT, DPM-Solver++ 30 for UViT, flow ODE/SDE 250 for SiT/USiT), the
+latent shape, the latent scaling factor and the AE it was trained on (a path or "random:<registry name>").
+
+Determinism that does not depend on the number of GPUs: the unit of work is a *chunk* of global sample indices,
+chunk k = [k B, (k + 1) B) with B = --batch-size. Its labels, initial noise and any SDE noise come from generators
+seeded by (seed, k), and chunks go round-robin to ranks, so 1 or 8 GPUs give the same images for the same
+--batch-size. Each finished chunk is written atomically to OUT/shards/; a rerun skips the chunks already there
+(resume), then rank 0 assembles OUT/samples.npz (`arr_0` uint8 (N, H, W, 3), `arr_1` labels: the ADM evaluator
+format that fid.py reads) without holding all images in memory.
+
+    python sample.py --ckpt runs/diffusion                                    # grid.png of the newest checkpoint
+    python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz --inception-weights random  # smoke
+    torchrun --nproc_per_node 8 sample.py --ckpt runs/usit2b-f64/ckpt_0500000.pt --num-samples 50000 \\
+        --batch-size 125 --out runs/usit2b-f64/fid50k --fid in512_train.npz \\
+        --inception-weights pt_inception-2015-12-05-6726825d.pth                # Table 4, w/o CFG
+    ... --cfg-scale 1.15 --guidance-interval 0.2 0.8                            # with CFG (DC-AE's USiT-2B scale)
+    python sample.py --ckpt runs/diffusion --c-prime 16 --out runs/grid_c16    # partial-channel generation
+    python sample.py --ckpt random:USiT-2B --ae dc-ae-f64c128-1.5 --resolution 512 --num-samples 500 \\
+        --batch-size 125 --steps 50 --profile                                   # speed only (random weights)
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+import time
+import zipfile
+
+import numpy as np
+import torch
+
+import ae as ae_lib
+import data as data_lib
+import diffusion
+import fsdp
+import models
+from train_diffusion import resolve_ae
+
+# Samplers per objective (models.objective_of) and the default (sampler, steps) of each: DiT's 250-step DDPM,
+# U-ViT's DPM-Solver++ with 30 steps, SiT's FID protocol (Euler-Maruyama SDE, 250 steps).
+SAMPLERS = {"ddpm": ["ddpm"], "eps": ["dpm-solver++"], "flow": ["euler_maruyama", "euler", "heun", "dopri5"]}
+DEFAULT_STEPS = {"ddpm": 250, "eps": 30, "flow": 250}
+# ImageNet classes of DC-AE's demo grid (the official demo_dc_ae_diffusion_model prompts).
+DEMO_CLASSES = [279, 333, 979, 936, 933, 145, 497, 1, 248, 360, 793, 12, 387, 437, 938, 978]
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading the diffusion model and its AE
+# ------------------------------------------------------------------------------------------------
+
+def load_diffusion(spec, device, weights="ema", expect_model=None, resolution=512, num_classes=1000, f=None, c=None):
+    """--ckpt: a train_diffusion.py checkpoint, its run folder (newest ckpt_*.pt), or "random:<model>" (random
+    weights, for speed runs; needs the AE's f and c). Returns (model in eval mode on device, info dict)."""
+    if spec.startswith("random:"):
+        name = spec[len("random:"):]
+        if name not in models.MODELS:
+            raise ValueError(f"--ckpt {spec}: unknown model {name!r}; choose from {sorted(models.MODELS)}")
+        print(f"WARNING: --ckpt {spec}: the diffusion model has RANDOM weights (speed runs only)", file=sys.stderr)
+        info = dict(model=name, step=0, patch_size=1, latent_shape=[c, resolution // f, resolution // f],
+                    num_classes=num_classes, scaling_factor=None, ae=None, ae_name=None, path=spec)
+        torch.manual_seed(0)
+        model = models.create_model(name, in_channels=c, input_size=resolution // f, num_classes=num_classes,
+                                    device=device)
+        return model.eval().requires_grad_(False), info
+    path = spec
+    if os.path.isdir(spec):
+        path = fsdp.latest_checkpoint(spec)
+        if path is None:
+            raise ValueError(f"--ckpt {spec}: no ckpt_*.pt in this folder (train one with train_diffusion.py)")
+    if not os.path.isfile(path):
+        raise ValueError(f"--ckpt {path}: checkpoint not found")
+    # mmap: a 2B-parameter checkpoint also holds the raw weights and Adam moments (~25 GB); only the tensors
+    # we use are read from disk. Our own file, so pickle (weights_only=False) is fine.
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    keys = ("model", "ema", "args", "latent_shape", "scaling_factor", "num_classes", "ae")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
+        raise ValueError(f"--ckpt {path} is not a train_diffusion.py checkpoint (needs keys {list(keys)}); "
+                         f"an AE checkpoint goes to --ae")
+    name = ckpt["args"].get("model")
+    if name not in models.MODELS:
+        raise ValueError(f"--ckpt {path}: recorded model {name!r} is not a diffusion backbone of models.py")
+    if expect_model is not None and expect_model != name:
+        raise ValueError(f"--ckpt {path} is a checkpoint of {name}, not --model {expect_model}")
+    c, h, w = ckpt["latent_shape"]
+    info = dict(model=name, step=ckpt.get("step"), patch_size=ckpt["args"].get("patch_size", 1),
+                latent_shape=[c, h, w], num_classes=ckpt["num_classes"], scaling_factor=ckpt["scaling_factor"],
+                ae=ckpt["ae"], ae_name=ckpt.get("ae_name"), path=os.path.abspath(path))
+    # Build on the meta device and adopt the checkpoint's tensors (no random init of 1.6B parameters first).
+    model = models.create_model(name, in_channels=c, input_size=h, num_classes=info["num_classes"],
+                                patch_size=info["patch_size"], device="meta")
+    try:
+        model.load_state_dict(ckpt[weights], strict=True, assign=True)
+    except RuntimeError as e:
+        raise ValueError(f"--ckpt {path}: its {weights!r} weights do not match {name} at c={c}, {h}x{w}: "
+                         f"{str(e)[:400]}") from e
+    return model.to(device).eval().requires_grad_(False), info
+
+
+def load_ae(spec, device, info=None):
+    """The AE a checkpoint was trained on (info["ae"]) or `spec` (--ae), via train_diffusion.resolve_ae. With info,
+    its latent must have the checkpoint's channel count. Returns (ae in eval mode, its scaling factor or None)."""
+    spec = spec or (info or {}).get("ae")
+    if spec is None:
+        raise ValueError("--ckpt random:<model> records no AE: pass --ae (a registry name or a checkpoint)")
+    name = spec[len("random:"):] if spec.startswith("random:") else spec  # random: rebuilt as training did
+    if name not in ae_lib.AE_CONFIGS and not os.path.exists(name):
+        raise ValueError(f"AE {spec!r} (from --ae or recorded in the checkpoint) not found: pass --ae PATH")
+    ae, scaling, _ = resolve_ae(name, device)
+    if info is not None:
+        if ae.c != info["latent_shape"][0]:
+            raise ValueError(f"AE {ae.name} has c={ae.c} latent channels, the diffusion model was trained on "
+                             f"c={info['latent_shape'][0]} ({info['ae_name']})")
+        if info["ae_name"] and ae.name != info["ae_name"]:
+            print(f"WARNING: AE {ae.name} is not the checkpoint's {info['ae_name']}", file=sys.stderr)
+    return ae.eval().requires_grad_(False), scaling
+
+
+# ------------------------------------------------------------------------------------------------
+# One chunk of global indices: labels, noise, sampling, decoding
+# ------------------------------------------------------------------------------------------------
+
+def chunk_seed(seed, k):
+    """Seed of chunk k: every sample's randomness is a function of (seed, its global index) for a fixed B."""
+    return seed * 1_000_003 + k
+
+
+def chunk_labels(k, n, seed, classes):
+    """Uniformly random labels over `classes` for chunk k (the DC-AE 50K protocol); a CPU generator, so the
+    labels are the same on every device."""
+    g = torch.Generator().manual_seed(chunk_seed(seed, k))
+    return torch.as_tensor(classes)[torch.randint(len(classes), (n,), generator=g)]  # (n,)
+
+
+@torch.no_grad()
+def sample_latents(model, objective, y, k, args, info, device):
+    """Latents x0 (n, c, h, w), still multiplied by the scaling factor, for labels y (n,) of chunk k."""
+    c, h, w = info["latent_shape"]
+    g = torch.Generator(device).manual_seed(chunk_seed(args.seed, k))
+    z = torch.randn(len(y), c, h, w, generator=g, device=device)  # (n, c, h, w) initial noise
+    extra = {"method": args.sampler} if isinstance(objective, diffusion.Flow) else {}
+    with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16 and device.type == "cuda"):
+        return objective.sample(model, z, y.to(device), steps=args.steps, cfg_scale=args.cfg_scale,
+                                guidance_interval=args.guidance_interval, c_prime=args.c_prime, generator=g,
+                                **extra).float()
+
+
+class Timer:
+    """Wall time per phase; with sync=True the GPU is drained at each boundary so the split is honest."""
+
+    def __init__(self, device, sync):
+        self.device, self.sync, self.t = device, sync, {}
+
+    def __call__(self, name, fn, *a):
+        if self.sync and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        out = fn(*a)
+        if self.sync and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+
+def generate_chunk(model, objective, ae, y, k, args, info, device, timer):
+    """uint8 images (n, H, W, 3) on the host for labels y (n,) of chunk k."""
+    x0 = timer("denoise", sample_latents, model, objective, y, k, args, info, device)
+
+    def decode(x0):
+        # Undo the latent scaling; with --c-prime the channels after c' are exactly zero (structured AE).
+        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16 and device.type == "cuda"):
+            return ae.decode(x0 / info["scaling_factor"]).float()  # (n, 3, H, W)
+    x = timer("decode", decode, x0)
+    # Quantise on the device, then copy uint8: a quarter of the bytes of a float32 copy.
+    return timer("to_uint8+copy", lambda x: data_lib.to_uint8(x).numpy(), x)  # (n, H, W, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shards, resume and the 50K .npz
+# ------------------------------------------------------------------------------------------------
+
+def shard_path(out, k):
+    return os.path.join(out, "shards", f"chunk_{k:06d}.npz")
+
+
+def write_shard(path, images, labels):
+    """Atomic: a crash leaves at most a .tmp, never a truncated chunk that resume would trust."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
+        np.savez(fh, images=images, labels=labels)
+    os.replace(tmp, path)
+
+
+def assemble_npz(path, shard_paths, shape):
+    """Write the shards, in order, into one uncompressed .npz (arr_0 uint8 `shape` = (N, H, W, 3), arr_1 labels)
+    streaming one chunk at a time: 50K x 512^2 x 3 is 39 GB. Stored (not deflated) so fid.py can mmap arr_0."""
+    tmp = path + ".tmp"
+    labels = []
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("arr_0.npy", "w", force_zip64=True) as f:  # size unknown to zipfile: say zip64 up front
+            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                                     "fortran_order": False, "shape": tuple(shape)})
+            n = 0
+            for p in shard_paths:
+                with np.load(p) as s:
+                    images, y = s["images"], s["labels"]
+                if images.dtype != np.uint8 or images.shape[1:] != tuple(shape[1:]):
+                    raise ValueError(f"{p}: {images.dtype} {images.shape} does not fit {shape}: delete it and rerun")
+                f.write(np.ascontiguousarray(images).data)
+                labels.append(y)
+                n += len(images)
+            if n != shape[0]:
+                raise ValueError(f"the shards hold {n} images, expected {shape[0]}")
+        with zf.open("arr_1.npy", "w") as f:
+            np.lib.format.write_array(f, np.concatenate(labels).astype(np.int64))
+    os.replace(tmp, path)
+
+
+def run_config(args, info):
+    """What determines the images: a rerun into the same --out must match it to reuse shards or samples."""
+    return dict(ckpt=info["path"], step=info["step"], weights=args.weights, ae=args.ae or info["ae"],
+                num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, classes=args.classes,
+                sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
+                guidance_interval=args.guidance_interval, c_prime=args.c_prime, bf16=args.bf16, device=args.device_type)
+
+
+def check_run_config(out, config):
+    path = os.path.join(out, "sample_config.json")
+    if os.path.isfile(path):
+        with open(path) as fh:
+            old = json.load(fh)
+        diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
+        if diff and (glob.glob(os.path.join(out, "shards", "chunk_*.npz")) or os.path.isfile(os.path.join(out, "samples.npz"))):
+            raise ValueError(f"--out {out} holds samples of another configuration (old, new: {diff}); "
+                             f"pass another --out or delete it")
+    os.makedirs(os.path.join(out, "shards"), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(config, fh, indent=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+
+def check_cli(args):
+    """What needs no checkpoint: checked before loading one (a 2B model takes a while)."""
+    if args.cfg_scale < 0:
+        raise ValueError(f"--cfg-scale {args.cfg_scale} must be >= 0 (1.0 = no guidance)")
+    if args.guidance_interval is not None and not 0 <= args.guidance_interval[0] < args.guidance_interval[1] <= 1:
+        raise ValueError(f"--guidance-interval {args.guidance_interval} must be 0 <= lo < hi <= 1 (noise level)")
+    if args.batch_size < 1 or args.num_samples < 0 or args.per_class < 1:
+        raise ValueError(f"--batch-size {args.batch_size}, --num-samples {args.num_samples} and --per-class "
+                         f"{args.per_class} must be positive")
+    if args.fid and not args.num_samples:
+        raise ValueError("--fid needs --num-samples (it evaluates the .npz, not the grid)")
+    if args.fid and not os.path.exists(args.fid):
+        raise ValueError(f"--fid {args.fid}: reference not found (statistics .npz, image .npz or folder)")
+
+
+def check_args(args, info, objective_name):
+    """What depends on the checkpoint: sampler, steps, c', classes."""
+    c, num_classes = info["latent_shape"][0], info["num_classes"]
+    args.sampler = args.sampler or SAMPLERS[objective_name][0]
+    args.steps = DEFAULT_STEPS[objective_name] if args.steps is None else args.steps
+    if args.sampler not in SAMPLERS[objective_name]:
+        raise ValueError(f"--sampler {args.sampler} does not fit {info['model']} ({objective_name}); "
+                         f"choose from {SAMPLERS[objective_name]}")
+    if args.steps < 1 or (objective_name == "ddpm" and args.steps > 1000) or \
+            (args.sampler == "euler_maruyama" and args.steps < 2):
+        raise ValueError(f"--steps {args.steps} is out of range for {args.sampler}")
+    if args.c_prime is not None and not 1 <= args.c_prime <= c:
+        raise ValueError(f"--c-prime {args.c_prime} is outside [1, c={c}]")
+    if args.classes is not None and (not args.classes or min(args.classes) < 0 or max(args.classes) >= num_classes):
+        raise ValueError(f"--classes {args.classes} must lie in [0, {num_classes}) (the model's classes)")
+
+
+def report(timer, n, rank, world_size):
+    total = sum(timer.t.values())
+    split = ", ".join(f"{k} {v:.2f}s ({100 * v / max(total, 1e-9):.0f}%)" for k, v in timer.t.items())
+    print(f"rank {rank}: {n} images in {total:.2f}s = {n / max(total, 1e-9):.2f} img/s per rank "
+          f"(x{world_size} ranks); {split}", flush=True)
+
+
+def main(args):
+    rank, world_size, device = fsdp.setup()
+    args.device_type = device.type
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    error = None
+    try:
+        check_cli(args)
+        if args.ckpt.startswith("random:"):  # speed runs: the AE gives the latent shape and scaling factor
+            ae, scaling = load_ae(args.ae, device)
+            model, info = load_diffusion(args.ckpt, device, resolution=args.resolution, num_classes=args.num_classes,
+                                         f=ae.f, c=ae.c)
+            info["scaling_factor"] = scaling or 1.0
+        else:
+            model, info = load_diffusion(args.ckpt, device, args.weights, args.model)
+            ae, _ = load_ae(args.ae, device, info)  # the checkpoint's scaling factor is the one it trained with
+        objective_name = models.objective_of(info["model"])
+        check_args(args, info, objective_name)
+        if args.num_samples and rank == 0:
+            check_run_config(args.out, run_config(args, info))
+    except (ValueError, FileNotFoundError) as e:
+        if not fsdp.is_distributed():
+            raise
+        error = str(e)
+    error = fsdp.agree(error)
+    if error:
+        fsdp.fail(error, rank)
+    objective = diffusion.make_objective(objective_name)
+    c, h, w = info["latent_shape"]
+    H, W = h * ae.f, w * ae.f
+    timer = Timer(device, args.profile)
+    from tqdm import tqdm
+    if rank == 0:
+        print(f"{info['model']} step {info['step']} ({objective_name}, {args.sampler} {args.steps} steps, cfg "
+              f"{args.cfg_scale}, interval {args.guidance_interval}, c' {args.c_prime or c}/{c}) + {ae.name} "
+              f"-> {H}x{W}; {world_size} rank(s) on {device}", flush=True)
+
+    if not args.num_samples:  # grid: rows = classes, --per-class columns; rank 0 only (a few dozen images)
+        classes = args.classes or (DEMO_CLASSES[:8] if info["num_classes"] == 1000 else
+                                   list(range(min(info["num_classes"], 8))))
+        y_all = torch.tensor(classes).repeat_interleave(args.per_class)  # (rows * cols,)
+        images = None
+        if rank == 0:
+            chunks = [y_all[i:i + args.batch_size] for i in range(0, len(y_all), args.batch_size)]
+            images = np.concatenate([generate_chunk(model, objective, ae, y, k, args, info, device, timer)
+                                     for k, y in enumerate(chunks)])  # (N, H, W, 3)
+            path = os.path.join(args.out, "grid.png")
+            data_lib.save_grid(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, path,
+                               nrow=args.per_class)  # lossless: to_uint8 of (u / 127.5 - 1) gives back u
+            report(timer, len(y_all), rank, 1)
+            print(f"wrote {path}")
+        fsdp.barrier()
+        fsdp.cleanup()
+        return {"grid": os.path.join(args.out, "grid.png"), "images": images}
+
+    # 50K mode: chunk k of global indices -> rank k % world_size; skip chunks already on disk (resume).
+    out_npz = os.path.join(args.out, "samples.npz")
+    N, B = args.num_samples, args.batch_size
+    num_chunks = (N + B - 1) // B
+    classes = args.classes or list(range(info["num_classes"]))
+    if not os.path.isfile(out_npz):
+        todo = [k for k in range(rank, num_chunks, world_size) if not os.path.isfile(shard_path(args.out, k))]
+        mine = sum(min(B, N - k * B) for k in todo)
+        with tqdm(total=mine, unit="img", disable=rank != 0, desc=f"sampling (rank 0 of {world_size})") as bar:
+            for k in todo:
+                y = chunk_labels(k, min(B, N - k * B), args.seed, classes)  # (n,)
+                images = generate_chunk(model, objective, ae, y, k, args, info, device, timer)
+                timer("write", write_shard, shard_path(args.out, k), images, y.numpy())
+                bar.update(len(y))
+        if args.profile or rank == 0:
+            report(timer, mine, rank, world_size)
+        fsdp.barrier()  # every chunk is on disk
+        if rank == 0:
+            shards = [shard_path(args.out, k) for k in range(num_chunks)]
+            missing = [p for p in shards if not os.path.isfile(p)]
+            if missing:
+                raise RuntimeError(f"{len(missing)} chunks are missing after sampling, e.g. {missing[0]}")
+            t0 = time.perf_counter()
+            assemble_npz(out_npz, shards, (N, H, W, 3))
+            print(f"wrote {out_npz} ({N} x {H}x{W}x3 uint8) in {time.perf_counter() - t0:.1f}s", flush=True)
+            if not args.keep_shards:
+                shutil.rmtree(os.path.join(args.out, "shards"))
+        if args.fid:  # the other ranks wait for the file only if they read it (no NCCL timeout otherwise)
+            fsdp.barrier()
+    elif rank == 0:
+        print(f"{out_npz} exists with this configuration: nothing to sample")
+
+    metrics = None
+    if args.fid:  # every rank computes Inception features of its share of the .npz (fid.py shards by rank)
+        import fid
+        metrics = fid.compute_metrics(out_npz, args.fid, weights=args.inception_weights, batch_size=args.fid_batch_size,
+                                      device=device, num_workers=0, progress=rank == 0)
+        if rank == 0:
+            print(f"FID {metrics['fid']:.4f}  IS {metrics['is_mean']:.2f} +- {metrics['is_std']:.2f}  "
+                  f"precision {metrics['precision']}  recall {metrics['recall']}  ({metrics['n_samples']} samples)")
+            with open(os.path.join(args.out, "metrics.json"), "w") as fh:
+                json.dump(dict(metrics, ref=args.fid, inception_weights=args.inception_weights), fh, indent=2)
+    fsdp.cleanup()
+    return {"npz": out_npz, "metrics": metrics}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="train_diffusion.py checkpoint or run folder; random:<model> "
+                   "for speed runs")
+    p.add_argument("--ae", default=None, help="override the checkpoint's AE: a train_ae.py .pt / folder, a "
+                   "diffusers or DC-Gen folder (ae.load_pretrained), or a registry name (random weights)")
+    p.add_argument("--model", default=None, choices=sorted(models.MODELS), help="refuse a checkpoint of another model")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    p.add_argument("--out", default="runs/samples")
+    p.add_argument("--num-samples", type=int, default=0, help="0: a grid; e.g. 50000: OUT/samples.npz for FID")
+    p.add_argument("--classes", type=int, nargs="+", default=None, help="grid rows; with --num-samples the labels "
+                   "are drawn uniformly from these (default: all classes, the DC-AE protocol)")
+    p.add_argument("--per-class", type=int, default=8, help="grid columns")
+    p.add_argument("--batch-size", type=int, default=64, help="samples per chunk and per forward pass (x2 with "
+                   "CFG); keep it fixed to reproduce or resume a run")
+    p.add_argument("--sampler", default=None, choices=sorted({s for v in SAMPLERS.values() for s in v}),
+                   help="default: ddpm (DiT), dpm-solver++ (UViT), euler_maruyama (SiT/USiT)")
+    p.add_argument("--steps", type=int, default=None, help="default: 250 DDPM, 30 DPM-Solver++, 250 flow")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="1.0 = no guidance (the paper's default)")
+    p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8")
+    p.add_argument("--c-prime", type=int, default=None, help="generate only the first c' latent channels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="autocast on GPU")
+    p.add_argument("--profile", action="store_true", help="synchronise and report denoise / decode / copy / write")
+    p.add_argument("--keep-shards", action="store_true", help="keep OUT/shards after assembling samples.npz")
+    p.add_argument("--fid", default=None, metavar="REF", help="run fid.py on samples.npz against REF")
+    p.add_argument("--inception-weights", default=None, help="fid.py's --inception-weights ('random': smoke)")
+    p.add_argument("--fid-batch-size", type=int, default=50)
+    p.add_argument("--resolution", type=int, default=512, help="random:<model> only")
+    p.add_argument("--num-classes", type=int, default=1000, help="random:<model> only")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except ValueError as e:
+        sys.exit(f"sample.py: error: {e}")
