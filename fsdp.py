@@ -103,6 +103,11 @@ def shard(model, blocks, methods=()):
     return model
 
 
+def local_numel(model):
+    """Parameters held by this rank: about 1/world of the model once sharded (FSDP2 shards dim 0 of each one)."""
+    return sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
+
+
 def agree(error):
     """Every rank's error message (or None) -> the first one on every rank, so all ranks fail together."""
     if not is_distributed():
@@ -195,7 +200,14 @@ def latest_checkpoint(out):
 
 
 def read_checkpoint(path):
-    return torch.load(path, map_location="cpu", weights_only=False)  # our own file: RNG states need pickle
+    """torch.load of one of our checkpoints; a file that is not one (truncated, another format) -> ValueError."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own file: RNG states need pickle
+    except Exception as e:  # truncated zip, pickle garbage, ...: the message names the file, not the unpickler
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("args"), dict) or "model" not in ckpt:
+        raise ValueError(f"{path} is not a checkpoint of train_ae.py / train_diffusion.py (no 'args' and 'model')")
+    return ckpt
 
 
 def load_checkpoint(ckpt, modules, optimizers, rank=0):
@@ -223,15 +235,16 @@ def load_checkpoint(ckpt, modules, optimizers, rank=0):
 # ------------------------------------------------------------------------------------------------
 
 class RunLog:
-    """Rank 0 writes args.json and appends JSON lines to metrics.jsonl; prints plain lines when not a TTY."""
+    """Rank 0 writes args.json (`args_file`) and appends JSON lines to metrics.jsonl; prints plain lines when not a
+    TTY. An evaluation of a run passes another args_file so that it keeps the training run's args.json."""
 
-    def __init__(self, out, args, rank, total_steps, start_step):
+    def __init__(self, out, args, rank, total_steps, start_step, args_file="args.json"):
         self.rank, self.out = rank, out
         self.bar = None
         if rank != 0:
             return
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "args.json"), "w") as fh:
+        with open(os.path.join(out, args_file), "w") as fh:
             json.dump(vars(args), fh, indent=2)
         self.fh = open(os.path.join(out, "metrics.jsonl"), "a")
         if sys.stderr.isatty():

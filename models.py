@@ -345,7 +345,7 @@ class UViT(nn.Module):
             x = block(x, skips.pop())  # (N, 2 + T, D)
         x = self.decoder_pred(self.norm(x))  # (N, 2 + T, p*p*c)
         x = x[:, self.extras:]  # (N, T, p*p*c)
-        return unpatchify(x, self.patch_size, self.out_channels)  # (N, c, H, W)
+        return unpatchify(x, self.patch_size, self.out_channels).contiguous()  # (N, c, H, W); FSDP2 warns on views
 
 
 #################################################################################

@@ -34,7 +34,7 @@ import fsdp
 # Recipes. The official AE trainer is unreleased: these are our choices, stated in the README.
 # The tiny CPU recipe is L1 only: LPIPS needs pretrained VGG weights (no download here) and costs more than the
 # tiny AE itself; pass --w-lpips 1 to add it.
-TINY_RECIPE = dict(resolution=32, batch_size=32, lr=1e-3, steps=300, warmup=20, w_lpips=0.0)
+TINY_RECIPE = dict(resolution=32, batch_size=32, lr=3e-4, steps=300, warmup=20, w_lpips=0.0)  # 1e-3 stalls at the mean
 PAPER_RECIPE = {1: dict(resolution=256, batch_size=256, lr=1e-4, steps=200_000, warmup=1000, w_lpips=1.0),
                 2: dict(resolution=512, batch_size=64, lr=5e-5, steps=50_000, warmup=500, w_lpips=1.0),
                 3: dict(resolution=256, batch_size=256, lr=5e-5, steps=50_000, warmup=500, w_lpips=1.0)}
@@ -73,12 +73,17 @@ def check_args(args, ae):
         raise ValueError(f"--data folder not found: {args.data}")
     if args.eval and args.eval != "toy" and not os.path.isdir(args.eval):
         raise ValueError(f"--eval folder not found: {args.eval}")
+    for name in ("accum", "steps", "save_every", "log_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.batch_size % (args.world_size * args.accum):
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by world size x --accum "
                          f"({args.world_size} x {args.accum})")
     for path in (args.resume, args.init):
         if path and not os.path.isfile(path):
             raise ValueError(f"checkpoint not found: {path}")
+    if args.inception_weights not in (None, "random") and not os.path.isfile(args.inception_weights):
+        raise ValueError(f"--inception-weights not found: {args.inception_weights}")
 
 
 def check_checkpoint(ckpt, args, path):
@@ -93,7 +98,7 @@ def check_checkpoint(ckpt, args, path):
 @torch.no_grad()
 def evaluate(model, args, device, rank, world_size, log):
     import fid as fid_lib
-    ds = data_lib.build_dataset(args.eval, args.resolution, flip=False, toy_size=args.eval_images, seed=args.seed + 1)
+    ds = data_lib.build_dataset(args.eval, args.resolution, flip=False, toy_size=args.eval_images, seed=1)
     n = min(len(ds), args.eval_images)
     ds = torch.utils.data.Subset(ds, range(n))
     loader = data_lib.make_loader(ds, args.eval_batch, rank, world_size, shuffle=False, drop_last=False,
@@ -128,7 +133,7 @@ def evaluate(model, args, device, rank, world_size, log):
             sums[cp]["psnr"] += float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).sum())
             sums[cp]["lpips"] += float(lp(x_rec, x).sum()) if lp is not None else float("nan")
             recs[cp].append(data_lib.to_uint8(x_rec).permute(0, 3, 1, 2))
-    total = fsdp.all_sum(count)
+    total, skipped = fsdp.all_sum(count), fsdp.all_sum(skipped)
     results = []
     ref_stats = None
     if inception is not None:
@@ -148,19 +153,24 @@ def evaluate(model, args, device, rank, world_size, log):
         for r in results:
             print(f"| {r['c_prime']} | {r['psnr']:.2f} | {r['lpips']:.4f} | "
                   f"{r['rfid']:.2f} |" if "rfid" in r else f"| {r['c_prime']} | {r['psnr']:.2f} | {r['lpips']:.4f} | - |")
-        with open(os.path.join(args.out, "eval.json"), "w") as fh:
-            json.dump({"images": total, "resolution": args.resolution, "skipped": skipped, "results": results}, fh, indent=2)
-        save_figures(model, torch.cat(originals)[:8], c_primes, args, device)
+        rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in results]
+        with open(os.path.join(args.out, "eval.json"), "w") as fh:  # strict JSON: a skipped LPIPS is null, not NaN
+            json.dump({"images": total, "resolution": args.resolution, "skipped": skipped, "results": rows}, fh,
+                      indent=2)
+    # Every rank runs the figures' forward passes: the EMA is sharded, so each encode/decode is collective.
+    save_figures(model, torch.cat(originals)[:8], c_primes, args, device, rank)
     return results
 
 
 @torch.no_grad()
-def save_figures(model, x_uint8, c_primes, args, device):
+def save_figures(model, x_uint8, c_primes, args, device, rank=0):
     """Fig. 3: rows = images, columns = [input, decode(z[:, :c']) for each c']. Fig. 2a: channel-averaged z."""
     x = (x_uint8.to(device).float() / 127.5 - 1)  # (n, 3, H, W) in [-1, 1]
     z = model.encode(x)  # (n, c, h, w)
     cols = [x] + [model.decode(z[:, :cp]).float().clamp(-1, 1) for cp in c_primes]
     grid = torch.stack(cols, 1).flatten(0, 1)  # (n * (1 + len(c')), 3, H, W), row-major by image
+    if rank != 0:
+        return
     data_lib.save_grid(grid, os.path.join(args.out, "fig3_partial_channels.png"), nrow=len(cols))
     avg = z.float().mean(1, keepdim=True)  # (n, 1, h, w): the channel-wise average feature of Fig. 2a
     lo, hi = avg.amin(dim=(1, 2, 3), keepdim=True), avg.amax(dim=(1, 2, 3), keepdim=True)
@@ -187,8 +197,11 @@ def main(args):
     cfg = ae_lib.AE_CONFIGS.get(args.model)
     if cfg is None:
         fsdp.fail(f"unknown --model {args.model}", rank)
-    args.c_prime_start = args.c_prime_start or cfg.get("c_prime_start", 16)
-    args.c_prime_step = args.c_prime_step or cfg.get("c_prime_step", 4)
+    # `is None`, not `or`: an explicit bad value (0) must reach check_args, not silently become the default.
+    if args.c_prime_start is None:
+        args.c_prime_start = cfg.get("c_prime_start", 16)
+    if args.c_prime_step is None:
+        args.c_prime_step = cfg.get("c_prime_step", 4)
 
     # Validate everything before any compute; every rank reaches the same verdict.
     with torch.device("meta"):
@@ -197,6 +210,8 @@ def main(args):
     ckpt_path = args.resume or fsdp.latest_checkpoint(args.out)
     try:
         check_args(args, meta)
+        if args.eval and ckpt_path is None and args.init is None:
+            raise ValueError(f"--eval needs trained weights: no ckpt_*.pt in --out {args.out}; pass --resume or --init")
         if ckpt_path and rank == 0:  # rank 0 reads; load_checkpoint broadcasts
             ckpt = fsdp.read_checkpoint(ckpt_path)
             check_checkpoint(ckpt, args, ckpt_path)
@@ -234,7 +249,7 @@ def main(args):
     step = 0
     if ckpt_path is not None:
         step = fsdp.load_checkpoint(ckpt, modules, optimizers, rank)
-    log = fsdp.RunLog(args.out, args, rank, args.steps, step)
+    log = fsdp.RunLog(args.out, args, rank, args.steps, step, "eval_args.json" if args.eval else "args.json")
     if ckpt_path is not None:
         log.message(f"resumed from {ckpt_path} at step {step}")
     elif args.init:
@@ -258,8 +273,12 @@ def main(args):
     loss_fn = ae_lib.AELoss(lp, disc, args.w_l1, args.w_lpips, args.w_gan,
                             gan_start=args.gan_start if args.gan_start is not None else 0)
     train_model = torch.compile(model) if args.compile else model
-    dataset = data_lib.build_dataset(args.data, args.resolution, flip=True, seed=args.seed)
+    # The toy data are one fixed dataset (seed 0; eval uses held-out seed 1), whatever the training --seed.
+    dataset = data_lib.build_dataset(args.data, args.resolution, flip=True, seed=0, toy_size=args.toy_size)
     micro = args.batch_size // (world_size * args.accum)
+    if len(dataset) // world_size < micro:  # drop_last would leave no batch at all and forever() would spin
+        fsdp.fail(f"{args.data} has {len(dataset)} images: fewer than one micro-batch of {micro} per rank "
+                  f"({world_size} ranks); lower --batch-size", rank)
     loader = data_lib.make_loader(dataset, micro, rank, world_size, seed=args.seed, num_workers=args.num_workers,
                                   pin_memory=device.type == "cuda")
     batches = data_lib.forever(loader, epoch=step * args.batch_size // max(len(dataset), 1))
@@ -267,11 +286,14 @@ def main(args):
     candidates = model.c_prime_candidates if args.structured else [model.c]
     fixed = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
 
+    n_local = fsdp.local_numel(model)
     if rank == 0:
-        log.message(f"{args.model}: {ae_lib.count_params(model) / 1e6:.2f}M params, phase {args.phase}, training "
-                    f"{n_train / 1e6:.2f}M in {prefixes}; structured={args.structured} c' in {candidates}; "
-                    f"{world_size} rank(s) on {device}, global batch {args.batch_size} ({micro} x {args.accum} "
-                    f"x {world_size}), {args.resolution}px, GAN {'on' if use_gan else 'off'}")
+        log.log({"params": ae_lib.count_params(model), "params_local": n_local}, show=False)
+        log.message(f"{args.model}: {ae_lib.count_params(model) / 1e6:.2f}M params ({n_local / 1e6:.2f}M on rank 0), "
+                    f"phase {args.phase}, training {n_train / 1e6:.2f}M in {prefixes}; "
+                    f"structured={args.structured} c' in {candidates}; {world_size} rank(s) on {device}, "
+                    f"global batch {args.batch_size} ({micro} x {args.accum} x {world_size}), {args.resolution}px, "
+                    f"GAN {'on' if use_gan else 'off'}")
     skipped, t_last, n_last = 0, time.time(), 0
     model.train()
     while step < args.steps:
@@ -289,8 +311,11 @@ def main(args):
             with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                 x_rec, _ = train_model(x, c_prime=c_prime)  # reconstruct from z * mask_{c,c'} (Eq. 1, Fig. 4)
                 loss, terms = loss_fn(x, x_rec.float(), step)
-            if not math.isfinite(loss.item()):
-                log.message(f"non-finite loss {loss.item()} at step {step} (c'={c_prime}); stopping. The last "
+            # Decided collectively (one tiny all-reduce, NaN if any rank's loss is): every rank stops at the same
+            # step instead of one rank exiting while the others wait in the next collective.
+            loss_mean = fsdp.all_mean(loss.item())
+            if not math.isfinite(loss_mean):
+                log.message(f"non-finite loss {loss_mean} at step {step + 1} (c'={c_prime}); stopping. The last "
                             f"checkpoint is untouched: {fsdp.latest_checkpoint(args.out)}")
                 log.close()
                 fsdp.cleanup()
@@ -338,6 +363,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f8c64-tiny")
     p.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder (class subfolders)")
+    p.add_argument("--toy-size", type=int, default=50_000, help="images of the toy dataset")
     p.add_argument("--resolution", type=int, default=None, help="default: 256 (phases 1, 3), 512 (phase 2); toy 32")
     p.add_argument("--phase", type=int, choices=[1, 2, 3], default=1)
     p.add_argument("--structured", action=argparse.BooleanOptionalAction, default=None,

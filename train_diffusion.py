@@ -85,7 +85,8 @@ def ae_fingerprint(ae):
 def build_cache(ae, args, identity, rank, world_size, device):
     """Encode the dataset once (each rank a shard) into cache/part-RRRR.npy + labels-RRRR.npy, then meta.json
     (written last, atomically: a cache without meta.json is incomplete and is rebuilt)."""
-    dataset = data_lib.build_dataset(args.data, args.resolution, flip=False, seed=args.seed, toy_size=args.toy_size)
+    # The toy data are one fixed dataset (seed 0), whatever the training --seed: seeds share one latent cache.
+    dataset = data_lib.build_dataset(args.data, args.resolution, flip=False, seed=0, toy_size=args.toy_size)
     loader = data_lib.make_loader(dataset, args.encode_batch, rank, world_size, shuffle=False, drop_last=False,
                                   num_workers=args.num_workers, pin_memory=device.type == "cuda")
     n = len(loader.sampler)
@@ -148,6 +149,9 @@ def check_args(args, ae):
         raise ValueError(f"--aug-c-primes {args.aug_c_primes} must lie in [1, c={ae.c}]")
     if args.data != "toy" and not os.path.isdir(args.data):
         raise ValueError(f"--data folder not found: {args.data}")
+    for name in ("accum", "steps", "save_every", "log_every"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.batch_size % (args.world_size * args.accum):
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by world size x --accum "
                          f"({args.world_size} x {args.accum})")
@@ -194,6 +198,10 @@ def main(args):
             ckpt = fsdp.read_checkpoint(ckpt_path)
             if ckpt["args"].get("model") != args.model:
                 raise ValueError(f"{ckpt_path} is a checkpoint of {ckpt['args'].get('model')!r}, not --model {args.model}")
+            shape = [ae.c, args.resolution // ae.f, args.resolution // ae.f]
+            if ckpt.get("latent_shape", shape) != shape:  # same backbone name, other AE or resolution
+                raise ValueError(f"{ckpt_path} was trained on {ckpt['latent_shape']} latents, but --ae {args.ae} at "
+                                 f"{args.resolution}px gives {shape}")
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         error = str(e)
     error = fsdp.agree(error)
@@ -202,7 +210,7 @@ def main(args):
 
     # Latent cache: reuse it only if the same AE, data and resolution made it.
     identity = dict(ae=source, ae_name=ae.name, ae_fingerprint=ae_fingerprint(ae), data=os.path.abspath(args.data)
-                    if args.data != "toy" else f"toy:{args.toy_size}:{args.seed}", resolution=args.resolution)
+                    if args.data != "toy" else f"toy:{args.toy_size}", resolution=args.resolution)
     meta_path = os.path.join(args.cache, "meta.json")
     meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else None
     if meta is not None and {k: meta.get(k) for k in identity} != identity:
@@ -236,14 +244,19 @@ def main(args):
     train_model = torch.compile(model) if args.compile else model
     dataset = LatentCache(args.cache, meta["parts"])
     micro = args.batch_size // (world_size * args.accum)
+    if len(dataset) // world_size < micro:  # drop_last would leave no batch at all and forever() would spin
+        fsdp.fail(f"{args.data} has {len(dataset)} images: fewer than one micro-batch of {micro} per rank "
+                  f"({world_size} ranks); lower --batch-size", rank)
     loader = data_lib.make_loader(dataset, micro, rank, world_size, seed=args.seed, num_workers=args.num_workers,
                                   pin_memory=device.type == "cuda")
     batches = data_lib.forever(loader, epoch=step * args.batch_size // max(len(dataset), 1))
-    n_params = models.count_params(model)
+    n_params, n_local = models.count_params(model), fsdp.local_numel(model)
+    log.log({"params": models.count_params(model, trainable_only=False), "params_local": n_local}, show=False)
     flops = 3 * models.flops_per_image(ema) * (2 if args.aug == "extra" else 1)  # fwd + bwd per training image
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name()), None)
-    log.message(f"{args.model} ({models.objective_of(args.model)}): {n_params / 1e6:.2f}M params on {c}x{h}x{h} "
-                f"latents of {ae.name} (scale {scale:.4f}, {len(dataset)} images, {num_classes} classes); "
+    log.message(f"{args.model} ({models.objective_of(args.model)}): {n_params / 1e6:.2f}M params "
+                f"({n_local / 1e6:.2f}M on rank 0) on {c}x{h}x{h} latents of {ae.name} (scale {scale:.4f}, "
+                f"{len(dataset)} images, {num_classes} classes); "
                 f"aug={args.aug} c' in {args.aug_c_primes}; {world_size} rank(s) on {device}, global batch "
                 f"{args.batch_size}")
     model.train()
@@ -262,8 +275,10 @@ def main(args):
                 model.set_requires_gradient_sync(i == args.accum - 1)
             with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                 loss, terms = objective.loss(train_model, x0, y, c_prime=c_prime)
-            if not math.isfinite(loss.item()):
-                log.message(f"non-finite loss {loss.item()} at step {step}; stopping. The last checkpoint is "
+            # Decided collectively (NaN if any rank's loss is), so that every rank stops at the same step.
+            loss_mean = fsdp.all_mean(loss.item())
+            if not math.isfinite(loss_mean):
+                log.message(f"non-finite loss {loss_mean} at step {step + 1}; stopping. The last checkpoint is "
                             f"untouched: {fsdp.latest_checkpoint(args.out)}")
                 log.close()
                 fsdp.cleanup()

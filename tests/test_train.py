@@ -1,0 +1,362 @@
+"""Tests for train_ae.py, train_diffusion.py and fsdp.py: the scripts run end to end as subprocesses (one process
+and `torchrun` with 2 gloo processes on CPU), checkpoints load into plain models, SIGKILL-ed runs resume from the
+last complete checkpoint, corrupt images are skipped, a NaN loss stops the run, bad arguments fail fast.
+Tiny models and a few steps each; about a minute and a half on 2 cores. The no-argument runs (300 steps each) are
+marked slow: python -m pytest -q -m slow tests/test_train.py
+"""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import ae as ae_lib
+import models
+import train_ae
+import train_diffusion
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--num-workers", "0", "--log-every", "1", "--grid-every", "0", "--batch-size", "8"]
+
+
+def run(script, *args, procs=1, cwd=None, timeout=600):
+    """Run a training script as its users do: `python script.py ...` or `torchrun --nproc_per_node N script.py`."""
+    launch = [sys.executable] if procs == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                   f"--nproc_per_node={procs}"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(launch + [str(REPO / script)] + [str(a) for a in args], cwd=cwd or REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def records(out):
+    with open(os.path.join(out, "metrics.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def steps_logged(out):
+    return [r["step"] for r in records(out) if "step" in r]
+
+
+def messages(out):
+    return [r["message"] for r in records(out) if "message" in r]
+
+
+def checkpoints(out):
+    return sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))
+
+
+def step_of(path):
+    return int(os.path.basename(path)[len("ckpt_"):-len(".pt")])
+
+
+def plain_ae(path):
+    """A train_ae.py checkpoint -> a plain (unsharded) DCAE, strict load of both weight sets."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = ae_lib.build_ae(ckpt["args"]["model"])
+    model.load_state_dict(ckpt["model"], strict=True)
+    model.load_state_dict(ckpt["ema"], strict=True)
+    return model, ckpt
+
+
+def plain_backbone(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    c, h, _ = ckpt["latent_shape"]
+    model = models.create_model(ckpt["args"]["model"], in_channels=c, input_size=h, num_classes=ckpt["num_classes"])
+    model.load_state_dict(ckpt["model"], strict=True)
+    model.load_state_dict(ckpt["ema"], strict=True)
+    return model, ckpt
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiny runs, evaluation, resume, checkpoints in plain models
+# ------------------------------------------------------------------------------------------------
+
+def test_defaults_but_steps_chain_ae_then_diffusion(tmp_path):
+    """Default arguments (only --steps and the toy size cut down), run from a fresh folder: train_diffusion.py's
+    default --ae runs/ae finds the AE that train_ae.py's default --out wrote."""
+    ok(run("train_ae.py", "--steps", 2, cwd=tmp_path))
+    ok(run("train_diffusion.py", "--steps", 2, "--toy-size", 128, cwd=tmp_path))
+    assert [os.path.basename(p) for p in checkpoints(tmp_path / "runs/ae")] == ["ckpt_0000002.pt"]
+    assert (tmp_path / "runs/ae/grid_0000002.png").is_file()
+    _, ckpt = plain_backbone(tmp_path / "runs/diffusion/ckpt_0000002.pt")
+    assert os.path.samefile(ckpt["ae"], tmp_path / "runs/ae/ckpt_0000002.pt") and ckpt["latent_shape"] == [64, 4, 4]
+    assert (tmp_path / "runs/diffusion/samples_0000002.png").is_file()
+
+
+def test_tiny_runs_eval_resume_and_plain_loading(tmp_path):
+    ae_out, d_out = tmp_path / "ae", tmp_path / "diffusion"
+    ok(run("train_ae.py", "--out", ae_out, "--steps", 4, "--save-every", 2, *FAST, "--grid-every", 4))
+    assert steps_logged(ae_out) == [1, 2, 3, 4]
+    assert [step_of(p) for p in checkpoints(ae_out)] == [2, 4] and (ae_out / "grid_0000004.png").is_file()
+    model, ckpt = plain_ae(checkpoints(ae_out)[-1])
+    assert ckpt["step"] == 4 and ckpt["structured"] and ckpt["c_prime_candidates"] == model.c_prime_candidates
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert model.decode(model.encode(x)[:, :8]).shape == x.shape
+
+    # Evaluation of the run: eval.json and the two figures, training args.json kept.
+    ok(run("train_ae.py", "--out", ae_out, "--eval", "toy", "--no-rfid", "--eval-images", 8, "--eval-c-primes", 8,
+           64, "--num-workers", 0))
+    ev = json.loads((ae_out / "eval.json").read_text())  # strict JSON (no NaN)
+    assert ev["images"] == 8 and [r["c_prime"] for r in ev["results"]] == [8, 64]
+    assert all(5 < r["psnr"] < 60 for r in ev["results"])
+    assert (ae_out / "fig3_partial_channels.png").is_file() and (ae_out / "fig2a_latent_mean.png").is_file()
+    assert json.loads((ae_out / "args.json").read_text())["eval"] is None
+
+    # Diffusion on the trained AE, then resumed for one more step.
+    common = ["--ae", ae_out, "--out", d_out, "--toy-size", 32, "--save-every", 2, *FAST]
+    ok(run("train_diffusion.py", *common, "--steps", 2, "--grid-every", 2, "--grid-steps", 2, "--grid-cols", 2))
+    assert (d_out / "samples_0000002.png").is_file() and (d_out / "latents/meta.json").is_file()
+    ok(run("train_diffusion.py", *common, "--steps", 3))
+    assert f"resumed from {d_out / 'ckpt_0000002.pt'} at step 2" in messages(d_out)
+    assert steps_logged(d_out) == [1, 2, 3]
+    model, ckpt = plain_backbone(checkpoints(d_out)[-1])
+    assert ckpt["step"] == 3 and os.path.samefile(ckpt["ae"], ae_out / "ckpt_0000004.pt")
+    assert model(torch.randn(2, 64, 4, 4), torch.rand(2), torch.tensor([0, 1])).shape[1] == 64
+
+
+# ------------------------------------------------------------------------------------------------
+# Two processes (torchrun, gloo, FSDP2) against one
+# ------------------------------------------------------------------------------------------------
+
+def test_two_process_ae_matches_one_process_and_is_sharded(tmp_path):
+    """With the whole toy set as one global batch (8 images), --no-structured (c' = c on every rank) and fp32, the
+    2-rank run sees the same data and the same initial weights as the 1-rank run, and the mean of the two ranks'
+    L1 means is the global L1 mean: losses, grad norms and the trained weights must agree to float tolerance."""
+    args = ["--no-structured", "--no-bf16", "--toy-size", 8, "--steps", 3, "--save-every", 3, *FAST]
+    ok(run("train_ae.py", *args, "--out", tmp_path / "one"))
+    ok(run("train_ae.py", *args, "--out", tmp_path / "two", procs=2))
+    one = [r for r in records(tmp_path / "one") if "step" in r]
+    two = [r for r in records(tmp_path / "two") if "step" in r]
+    assert [r["step"] for r in two] == [1, 2, 3] and all(r["c_prime"] == 64 for r in two)
+    for a, b in zip(one, two):
+        assert b["l1"] == pytest.approx(a["l1"], rel=1e-5) and b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    assert abs(one[-1]["l1"] - one[0]["l1"]) > 1e-3  # the weights moved, so step 3 compares trained weights
+
+    # Parameters are sharded: rank 0 holds about half of them (FSDP2 splits dim 0, rounding up).
+    p1 = next(r for r in records(tmp_path / "one") if "params_local" in r)
+    p2 = next(r for r in records(tmp_path / "two") if "params_local" in r)
+    assert p1["params_local"] == p1["params"] == p2["params"]
+    assert 0.45 < p2["params_local"] / p2["params"] < 0.6
+
+    # The 2-rank checkpoint is a full state dict that loads into a plain model and equals the 1-rank result.
+    m1, _ = plain_ae(tmp_path / "one/ckpt_0000003.pt")
+    m2, ckpt = plain_ae(tmp_path / "two/ckpt_0000003.pt")
+    assert len(ckpt["rng"]) == 2
+    for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)
+
+    # Evaluation under torchrun: the sharded EMA's forward passes (metrics and figures) run on every rank.
+    ev = ["--eval", "toy", "--no-rfid", "--no-bf16", "--eval-images", 8, "--eval-c-primes", 8, 64, "--num-workers", 0]
+    ok(run("train_ae.py", "--out", tmp_path / "one", *ev))
+    ok(run("train_ae.py", "--out", tmp_path / "two", *ev, procs=2, timeout=300))
+    psnr = [[r["psnr"] for r in json.loads((tmp_path / d / "eval.json").read_text())["results"]]
+            for d in ("one", "two")]
+    assert psnr[1] == pytest.approx(psnr[0], rel=1e-4)
+    assert (tmp_path / "two/fig3_partial_channels.png").is_file()
+
+
+def test_two_process_diffusion_shards_loads_and_resumes_in_one_process(tmp_path):
+    out = tmp_path / "d"
+    args = ["--ae", "dc-ae-f8c16-tiny", "--out", out, "--toy-size", 32, "--save-every", 2, *FAST]
+    ok(run("train_diffusion.py", *args, "--steps", 2, procs=2))
+    meta = json.loads((out / "latents/meta.json").read_text())
+    assert meta["parts"] == 2 and (out / "latents/part-0001.npy").is_file()
+    p = next(r for r in records(out) if "params_local" in r)
+    assert 0.45 < p["params_local"] / p["params"] < 0.6
+    model, ckpt = plain_backbone(out / "ckpt_0000002.pt")
+    assert len(ckpt["rng"]) == 2 and ckpt["latent_shape"] == [16, 4, 4]
+    # A different world size resumes the full state dict (the cache of 2 parts is reused).
+    ok(run("train_diffusion.py", *args, "--steps", 3))
+    assert f"resumed from {out / 'ckpt_0000002.pt'} at step 2" in messages(out)
+    assert steps_logged(out) == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------------------
+# SIGKILL and resume
+# ------------------------------------------------------------------------------------------------
+
+def start(script, *args):
+    return subprocess.Popen([sys.executable, str(REPO / script)] + [str(a) for a in args], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def kill_when(proc, ready, timeout=120):
+    """SIGKILL proc as soon as ready() holds (polled every millisecond)."""
+    t0 = time.time()
+    while not ready():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() - t0 < timeout, "timed out waiting to kill"
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("script", ["train_ae.py", "train_diffusion.py"])
+def test_sigkill_during_write_and_during_training_resumes(tmp_path, script):
+    out = tmp_path / "run"
+    args = ["--out", out, "--save-every", 1, *FAST] + (["--ae", "dc-ae-f8c16-tiny", "--toy-size", 32]
+                                                       if script == "train_diffusion.py" else [])
+    # 1) Killed while a checkpoint is being written (a .tmp exists). Checkpoints every step keep writes frequent.
+    proc = start(script, *args, "--steps", 100_000)
+    kill_when(proc, lambda: checkpoints(out) and glob.glob(str(out / "*.pt.tmp")))
+    # The kill leaves a partial ckpt_{s1 + 1}.pt.tmp (it did in every trial). Should it have landed just after the
+    # rename, write the partial file such a kill leaves, newer than every complete checkpoint.
+    last = checkpoints(out)[-1]
+    s1, partial = step_of(last), None
+    if not glob.glob(str(out / "*.pt.tmp")):
+        partial = out / f"ckpt_{s1 + 50:07d}.pt.tmp"
+        partial.write_bytes(Path(last).read_bytes()[: os.path.getsize(last) // 2])
+    assert plain_ae(last) if script == "train_ae.py" else plain_backbone(last)  # complete and loadable
+
+    # 2) Resumed, then killed during training (no write in progress) after at least one more checkpoint.
+    proc = start(script, *args, "--steps", 100_000)
+    kill_when(proc, lambda: checkpoints(out) and step_of(checkpoints(out)[-1]) >= s1 + 2
+              and set(glob.glob(str(out / "*.pt.tmp"))) <= {str(partial)})  # not writing
+    assert f"resumed from {last} at step {s1}" in messages(out)
+    s2 = step_of(checkpoints(out)[-1])
+
+    # 3) Resumed at the newest complete checkpoint, finishes 2 more steps.
+    n_before = len(records(out))
+    ok(run(script, *args, "--steps", s2 + 2))
+    new = records(out)[n_before:]
+    assert any(r.get("message") == f"resumed from {out / f'ckpt_{s2:07d}.pt'} at step {s2}" for r in new)
+    assert [r["step"] for r in new if "step" in r] == [s2 + 1, s2 + 2]
+    assert step_of(checkpoints(out)[-1]) == s2 + 2
+    assert torch.load(checkpoints(out)[-1], map_location="cpu", weights_only=False)["step"] == s2 + 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Corrupt images, NaN loss
+# ------------------------------------------------------------------------------------------------
+
+def test_corrupt_image_is_skipped(tmp_path, capsys):
+    """A folder of 7 readable PNGs and one garbage .jpg, batch 8: every epoch meets the broken file once."""
+    g = torch.Generator().manual_seed(0)
+    for i in range(7):
+        (tmp_path / "data" / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        arr = torch.randint(0, 256, (40, 48, 3), generator=g, dtype=torch.uint8).numpy()
+        Image.fromarray(arr).save(tmp_path / "data" / f"class{i % 2}" / f"{i}.png")
+    (tmp_path / "data/class1/broken.jpg").write_bytes(b"not a jpeg" * 50)
+    proc = ok(run("train_ae.py", "--data", tmp_path / "data", "--out", tmp_path / "ae", "--steps", 2,
+                  "--save-every", 2, *FAST))
+    assert "skipping unreadable image" in proc.stderr and "broken.jpg" in proc.stderr
+    last = [r for r in records(tmp_path / "ae") if "step" in r][-1]
+    assert last["step"] == 2 and last["skipped"] == 2
+    ok(run("train_diffusion.py", "--data", tmp_path / "data", "--ae", "dc-ae-f8c16-tiny", "--out",
+           tmp_path / "d", "--steps", 1, *FAST))
+    meta = json.loads((tmp_path / "d/latents/meta.json").read_text())
+    assert meta["skipped"] == 1 and meta["num_classes"] == 2
+    # A folder smaller than one batch would give an empty loader (drop_last): refused instead of spinning forever.
+    with pytest.raises(SystemExit) as e:
+        train_ae.main(train_ae.parse_args(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "big"),
+                                           "--batch-size", "16", "--num-workers", "0"]))
+    assert e.value.code == 2 and "has 8 images: fewer than one micro-batch of 16" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["train_ae.py", "train_diffusion.py"])
+def test_nan_loss_stops_without_touching_last_checkpoint(tmp_path, script):
+    out = tmp_path / "run"
+    args = ["--out", out, *FAST] + (["--ae", "dc-ae-f8c16-tiny", "--toy-size", 32]
+                                    if script == "train_diffusion.py" else [])
+    ok(run(script, *args, "--steps", 2, "--save-every", 2))
+    ckpt = out / "ckpt_0000002.pt"
+    before = (ckpt.read_bytes(), ckpt.stat().st_mtime_ns)
+    # lr 1e30: Adam moves every weight by ~lr, so the next forward overflows to inf / NaN.
+    proc = run(script, *args, "--steps", 50, "--save-every", 1000, "--lr", 1e30, "--warmup", 0)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "non-finite loss" in proc.stdout and f"untouched: {ckpt}" in proc.stdout
+    assert checkpoints(out) == [str(ckpt)] and not glob.glob(str(out / "*.tmp"))
+    assert (ckpt.read_bytes(), ckpt.stat().st_mtime_ns) == before
+    assert max(steps_logged(out)) < 50
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad arguments fail before training, with a message naming the value (in-process: no startup cost)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def other_checkpoints(tmp_path_factory):
+    """Real one-step checkpoints of models the bad-argument runs do not ask for."""
+    root = tmp_path_factory.mktemp("other")
+    small = ["--steps", "1", "--save-every", "1", "--batch-size", "4", "--num-workers", "0", "--grid-every", "0"]
+    train_ae.main(train_ae.parse_args(["--model", "dc-ae-f8c16-tiny", "--out", str(root / "ae"), *small]))
+    train_diffusion.main(train_diffusion.parse_args(["--model", "DiT-tiny", "--ae", "dc-ae-f8c16-tiny",
+                                                     "--toy-size", "8", "--out", str(root / "dit"), *small]))
+    garbage = root / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 100)
+    return {"ae": root / "ae/ckpt_0000001.pt", "dit": root / "dit/ckpt_0000001.pt", "garbage": garbage}
+
+
+BAD_AE = [
+    (["--resolution", "36"], "--resolution 36 is not a multiple of dc-ae-f8c64-tiny's f=8"),
+    (["--c-prime-start", "65"], "c' list must lie in [1, c=64]: got --c-prime-start 65"),
+    (["--c-prime-start", "0"], "c' list must lie in [1, c=64]: got --c-prime-start 0"),
+    (["--c-prime-step", "0"], "--c-prime-step 0"),
+    (["--eval-c-primes", "8", "70"], "--eval-c-primes 70 is outside [1, c=64]"),
+    (["--data", "{tmp}/missing"], "--data folder not found: {tmp}/missing"),
+    (["--resume", "{ae}"], "is a checkpoint of 'dc-ae-f8c16-tiny', not --model dc-ae-f8c64-tiny"),
+    (["--resume", "{dit}"], "is a checkpoint of 'DiT-tiny', not --model dc-ae-f8c64-tiny"),
+    (["--init", "{dit}"], "is a checkpoint of 'DiT-tiny', not --model dc-ae-f8c64-tiny"),
+    (["--resume", "{garbage}"], "{garbage} is not a readable checkpoint"),
+    (["--resume", "{tmp}/nope.pt"], "checkpoint not found: {tmp}/nope.pt"),
+    (["--eval", "toy"], "--eval needs trained weights"),
+    (["--save-every", "0"], "--save-every must be >= 1, got 0"),
+]
+BAD_DIFFUSION = [
+    (["--ae", "dc-ae-f8c16-tiny", "--resolution", "36"], "--resolution 36 is not a multiple of the AE's f=8"),
+    (["--ae", "dc-ae-f8c16-tiny", "--aug-c-primes", "0", "8"], "--aug-c-primes [0, 8] must lie in [1, c=16]"),
+    (["--ae", "dc-ae-f8c16-tiny", "--aug-c-primes", "8", "17"], "--aug-c-primes [8, 17] must lie in [1, c=16]"),
+    (["--ae", "dc-ae-f8c16-tiny", "--data", "{tmp}/missing"], "--data folder not found: {tmp}/missing"),
+    (["--ae", "dc-ae-f8c16-tiny", "--resume", "{ae}"], "is a checkpoint of 'dc-ae-f8c16-tiny', not --model USiT-tiny"),
+    (["--ae", "dc-ae-f8c16-tiny", "--resume", "{dit}"], "is a checkpoint of 'DiT-tiny', not --model USiT-tiny"),
+    (["--ae", "dc-ae-f8c64-tiny", "--model", "DiT-tiny", "--resume", "{dit}"],
+     "was trained on [16, 4, 4] latents, but --ae dc-ae-f8c64-tiny at 32px gives [64, 4, 4]"),
+    (["--ae", "{dit}"], "unknown AE 'DiT-tiny'"),
+    ([], "--ae runs/ae: not found"),  # the default --ae, with no train_ae.py run in this folder
+    (["--ae", "dc-ae-f8c16-tiny", "--accum", "0"], "--accum must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("script,argv,message",
+                         [("ae", *c) for c in BAD_AE] + [("diffusion", *c) for c in BAD_DIFFUSION])
+def test_bad_argument_fails_fast(tmp_path, monkeypatch, capsys, other_checkpoints, script, argv, message):
+    monkeypatch.chdir(tmp_path)
+    fill = dict(tmp=tmp_path, **other_checkpoints)
+    argv = [a.format(**fill) for a in argv] + ["--out", str(tmp_path / "out"), "--num-workers", "0"]
+    lib = train_ae if script == "ae" else train_diffusion
+    with pytest.raises(SystemExit) as e:
+        lib.main(lib.parse_args(argv))
+    assert e.value.code == 2
+    assert message.format(**fill) in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written: it failed before the run folder was made
+
+
+# ------------------------------------------------------------------------------------------------
+# No arguments at all (300 steps each; minutes on 2 cores)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_no_arguments(tmp_path):
+    ok(run("train_ae.py", cwd=tmp_path, timeout=1800))
+    ok(run("train_diffusion.py", cwd=tmp_path, timeout=1800))
+    for run_dir in ("runs/ae", "runs/diffusion"):
+        assert [step_of(p) for p in checkpoints(tmp_path / run_dir)] == [300]
+        assert steps_logged(tmp_path / run_dir)[-1] == 300
+    ae_l1 = [r["l1"] for r in records(tmp_path / "runs/ae") if "l1" in r]
+    assert ae_l1[-1] < 0.6 * ae_l1[0]  # it trains
+    plain_ae(tmp_path / "runs/ae/ckpt_0000300.pt")
+    plain_backbone(tmp_path / "runs/diffusion/ckpt_0000300.pt")
