@@ -148,6 +148,15 @@ def grad_norm_clip(model, max_norm):
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
+def optimizer_step(model, opt, ema, step, grad_clip, ema_decay):
+    """The end of every training step: clip, AdamW step, zero the grads, EMA update. Returns the grad norm."""
+    gnorm = grad_norm_clip(model, grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    ema_update(ema, model, ema_decay, step)
+    return gnorm
+
+
 # ------------------------------------------------------------------------------------------------
 # Checkpoints: full state dicts, written by rank 0 atomically, resumable
 # ------------------------------------------------------------------------------------------------

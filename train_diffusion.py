@@ -38,7 +38,7 @@ RECIPES = {
     "UViT": dict(lr=2e-4, weight_decay=0.03, betas=(0.99, 0.99), warmup=5000, batch_size=1024, steps=500_000),
     "SiT": dict(lr=1e-4, weight_decay=0.0, betas=(0.9, 0.999), warmup=0, batch_size=1024, steps=400_000),
     "DiT": dict(lr=1e-4, weight_decay=0.0, betas=(0.9, 0.999), warmup=0, batch_size=1024, steps=400_000),
-    "tiny": dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99), warmup=50, batch_size=64, steps=300),
+    "tiny": dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99), warmup=50, batch_size=64, steps=1000),
 }
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16, for MFU
 
@@ -285,10 +285,7 @@ def main(args):
                 sys.exit(3)
             (loss / args.accum).backward()
             loss_sum += loss.item() / args.accum
-        gnorm = fsdp.grad_norm_clip(model, args.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        fsdp.ema_update(ema, model, args.ema_decay, step)
+        gnorm = fsdp.optimizer_step(model, opt, ema, step, args.grad_clip, args.ema_decay)
         step += 1
         n_last += args.batch_size
 

@@ -1,7 +1,7 @@
 """Tests for train_ae.py, train_diffusion.py and fsdp.py: the scripts run end to end as subprocesses (one process
 and `torchrun` with 2 gloo processes on CPU), checkpoints load into plain models, SIGKILL-ed runs resume from the
 last complete checkpoint, corrupt images are skipped, a NaN loss stops the run, bad arguments fail fast.
-Tiny models and a few steps each; about a minute and a half on 2 cores. The no-argument runs (300 steps each) are
+Tiny models and a few steps each; about a minute and a half on 2 cores. The no-argument runs (the tiny recipes) are
 marked slow: python -m pytest -q -m slow tests/test_train.py
 """
 import glob
@@ -346,17 +346,20 @@ def test_bad_argument_fails_fast(tmp_path, monkeypatch, capsys, other_checkpoint
 
 
 # ------------------------------------------------------------------------------------------------
-# No arguments at all (300 steps each; minutes on 2 cores)
+# No arguments at all (the tiny recipes: 1500 AE steps, 1000 diffusion steps; a few minutes on 2 cores)
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
 def test_no_arguments(tmp_path):
+    import train_ae
+    import train_diffusion
     ok(run("train_ae.py", cwd=tmp_path, timeout=1800))
     ok(run("train_diffusion.py", cwd=tmp_path, timeout=1800))
-    for run_dir in ("runs/ae", "runs/diffusion"):
-        assert [step_of(p) for p in checkpoints(tmp_path / run_dir)] == [300]
-        assert steps_logged(tmp_path / run_dir)[-1] == 300
+    for run_dir, steps in (("runs/ae", train_ae.TINY_RECIPE["steps"]),
+                           ("runs/diffusion", train_diffusion.RECIPES["tiny"]["steps"])):
+        assert step_of(checkpoints(tmp_path / run_dir)[-1]) == steps
+        assert steps_logged(tmp_path / run_dir)[-1] == steps
     ae_l1 = [r["l1"] for r in records(tmp_path / "runs/ae") if "l1" in r]
     assert ae_l1[-1] < 0.6 * ae_l1[0]  # it trains
-    plain_ae(tmp_path / "runs/ae/ckpt_0000300.pt")
-    plain_backbone(tmp_path / "runs/diffusion/ckpt_0000300.pt")
+    plain_ae(checkpoints(tmp_path / "runs/ae")[-1])
+    plain_backbone(checkpoints(tmp_path / "runs/diffusion")[-1])

@@ -1,0 +1,249 @@
+"""The paper's two claims on a laptop, in one command: structured latent space (Sec. 3.2, Eq. 1, Fig. 2-3, Table 1)
+and augmented diffusion training (Sec. 3.3, Eq. 2, Fig. 5b, Table 5), on the procedural toy dataset of data.py.
+
+It drives the project's scripts (train_ae.py, train_diffusion.py, sample.py) and reimplements none of them:
+  1. trains a tiny AE with many latent channels per latent pixel (f8c64 on 32 px: 4x4x64, a toy analogue of
+     f32c128) twice: without the channel mask (the DC-AE baseline) and with it (DC-AE 1.5);
+  2. measures reconstruction from the first c' channels for several c' (PSNR; LPIPS when VGG weights are present):
+     the quantitative Fig. 3 / Table 1, plus the Fig. 3 grid (rows: model x image; columns: c') and the
+     channel-averaged latent of Fig. 2a;
+  3. trains a tiny USiT on each AE's latents with and without augmented diffusion training (Table 5's four cells,
+     several seeds), and tracks generation quality against training steps (Fig. 5b).
+Inception weights cannot be downloaded here, so generation quality is a Frechet distance in the feature space of a
+small classifier trained on the toy data ("FD_toy", lower is better), plus that classifier's accuracy on the
+class-conditional samples ("acc", higher is better). With --inception-weights the real FID is added.
+  4. writes OUT/toy_results.md (tables with seeds, steps and wall time) and PNG grids, and prints the tables.
+
+    python toy.py                  # the full run: about 12 minutes on 2 CPU cores (the README quotes its output)
+    python toy.py --quick          # a smoke run in about 2 minutes (CI)
+    python toy.py --ae dc-ae-f8c16-tiny   # the knob "latent channels per pixel": 4x fewer
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import ae as ae_lib
+import data as data_lib
+import fid as fid_lib
+import fsdp
+import sample
+import train_ae
+import train_diffusion
+
+DEFAULT_AE = "dc-ae-f8c64-tiny"  # 4x4x64 latents at 32 px: many channels per latent pixel, like f32c128
+SETTINGS = {  # steps are optimizer steps; evals = how many points on the Fig. 5b curve
+    "full": dict(ae_steps=2000, diff_steps=3000, evals=5, seeds=[0, 1], samples=500, eval_images=500,
+                 clf_steps=400, toy_size=5000),
+    "quick": dict(ae_steps=30, diff_steps=20, evals=2, seeds=[0, 1], samples=60, eval_images=64,
+                  clf_steps=30, toy_size=300),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# The quality measure: a small classifier trained on the toy data (features for a Frechet distance)
+# ------------------------------------------------------------------------------------------------
+
+class ToyClassifier(nn.Module):
+    """x (N, 3, 32, 32) in [-1, 1] -> (features (N, 128), logits (N, K))."""
+
+    def __init__(self, num_classes=10, width=32):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1), nn.GroupNorm(8, width), nn.SiLU(),  # 16x16
+            nn.Conv2d(width, 2 * width, 3, 2, 1), nn.GroupNorm(8, 2 * width), nn.SiLU(),  # 8x8
+            nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.GroupNorm(8, 4 * width), nn.SiLU(),  # 4x4
+        )
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        h = self.body(x).mean(dim=(2, 3))  # (N, 4 width): global average pool
+        return h, self.head(h)
+
+
+def train_classifier(s, args):
+    torch.manual_seed(0)
+    clf = ToyClassifier()
+    opt = torch.optim.AdamW(clf.parameters(), lr=2e-3)
+    train = data_lib.ToyShapes(n=100_000, resolution=32, seed=100)  # other seeds than the AE/diffusion data
+    g = torch.Generator().manual_seed(0)
+    for step in range(s["clf_steps"]):
+        idx = torch.randint(len(train), (64,), generator=g).tolist()
+        x = torch.stack([train[i][0] for i in idx])
+        y = torch.tensor([train[i][1] for i in idx])
+        loss = F.cross_entropy(clf(x)[1], y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    clf.eval()
+    test = data_lib.ToyShapes(n=1000, resolution=32, seed=101)
+    x, y = torch.stack([test[i][0] for i in range(len(test))]), torch.tensor([test[i][1] for i in range(len(test))])
+    with torch.no_grad():
+        feats, logits = clf(x)
+    acc = (logits.argmax(1) == y).float().mean().item()
+    return clf, feats.double().numpy(), acc
+
+
+def frechet(f1, f2):
+    return fid_lib.frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+
+
+# ------------------------------------------------------------------------------------------------
+# Steps 1-2: the two autoencoders and their reconstruction from the first c' channels
+# ------------------------------------------------------------------------------------------------
+
+def run_ae(out, structured, s, args):
+    flags = ["--model", args.ae, "--out", out, "--steps", str(s["ae_steps"]), "--lr", "3e-4",
+             "--save-every", str(s["ae_steps"]), "--grid-every", str(s["ae_steps"]), "--log-every", "50",
+             "--num-workers", "0", "--seed", str(args.seed), "--structured" if structured else "--no-structured"]
+    train_ae.main(train_ae.parse_args(flags))
+    evaluation = ["--eval", "toy", "--eval-images", str(s["eval_images"]), "--eval-c-primes", *map(str, args.c_primes),
+                  "--no-rfid"] + (["--inception-weights", args.inception_weights] if args.inception_weights else [])
+    train_ae.main(train_ae.parse_args(flags + evaluation))
+    with open(os.path.join(out, "eval.json")) as fh:
+        return json.load(fh)["results"]
+
+
+@torch.no_grad()
+def ae_figures(ae_dirs, args):
+    """Fig. 3 (rows: model x image; columns: input, then c') and Fig. 2a (channel-averaged latent, per model)."""
+    ds = data_lib.ToyShapes(n=100, resolution=32, seed=7)
+    x = torch.stack([ds[i][0] for i in (0, 2, 4, 7)])  # 4 classes (item i has class i % 10)
+    rows, latents = [], [x]
+    for name, folder in ae_dirs.items():
+        model, _ = ae_lib.load_pretrained(fsdp.latest_checkpoint(folder))
+        z = model.encode(x)  # (4, c, 4, 4)
+        rows.append(torch.stack([x] + [model.decode(z[:, :cp]).clamp(-1, 1) for cp in args.c_primes], 1))
+        avg = z.mean(1, keepdim=True)  # (4, 1, 4, 4): Fig. 2a
+        avg = (avg - avg.amin(dim=(2, 3), keepdim=True)) / (avg.amax(dim=(2, 3), keepdim=True) - avg.amin(dim=(2, 3), keepdim=True) + 1e-8)
+        latents.append(F.interpolate(avg * 2 - 1, size=32, mode="nearest").expand(-1, 3, -1, -1))
+    big = lambda x: F.interpolate(x, scale_factor=2, mode="nearest")  # noqa: E731  32 px is small on screen
+    data_lib.save_grid(big(torch.cat(rows).flatten(0, 1)), os.path.join(args.out, "fig3_partial_channels.png"),
+                       nrow=1 + len(args.c_primes))
+    data_lib.save_grid(big(torch.stack(latents, 1).flatten(0, 1)), os.path.join(args.out, "fig2a_latent_mean.png"),
+                       nrow=len(latents))
+
+
+# ------------------------------------------------------------------------------------------------
+# Step 3: diffusion on each AE's latents, with and without augmented diffusion training
+# ------------------------------------------------------------------------------------------------
+
+def evaluate_samples(run, step, clf, real_feats, s, args, seed):
+    out = os.path.join(run, f"samples_{step:07d}")
+    sample.main(sample.parse_args(["--ckpt", run, "--out", out, "--num-samples", str(s["samples"]),
+                                   "--batch-size", "100", "--sampler", "euler", "--steps", str(args.sample_steps),
+                                   "--seed", str(seed)]))
+    with np.load(os.path.join(out, "samples.npz")) as npz:
+        images, labels = torch.from_numpy(npz["arr_0"]), torch.from_numpy(npz["arr_1"])
+    x = images.permute(0, 3, 1, 2).float() / 127.5 - 1  # (N, 3, 32, 32)
+    with torch.no_grad():
+        feats, logits = clf(x)
+    row = {"step": step, "fd_toy": frechet(feats.double().numpy(), real_feats),
+           "acc": (logits.argmax(1) == labels).float().mean().item()}
+    if args.inception_weights:
+        real = torch.stack([data_lib.ToyShapes(n=s["samples"], resolution=32, seed=101)[i][0] for i in range(s["samples"])])
+        row["fid"] = fid_lib.compute_metrics(os.path.join(out, "samples.npz"), data_lib.to_uint8(real).permute(0, 3, 1, 2),
+                                             weights=args.inception_weights, pr=False, progress=False)["fid"]
+    return row
+
+
+def run_diffusion(ae_dir, aug, seed, clf, real_feats, s, args):
+    run = os.path.join(args.out, f"usit_{os.path.basename(ae_dir)}_aug-{aug}_seed{seed}")
+    curve = []
+    for k in range(1, s["evals"] + 1):  # train in segments; each re-run resumes from the newest checkpoint
+        steps = s["diff_steps"] * k // s["evals"]
+        train_diffusion.main(train_diffusion.parse_args([
+            "--model", "USiT-tiny", "--ae", ae_dir, "--out", run, "--cache", os.path.join(ae_dir, "latents"),
+            "--toy-size", str(s["toy_size"]), "--aug", aug, "--steps", str(steps), "--seed", str(seed),
+            "--save-every", str(steps), "--grid-every", "0", "--log-every", "100", "--num-workers", "0",
+            "--no-bf16"]))  # bf16 autocast halves the speed of this tiny model on a CPU
+        curve.append(evaluate_samples(run, steps, clf, real_feats, s, args, seed))
+    return curve
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------------
+
+def mean_std(values):
+    a = np.array(values, dtype=float)
+    return f"{a.mean():.2f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.2f}"
+
+
+def report(recon, cells, clf_acc, s, args, wall):
+    lines = [f"# Toy reproduction ({'quick' if args.quick else 'full'} run)", "",
+             f"`python toy.py{' --quick' if args.quick else ''}{'' if args.ae == DEFAULT_AE else ' --ae ' + args.ae}` "
+             f"— AE seed {args.seed}, {args.ae} on 32 px toy images, {s['ae_steps']} AE steps; USiT-tiny "
+             f"{s['diff_steps']} steps, diffusion seeds {s['seeds']}, {s['samples']} samples per evaluation "
+             f"({args.sample_steps} Euler steps); wall time {wall / 60:.1f} min on {torch.get_num_threads()} CPU threads.", "",
+             "## Reconstruction from the first c' channels (Fig. 3 / Table 1)", "",
+             "| AE | " + " | ".join(f"PSNR c'={cp}" for cp in args.c_primes) + " |",
+             "|---|" + "---:|" * len(args.c_primes)]
+    for name, rows in recon.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['psnr']:.2f}" for r in rows) + " |")
+    if all(r["lpips"] is not None for rows in recon.values() for r in rows):  # eval.json: null without VGG weights
+        lines += ["", "| AE | " + " | ".join(f"LPIPS c'={cp}" for cp in args.c_primes) + " |",
+                  "|---|" + "---:|" * len(args.c_primes)]
+        for name, rows in recon.items():
+            lines.append(f"| {name} | " + " | ".join(f"{r['lpips']:.4f}" for r in rows) + " |")
+    else:
+        lines += ["", "LPIPS: not measured (no pretrained VGG16 weights on this machine)."]
+    lines += ["", "## Generation (Table 5): FD_toy and classifier accuracy of class-conditional samples", "",
+              f"FD_toy is a Frechet distance in the 128-d feature space of a small classifier trained on the toy data "
+              f"(test accuracy {clf_acc:.1%}), **not** the Inception FID. Mean ± std over seeds {s['seeds']}, at the "
+              f"last step ({s['diff_steps']}).", "",
+              "| structured AE | augmented training | FD_toy ↓ | acc ↑ |" + (" FID ↓ |" if args.inception_weights else ""),
+              "|---|---|---:|---:|" + ("---:|" if args.inception_weights else "")]
+    for (ae_name, aug), runs in cells.items():
+        last = [curve[-1] for curve in runs]
+        lines.append(f"| {'✓' if ae_name == 'structured' else ''} | {'✓' if aug == 'extra' else ''} | "
+                     f"{mean_std([r['fd_toy'] for r in last])} | {mean_std([100 * r['acc'] for r in last])}% |"
+                     + (f" {mean_std([r['fid'] for r in last])} |" if args.inception_weights else ""))
+    lines += ["", "## Training curves (Fig. 5b): FD_toy (mean over seeds) against diffusion steps", "",
+              "| structured AE | augmented | " + " | ".join(str(r["step"]) for r in next(iter(cells.values()))[0]) + " |",
+              "|---|---|" + "---:|" * s["evals"]]
+    for (ae_name, aug), runs in cells.items():
+        means = np.mean([[r["fd_toy"] for r in curve] for curve in runs], axis=0)
+        lines.append(f"| {'✓' if ae_name == 'structured' else ''} | {'✓' if aug == 'extra' else ''} | "
+                     + " | ".join(f"{m:.2f}" for m in means) + " |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, "toy_results.md"), "w") as fh:
+        fh.write(text)
+    print("\n" + text)
+
+
+def main(args):
+    s = SETTINGS["quick" if args.quick else "full"]
+    c = ae_lib.AE_CONFIGS[args.ae]["c"]
+    args.c_primes = args.c_primes or [c // 8, c // 4, c // 2, c]
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.time()
+    clf, real_feats, clf_acc = train_classifier(s, args)
+    print(f"toy classifier: test accuracy {clf_acc:.1%} (its features define FD_toy)")
+    ae_dirs = {"unstructured": os.path.join(args.out, "ae_unstructured"),
+               "structured": os.path.join(args.out, "ae_structured")}
+    recon = {name: run_ae(folder, name == "structured", s, args) for name, folder in ae_dirs.items()}
+    ae_figures(ae_dirs, args)
+    cells = {}
+    for name, folder in ae_dirs.items():  # Table 5: {unstructured, structured} x {off, extra}
+        for aug in ("off", "extra"):
+            cells[(name, aug)] = [run_diffusion(folder, aug, seed, clf, real_feats, s, args) for seed in s["seeds"]]
+    report(recon, cells, clf_acc, s, args, time.time() - t0)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a smoke run in about 3 minutes (CI)")
+    p.add_argument("--out", default="runs/toy")
+    p.add_argument("--seed", type=int, default=0, help="seed of the AE runs")
+    p.add_argument("--ae", default=DEFAULT_AE, choices=[n for n in ae_lib.AE_CONFIGS if n.endswith("-tiny")],
+                   help="the knob 'latent channels per pixel': dc-ae-f8c16-tiny has 4x fewer")
+    p.add_argument("--c-primes", type=int, nargs="+", default=None, help="default: 4 values up to c")
+    p.add_argument("--sample-steps", type=int, default=25, help="Euler steps per sample")
+    p.add_argument("--inception-weights", default=None, help="also report the real FID (pt_inception-...pth)")
+    main(p.parse_args())
