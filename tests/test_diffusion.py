@@ -11,6 +11,7 @@ import torch.nn as nn
 
 import diffusion
 import models
+from conftest import randomize_
 
 C, S = 8, 4
 
@@ -25,15 +26,6 @@ def tiny(name, **kwargs):
 def batch(n=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, C, S, S, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-
-def randomize_(model, std=0.1, seed=0):
-    """DiT starts with a zero output (adaLN-Zero); give every parameter a value so outputs depend on inputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 class GaussianOptimal(nn.Module):

@@ -11,6 +11,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
+from conftest import randomize_
 
 C, S = 8, 4  # tiny latent: 8 channels, 4x4
 
@@ -24,15 +25,6 @@ def tiny_inputs(n=3, c=C, s=S, num_classes=1000, seed=0):
     t = torch.rand(n, generator=g) * 1000
     y = torch.randint(0, num_classes, (n,), generator=g)
     return x, t, y
-
-
-def randomize_(model, std=0.1, seed=0):
-    """DiT starts with a zero output (adaLN-Zero); give every parameter a value so outputs depend on inputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 # ---------------------------------------------------------------------------------------------------
