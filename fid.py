@@ -708,6 +708,7 @@ def main(args):
             if args.save_stats and m["n_ref"] is not None:
                 print(f"wrote statistics of {args.paths[1]} to {args.save_stats}")
     if dist.is_initialized():
+        dist.barrier()  # all ranks before teardown, else a peer still in its last collective may abort
         dist.destroy_process_group()
 
 

@@ -59,6 +59,9 @@ def barrier():
 
 def cleanup():
     if is_distributed():
+        # All ranks first: a rank that tears down gloo while a peer is still finishing its last collective
+        # makes the peer abort ("terminate called without an active exception", seen under torchrun on CPU).
+        dist.barrier()
         dist.destroy_process_group()
 
 
