@@ -336,8 +336,7 @@ def main(args):
                                nrow=args.per_class)  # lossless: to_uint8 of (u / 127.5 - 1) gives back u
             report(timer, len(y_all), rank, 1)
             print(f"wrote {path}")
-        fsdp.barrier()
-        fsdp.cleanup()
+        fsdp.cleanup()  # barriers first: no rank tears down while another still samples
         return {"grid": os.path.join(args.out, "grid.png"), "images": images}
 
     # 50K mode: chunk k of global indices -> rank k % world_size; skip chunks already on disk (resume).
