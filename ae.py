@@ -15,6 +15,7 @@ Module names mirror diffusers' `AutoencoderDC`, so its checkpoints load without 
     python -c "import ae; m, s = ae.load_pretrained('path/to/dc-ae-f64c128-1.5')"
 """
 import argparse
+import glob
 import json
 import os
 import sys
@@ -237,22 +238,36 @@ class Decoder(nn.Module):
 
 
 # Channel mask (Eq. 1).
-def channel_mask(c, c_prime, device=None):
-    """mask_{c,c'} = (1, ..., 1 [c'], 0, ..., 0 [c - c']).
+def channel_mask(c, c_prime, n=None, device=None):
+    """mask_{c,c'} = (1, ..., 1 [c'], 0, ..., 0 [c - c']), shaped to multiply latents (N, c, H, W).
 
-    c_prime: an int -> mask (c,); or a tensor (N,) of per-sample c' -> mask (N, c, 1, 1).
+    c_prime: an int -> (1, c, 1, 1), or (n, c, 1, 1) when n is given; an integer tensor (N,) of per-sample c'
+    -> (N, c, 1, 1). The range check reads the values, so pass CPU tensors on hot paths (no GPU sync).
     """
     if isinstance(c_prime, torch.Tensor):
-        if c_prime.ndim != 1:
-            raise ValueError(f"c_prime must be an int or a 1-D tensor (N,), got shape {tuple(c_prime.shape)}")
-        # Reading values breaks a torch.compile graph, so compiled training skips this check (eager calls check).
+        if c_prime.ndim != 1 or c_prime.is_floating_point() or (n is not None and len(c_prime) != n):
+            raise ValueError(f"c_prime must be an int or an integer tensor ({'N' if n is None else n},), got "
+                             f"{c_prime.dtype} {tuple(c_prime.shape)}")
+        # Reading values breaks a torch.compile graph, so compiled code skips this check (eager calls check).
         if not torch.compiler.is_compiling() and len(c_prime) and (c_prime.min() < 1 or c_prime.max() > c):
-            raise ValueError(f"c' must lie in [1, c={c}], got values in [{int(c_prime.min())}, {int(c_prime.max())}]")
-        idx = torch.arange(c, device=c_prime.device)
-        return (idx[None, :] < c_prime[:, None]).float()[:, :, None, None]  # (N, c, 1, 1)
-    if not 1 <= int(c_prime) <= c:
-        raise ValueError(f"c' must lie in [1, c={c}], got {c_prime}")
-    return (torch.arange(c, device=device) < int(c_prime)).float()  # (c,)
+            raise ValueError(f"c_prime values must lie in [1, c={c}], got {c_prime.tolist()}")
+        keep = c_prime.to(device or c_prime.device)[:, None]  # (N, 1)
+    elif isinstance(c_prime, int) and not isinstance(c_prime, bool):
+        if not 1 <= c_prime <= c:
+            raise ValueError(f"c_prime={c_prime} is outside [1, c={c}]")
+        keep = torch.full((1 if n is None else n, 1), c_prime, device=device)  # (1 or n, 1)
+    else:
+        raise ValueError(f"c_prime must be an int or an integer tensor, got {type(c_prime).__name__}")
+    return (torch.arange(c, device=keep.device) < keep).float()[:, :, None, None]  # (N, c, 1, 1)
+
+
+def sample_c_prime(candidates, n=None, generator=None):
+    """c' uniform over the candidate list (Sec. 4.1): an int (n None: one draw per step and rank, as the official AE
+    trainer does), or a CPU tensor (n,) of per-sample draws. generator: a CPU torch.Generator or None (global RNG)."""
+    if len(candidates) == 0 or min(candidates) < 1:
+        raise ValueError(f"candidates must be a non-empty list of positive channel counts, got {candidates}")
+    idx = torch.randint(len(candidates), (1 if n is None else n,), generator=generator)  # (n,)
+    return int(candidates[int(idx[0])]) if n is None else torch.tensor(candidates)[idx]
 
 
 def channel_candidates(c, start=16, step=4):
@@ -312,16 +327,8 @@ class DCAE(nn.Module):
         """
         z = self.encode(x)
         if c_prime is not None:
-            mask = channel_mask(self.c, c_prime, z.device)
-            z = z * (mask if mask.ndim == 4 else mask[:, None, None])  # (N, c, h, w)
+            z = z * channel_mask(self.c, c_prime, device=z.device)  # (N, c, h, w)
         return self.decoder(z), z
-
-
-def sample_c_prime(candidates, n=None, generator=None):
-    """Uniform c' from the candidate list: an int (one draw per step, as the official AE trainer does on each
-    rank), or a CPU tensor (n,) of per-sample draws. generator: a CPU torch.Generator for reproducibility."""
-    idx = torch.randint(len(candidates), (1 if n is None else n,), generator=generator)
-    return int(candidates[int(idx[0])]) if n is None else torch.tensor(candidates)[idx]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -565,10 +572,15 @@ def load_pretrained(path, device="cpu"):
         if not isinstance(ckpt, dict) or "args" not in ckpt or "model" not in ckpt:
             raise ValueError(f"{path} is not a train_ae.py checkpoint (no 'args'/'model')")
         args = ckpt["args"]
+        if args.get("model") not in AE_CONFIGS:
+            raise ValueError(f"{path} is a checkpoint of {args.get('model')!r}, not of an AE of ae.py"
+                             + (" (a diffusion checkpoint: pass it to --ckpt)" if "latent_shape" in ckpt else ""))
         model = build_ae(args["model"], **({"c_prime_start": args["c_prime_start"], "c_prime_step": args[
             "c_prime_step"]} if "c_prime_start" in args else {}))
         load_state_dict_strict(model, ckpt.get("ema") or ckpt["model"], path)
-        model.scaling_factor = ckpt.get("scaling_factor", model.scaling_factor)
+        # A released factor belongs to the released weights: our own training gives other latents, so the factor is
+        # the one measured on them, or None (then train_diffusion.py uses 1 / std of its latent cache).
+        model.scaling_factor = ckpt.get("scaling_factor")
         return model.to(device).eval(), model.scaling_factor
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
@@ -591,6 +603,30 @@ def load_pretrained(path, device="cpu"):
         weights = os.path.join(path, "diffusion_pytorch_model.safetensors")
         load_state_dict_strict(model, load_file(weights), weights)
     return model.to(device).eval(), model.scaling_factor
+
+
+def load_ae(spec, device="cpu"):
+    """The scripts' --ae -> (AE in eval mode without gradients, scaling factor or None, source string). spec: a
+    train_ae.py run folder (its newest ckpt_*.pt) or .pt, a diffusers or DC-Gen folder, or a registry name (random
+    weights: smoke runs only, said loudly)."""
+    if spec in AE_CONFIGS:
+        print(f"WARNING: --ae {spec} is a registry name: the AE has RANDOM weights, its latents carry no image "
+              "content; use a trained checkpoint for real runs.", file=sys.stderr)
+        with torch.random.fork_rng(devices=[]):  # the same random AE every time, without touching the caller's RNG
+            torch.manual_seed(0)
+            model = build_ae(spec)
+        return model.to(device).eval().requires_grad_(False), None, f"random:{spec}"
+    if os.path.isdir(spec) and not os.path.isfile(os.path.join(spec, "config.json")):
+        ckpts = sorted(glob.glob(os.path.join(spec, "ckpt_*.pt")))
+        if not ckpts:
+            raise ValueError(f"--ae {spec}: no ckpt_*.pt in this folder (run `python train_ae.py --out {spec}` "
+                             f"first) and no config.json (diffusers / DC-Gen format)")
+        spec = ckpts[-1]
+    if not os.path.exists(spec):
+        raise ValueError(f"--ae {spec}: not found. Train one with `python train_ae.py` (writes runs/ae), pass a "
+                         f"released checkpoint folder, or a registry name for a random-weight smoke run")
+    model, scaling = load_pretrained(spec, device)
+    return model.requires_grad_(False), scaling, os.path.abspath(spec)
 
 
 def count_params(module):

@@ -43,7 +43,7 @@ def main(args):
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    objective = diffusion.make_objective(models.objective_of(args.model))
+    objective = diffusion.make_objective(models.MODELS[args.model].objective)
     runs = {}
     for name, (c, side) in SHAPES.items():
         model = build(args, c, side, device)

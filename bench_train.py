@@ -49,7 +49,7 @@ def bench_backbone(name, c, side, args, device):
     kw = dict(hidden_size=256, depth=6, num_heads=4) if name.endswith("-tiny") else {}  # a CPU-sized USiT
     torch.manual_seed(0)
     model = models.create_model(name, in_channels=c, input_size=side, device=device, **kw)
-    objective = diffusion.make_objective(models.objective_of(name))
+    objective = diffusion.make_objective(models.MODELS[name].objective)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     fwd = torch.compile(model) if args.compile else model
     x0 = torch.randn(args.batch, c, side, side, device=device)

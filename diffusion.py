@@ -3,16 +3,19 @@ Training objectives and samplers for latent diffusion with DC-AE 1.5, including 
 
 Paper: Sec. 3.3 (augmented diffusion training, Eq. 2, Fig. 5a), Sec. 4.1 (the four settings), Tables 2-5.
 
-Three objectives, one per backbone family (models.objective_of(name) says which):
+Three objectives, one per backbone family (models.MODELS[name].objective says which):
   DDPM   DiT:        linear betas 1e-4..0.02, t in {0..999}, eps-prediction + learned-range variance trained by
                      the variational bound (DiT's "hybrid" loss); ancestral sampling respaced to 250 steps.
-  EpsSD  UViT:       SD scaled-linear betas, t in {1..1000}, eps-prediction; DPM-Solver++ (2M) sampling.
+  EpsSD  UViT:       SD scaled-linear betas, t in {1..1000}, eps-prediction; DPM-Solver "fast" (singlestep, order 3,
+                     30 model evaluations), as U-ViT and DC-Gen evaluate.
   Flow   SiT, USiT:  x_t = t x0 + (1 - t) eps (t = 0 noise, t = 1 data), velocity v = x0 - eps, t ~ U[0, 1];
-                     Euler / Heun ODE, Euler-Maruyama SDE, dopri5 (only if torchdiffeq is installed).
+                     adaptive dopri5 (SiT's and DC-Gen's evaluation), or Euler / Heun / Euler-Maruyama.
 
-Each has `.loss(model, x0, y, c_prime=None) -> (loss, terms)` and `.sample(model, z, y, steps, cfg_scale,
-guidance_interval, c_prime, generator)`. c_prime (c') is None (plain loss), an int, or a per-sample (N,)
-tensor; sample_c_prime / augment_batch draw it for the two ways to combine Eq. 2 with the plain loss:
+Each has `.loss(model, x0, y, c_prime=None) -> (loss, terms)` and `.sample(model, z, y, sampler=None, steps=None,
+cfg_scale, guidance_interval, c_prime, generator)`; `.samplers` maps each sampler to its default steps, the first
+being the paper's evaluation protocol, and `.describe(sampler, steps)` says it in words. c_prime (c') is None
+(plain loss), an int, or a per-sample (N,) tensor; augment_batch draws it for the two ways to combine Eq. 2 with
+the plain loss:
 
   "replace"  each sample's c' uniform over the candidates (which include c): the paper's literal Eq. 2.
   "extra"    the batch twice, once with c' = c and once with a drawn c'; the loss is the mean of the two
@@ -25,60 +28,36 @@ print(diffusion.Flow().loss(m, torch.randn(4, 8, 4, 4), torch.zeros(4, dtype=tor
 
 import math
 
+import numpy as np
 import torch
+from torchdiffeq import odeint
+
+from ae import channel_mask, sample_c_prime
 
 
 #################################################################################
-#                   Channel mask and augmented diffusion training                #
+#                     Augmented diffusion training (Eq. 2)                       #
 #################################################################################
 
-# Channel mask (Eq. 1), one row per sample.
-def channel_mask(c_prime, x):
-    """mask (N, c, 1, 1) keeping the first c' channels of x (N, c, H, W); c_prime None, int, or (N,) tensor."""
-    N, c = x.shape[:2]
-    if c_prime is None:
-        c_prime = torch.full((N,), c)
-    elif isinstance(c_prime, int):
-        if not 1 <= c_prime <= c:
-            raise ValueError(f"c_prime={c_prime} is outside [1, c={c}]")
-        c_prime = torch.full((N,), c_prime)
-    elif isinstance(c_prime, torch.Tensor):
-        if c_prime.shape != (N,) or c_prime.is_floating_point():
-            raise ValueError(f"c_prime must be an integer tensor of shape ({N},), got {c_prime.dtype} "
-                             f"{tuple(c_prime.shape)}")
-        if c_prime.min() < 1 or c_prime.max() > c:  # a host sync, negligible next to a training step
-            raise ValueError(f"c_prime values {c_prime.tolist()} are outside [1, c={c}]")
-    else:
-        raise ValueError(f"c_prime must be None, an int or a tensor, got {type(c_prime).__name__}")
-    mask = torch.arange(c, device=x.device) < c_prime.to(x.device)[:, None]  # (N, c)
-    return mask.to(x.dtype)[:, :, None, None]  # (N, c, 1, 1)
+# Augmented diffusion loss (Eq. 2): || eps * mask - eps_theta(x_t * mask, t) * mask ||^2, averaged over kept elements.
+def augmented_loss(err, mask):
+    """err (N, c, H, W): the per-element squared error of any objective; mask (N or 1, c, 1, 1) from channel_mask.
 
-
-def masked_mean(err, mask):
-    """Mean over each sample's kept elements, then over the batch (err (N, c, H, W), mask (N, c, 1, 1)).
-
-    Per sample this is the official code's loss on x0[:, :c'] (a mean over N c' H W elements); averaging
-    samples with equal weight makes one mixed-c' batch equal the mean of separate passes of equal size.
+    Mean over each sample's kept elements, then over the batch. Per sample this is the official code's loss on
+    x0[:, :c'] (a mean over c' H W elements); equal sample weights make one mixed-c' batch equal the mean of
+    separate passes of equal size (tested).
     """
     kept = mask.sum(dim=(1, 2, 3)) * err.shape[2] * err.shape[3]  # (N,) c' H W
     return ((err * mask).sum(dim=(1, 2, 3)) / kept).mean()
 
 
-def sample_c_prime(n, candidates, generator=None, device=None):
-    """(n,) long tensor, each entry uniform over `candidates` (e.g. ae.channel_candidates(c, 16, 4))."""
-    if len(candidates) == 0 or min(candidates) < 1:
-        raise ValueError(f"candidates must be a non-empty list of positive channel counts, got {candidates}")
-    idx = torch.randint(len(candidates), (n,), generator=generator, device=device)  # (n,)
-    return torch.tensor(candidates, device=device)[idx]
-
-
 def augment_batch(x0, y, candidates, mode, generator=None):
-    """Augmented diffusion training (Sec. 3.3): (x0, y, c_prime) for the objectives' loss.
+    """Fig. 5a: (x0, y, c_prime) for the objectives' loss; c_prime a CPU tensor (channel_mask checks it there).
 
-    mode "none": c_prime None. "replace": one c' per sample (Eq. 2 as written). "extra": the batch twice,
-    the first copy with c' = c and the second with drawn c' - the official always_sample_max_channel runs
-    these as two separate passes with their own noise and t; one pass over the doubled batch with
-    per-sample masks computes the same loss (masked_mean gives both halves equal weight) at the same cost.
+    mode "none": c_prime None. "replace": one c' per sample (Eq. 2 as written). "extra": the batch twice, the
+    first copy with c' = c and the second with drawn c' - the official always_sample_max_channel runs these as two
+    separate passes with their own noise and t; one pass over the doubled batch with per-sample masks computes the
+    same loss (augmented_loss gives both halves equal weight) at the same cost.
     """
     N, c = x0.shape[:2]
     if mode == "none":
@@ -86,26 +65,26 @@ def augment_batch(x0, y, candidates, mode, generator=None):
     if max(candidates) > c:
         raise ValueError(f"candidates {candidates} exceed the latent's c={c} channels")
     if mode == "replace":
-        return x0, y, sample_c_prime(N, candidates, generator, x0.device)
+        return x0, y, sample_c_prime(candidates, N, generator)
     if mode == "extra":
-        c_prime = torch.cat([torch.full((N,), c, device=x0.device),
-                             sample_c_prime(N, candidates, generator, x0.device)])  # (2N,)
+        c_prime = torch.cat([torch.full((N,), c), sample_c_prime(candidates, N, generator)])  # (2N,)
         return torch.cat([x0, x0]), torch.cat([y, y]), c_prime
     raise ValueError(f"mode must be 'none', 'replace' or 'extra', got {mode!r}")
 
 
-def _check(model, x0, c_prime):
-    c = getattr(model, "in_channels", x0.shape[1])
-    if x0.ndim != 4 or x0.shape[1] != c:
-        raise ValueError(f"x0 must be (N, {c}, H, W) for this model, got {tuple(x0.shape)}")
-    return channel_mask(c_prime, x0)
+def latent_mask(model, x, c_prime, what="x0"):
+    """Check x (N, c, H, W) against the model and return Eq. 1's mask (N, c, 1, 1) for c_prime None / int / (N,)."""
+    c = getattr(model, "in_channels", x.shape[1])
+    if x.ndim != 4 or x.shape[1] != c:
+        raise ValueError(f"{what} must be (N, {c}, H, W) for this model, got {tuple(x.shape)}")
+    return channel_mask(c, c if c_prime is None else c_prime, n=x.shape[0], device=x.device)
 
 
 #################################################################################
 #                          Classifier-free guidance                              #
 #################################################################################
 
-def _in_interval(level, guidance_interval):
+def in_interval(level, guidance_interval):
     """Guidance interval (Kynkaanniemi et al.) on the noise level in [0, 1], 1 = pure noise."""
     return guidance_interval is None or guidance_interval[0] <= level <= guidance_interval[1]
 
@@ -113,7 +92,7 @@ def _in_interval(level, guidance_interval):
 def guided_output(model, x, t, y, cfg_scale=1.0, guide=True):
     """model(x, t, y) with classifier-free guidance, t a Python float for the whole batch.
 
-    uncond + s (cond - uncond) on all c latent channels (DC-AE guides every channel, DiT only its first 3);
+    uncond + s (cond - uncond) on all c latent channels (DC-Gen guides every channel, DiT only its first 3);
     s = 1 is the conditional prediction. A learned-variance half (DiT) is taken from the conditional branch.
     """
     N, c = x.shape[:2]
@@ -127,11 +106,21 @@ def guided_output(model, x, t, y, cfg_scale=1.0, guide=True):
     return torch.cat([guided, cond[:, c:]], dim=1)
 
 
-def _check_sampling(model, z):
+def check_sampling(objective, model, z, c_prime, sampler, steps):
+    """-> (mask, sampler, steps) with the objective's defaults filled in; bad values raise before any compute."""
     if getattr(model, "training", False):
         raise ValueError("call model.eval() before sampling: label dropout would drop the class condition")
-    if z.ndim != 4 or z.shape[1] != getattr(model, "in_channels", z.shape[1]):
-        raise ValueError(f"z must be (N, {model.in_channels}, H, W), got {tuple(z.shape)}")
+    sampler = next(iter(objective.samplers)) if sampler is None else sampler
+    if sampler not in objective.samplers:
+        raise ValueError(f"unknown sampler {sampler!r} for {type(objective).__name__}; choose from "
+                         f"{list(objective.samplers)}")
+    default = objective.samplers[sampler]
+    if default is None and steps is not None:
+        raise ValueError(f"sampler {sampler} is adaptive: steps do not apply (got {steps})")
+    steps = default if steps is None else steps
+    if steps is not None and steps < objective.min_steps.get(sampler, 1):
+        raise ValueError(f"steps={steps} is too few for {sampler}")
+    return latent_mask(model, z, c_prime, "z"), sampler, steps
 
 
 #################################################################################
@@ -157,22 +146,22 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale):
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
-def _gaussian_tables(betas):
+def gaussian_tables(betas):
     """float64 tables of q(x_t | x0) and the posterior q(x_{t-1} | x_t, x0) for a beta schedule (K,)."""
-    ab = torch.cumprod(1.0 - betas, dim=0)  # alpha-bar_t
-    ab_prev = torch.cat([torch.ones(1, dtype=betas.dtype), ab[:-1]])
-    post_var = betas * (1.0 - ab_prev) / (1.0 - ab)
+    alpha_bar = torch.cumprod(1.0 - betas, dim=0)
+    alpha_bar_prev = torch.cat([torch.ones(1, dtype=betas.dtype), alpha_bar[:-1]])
+    post_var = betas * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
     return dict(
-        ab=ab,
+        alpha_bar=alpha_bar,
         log_betas=torch.log(betas),
         # the posterior variance is 0 at t = 0: clip its log to the t = 1 value (IDDPM)
         post_logvar=torch.log(torch.cat([post_var[1:2], post_var[1:]])),
-        coef_x0=betas * ab_prev.sqrt() / (1.0 - ab),
-        coef_xt=(1.0 - ab_prev) * (1.0 - betas).sqrt() / (1.0 - ab),
+        coef_x0=betas * alpha_bar_prev.sqrt() / (1.0 - alpha_bar),
+        coef_xt=(1.0 - alpha_bar_prev) * (1.0 - betas).sqrt() / (1.0 - alpha_bar),
     )
 
 
-def _at(table, t, like):
+def at(table, t, like):
     """table[t] shaped to broadcast against like (N, c, H, W); t an int or a (N,) long tensor."""
     return table.to(like.device)[t].to(torch.float32).reshape(-1, 1, 1, 1)
 
@@ -180,69 +169,75 @@ def _at(table, t, like):
 class DDPM:
     """DiT's objective: eps-prediction MSE + the variational bound for the learned-range variance."""
 
+    samplers = {"ddpm": 250}  # DiT's FID protocol: ancestral sampling respaced to 250 steps
+    min_steps = {}
+    preview = "ddpm"  # the sampler of training-time grids
+
     def __init__(self, num_steps=1000, beta_start=1e-4, beta_end=0.02):
-        self.T = num_steps
+        self.num_steps = num_steps
         self.betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
-        self.tab = _gaussian_tables(self.betas)
+        self.tables = gaussian_tables(self.betas)
 
     def q_sample(self, x0, t, eps):
-        ab = _at(self.tab["ab"], t, x0)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        alpha_bar = at(self.tables["alpha_bar"], t, x0)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
 
-    def p_mean_logvar(self, tab, t, x_t, eps_theta, v):
+    def p_mean_logvar(self, tables, t, x_t, eps_theta, v):
         """Mean and log-variance of p(x_{t-1} | x_t). Learned range: log var = frac log beta_t +
         (1 - frac) log beta-tilde_t with frac = (v + 1) / 2 (IDDPM Eq. 15)."""
         frac = (v + 1) / 2
-        logvar = frac * _at(tab["log_betas"], t, x_t) + (1 - frac) * _at(tab["post_logvar"], t, x_t)
-        ab = _at(tab["ab"], t, x_t)
-        x0_pred = (x_t - (1 - ab).sqrt() * eps_theta) / ab.sqrt()
-        mean = _at(tab["coef_x0"], t, x_t) * x0_pred + _at(tab["coef_xt"], t, x_t) * x_t
+        logvar = frac * at(tables["log_betas"], t, x_t) + (1 - frac) * at(tables["post_logvar"], t, x_t)
+        alpha_bar = at(tables["alpha_bar"], t, x_t)
+        x0_pred = (x_t - (1 - alpha_bar).sqrt() * eps_theta) / alpha_bar.sqrt()
+        mean = at(tables["coef_x0"], t, x_t) * x0_pred + at(tables["coef_xt"], t, x_t) * x_t
         return mean, logvar
 
     def loss(self, model, x0, y, c_prime=None, t=None, eps=None, generator=None):
         """(loss, terms) for x0 (N, c, H, W), y (N,); c_prime None / int / (N,) (Eq. 2). t (long, 0..T-1) and eps
         are drawn unless given (tests, variance reduction); the same signature holds for EpsSD and Flow."""
-        mask = _check(model, x0, c_prime)  # (N, c, 1, 1)
+        mask = latent_mask(model, x0, c_prime)  # Eq. 1, (N, c, 1, 1)
         N, c = x0.shape[:2]
-        t = torch.randint(0, self.T, (N,), generator=generator, device=x0.device) if t is None else t
+        t = torch.randint(0, self.num_steps, (N,), generator=generator, device=x0.device) if t is None else t
         eps = torch.randn(x0.shape, generator=generator, device=x0.device) if eps is None else eps
         x_t = self.q_sample(x0, t, eps) * mask
         out = model(x_t, t.float(), y).float()  # (N, 2c, H, W)
         if out.shape[1] != 2 * c:
             raise ValueError(f"DDPM needs a learned-sigma model with 2c={2 * c} outputs, got {out.shape[1]}")
         eps_theta, v = out[:, :c], out[:, c:]
-        # Augmented diffusion loss (Eq. 2): masked eps, masked input, masked output.
-        mse = masked_mean((eps - eps_theta) ** 2, mask)
+        mse = augmented_loss((eps - eps_theta) ** 2, mask)
         # Variational bound, in bits per dim; the mean is detached so it only trains the variance (IDDPM).
-        mean, logvar = self.p_mean_logvar(self.tab, t, x_t, eps_theta.detach(), v)
-        true_mean = _at(self.tab["coef_x0"], t, x0) * x0 + _at(self.tab["coef_xt"], t, x0) * x_t
-        kl = normal_kl(true_mean, _at(self.tab["post_logvar"], t, x0), mean, logvar)
+        mean, logvar = self.p_mean_logvar(self.tables, t, x_t, eps_theta.detach(), v)
+        true_mean = at(self.tables["coef_x0"], t, x0) * x0 + at(self.tables["coef_xt"], t, x0) * x_t
+        kl = normal_kl(true_mean, at(self.tables["post_logvar"], t, x0), mean, logvar)
         nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar)
-        vb = masked_mean(torch.where(t.reshape(-1, 1, 1, 1) == 0, nll, kl) / math.log(2.0), mask)
+        vb = augmented_loss(torch.where(t.reshape(-1, 1, 1, 1) == 0, nll, kl) / math.log(2.0), mask)
         return mse + vb, {"mse": mse.detach(), "vb": vb.detach()}
 
-    def respaced_timesteps(self, steps):
-        """The original timesteps kept when sampling with `steps` steps, evenly strided from 0 to T - 1."""
-        if not 1 <= steps <= self.T:
-            raise ValueError(f"steps={steps} is outside [1, {self.T}]")
-        if steps == 1:
+    def respaced_timesteps(self, num_steps):
+        """The original timesteps kept when sampling with num_steps steps, evenly strided from 0 to T - 1."""
+        if not 1 <= num_steps <= self.num_steps:
+            raise ValueError(f"steps={num_steps} is outside [1, {self.num_steps}]")
+        if num_steps == 1:
             return [0]
-        return [round(i * (self.T - 1) / (steps - 1)) for i in range(steps)]
+        return [round(i * (self.num_steps - 1) / (num_steps - 1)) for i in range(num_steps)]
+
+    def describe(self, sampler="ddpm", steps=250):
+        return f"DDPM ancestral sampling, {steps} respaced steps, learned variance"
 
     @torch.no_grad()
-    def sample(self, model, z, y, steps=250, cfg_scale=1.0, guidance_interval=None, c_prime=None, generator=None):
+    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, c_prime=None,
+               generator=None):
         """Ancestral sampling on the respaced chain; z (N, c, H, W) is the initial noise."""
-        _check_sampling(model, z)
-        mask = channel_mask(c_prime, z)
+        mask, sampler, steps = check_sampling(self, model, z, c_prime, sampler, steps)
         c = z.shape[1]
         use = self.respaced_timesteps(steps)
-        ab = self.tab["ab"][use]
-        tab = _gaussian_tables(1 - ab / torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]]))  # respaced betas
+        alpha_bar = self.tables["alpha_bar"][use]
+        tables = gaussian_tables(1 - alpha_bar / torch.cat([torch.ones(1, dtype=alpha_bar.dtype), alpha_bar[:-1]]))
         x = z * mask
         for i in reversed(range(steps)):
-            guide = _in_interval(use[i] / self.T, guidance_interval)
+            guide = in_interval(use[i] / self.num_steps, guidance_interval)
             out = guided_output(model, x, use[i], y, cfg_scale, guide).float()  # the model sees original t
-            mean, logvar = self.p_mean_logvar(tab, i, x, out[:, :c], out[:, c:])
+            mean, logvar = self.p_mean_logvar(tables, i, x, out[:, :c], out[:, c:])
             if i > 0:
                 mean = mean + torch.exp(0.5 * logvar) * torch.randn(z.shape, generator=generator, device=z.device)
             x = mean * mask  # partial-channel generation: dropped channels stay exactly zero
@@ -250,68 +245,110 @@ class DDPM:
 
 
 #################################################################################
-#              eps-prediction with SD betas and DPM-Solver++ (UViT)              #
+#             eps-prediction with SD betas and DPM-Solver "fast" (UViT)          #
 #################################################################################
+
+def fast_orders(num_steps):
+    """DPM-Solver "fast" with order 3: singlestep updates of order 3, 3, ..., ending in (2, 1), (1) or (2), so that
+    the orders add up to num_steps model evaluations (U-ViT's dpm_solver_pp.py; 30 -> [3] * 9 + [2, 1])."""
+    K = num_steps // 3 + 1
+    tail = {0: [2, 1], 1: [1], 2: [2]}[num_steps % 3]
+    return [3] * (K - len(tail)) + tail
+
 
 class EpsSD:
     """U-ViT's latent objective: alpha-bar_n from SD's scaled-linear betas, n ~ U{1..N}, MSE on eps."""
 
+    samplers = {"dpm-solver": 30}  # U-ViT / DC-Gen: DPM-Solver "fast", 30 model evaluations
+    min_steps = {}
+    preview = "dpm-solver"
+
     def __init__(self, num_steps=1000):
-        self.N = num_steps
+        self.num_steps = num_steps
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, num_steps, dtype=torch.float64) ** 2
-        self.ab = torch.cumprod(1.0 - betas, dim=0)  # ab[n - 1] = alpha-bar_n, n = 1..N
-        self.log_alpha = (0.5 * torch.log(self.ab)).tolist()  # at continuous times n / N
+        self.alpha_bar = torch.cumprod(1.0 - betas, dim=0)  # alpha_bar[n - 1] = alpha-bar_n, n = 1..N
+        # DPM-Solver's discrete schedule: log alpha at the knots t = n / N, piecewise linear in t between them.
+        self.knots = np.arange(1, num_steps + 1) / num_steps
+        self.log_alpha = 0.5 * np.log(self.alpha_bar.numpy())
 
     def q_sample(self, x0, n, eps):
-        ab = _at(self.ab, n - 1, x0)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        alpha_bar = at(self.alpha_bar, n - 1, x0)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
 
     def loss(self, model, x0, y, c_prime=None, t=None, eps=None, generator=None):
-        """As DDPM.loss; t here is the step n in 1..N (long)."""
-        mask = _check(model, x0, c_prime)  # (N, c, 1, 1)
+        """As DDPM.loss; t here is the step n in 1..N (long), fed to the model as is."""
+        mask = latent_mask(model, x0, c_prime)  # Eq. 1, (N, c, 1, 1)
         N, c = x0.shape[:2]
-        n = torch.randint(1, self.N + 1, (N,), generator=generator, device=x0.device) if t is None else t
+        n = torch.randint(1, self.num_steps + 1, (N,), generator=generator, device=x0.device) if t is None else t
         eps = torch.randn(x0.shape, generator=generator, device=x0.device) if eps is None else eps
         x_t = self.q_sample(x0, n, eps) * mask
         eps_theta = model(x_t, n.float(), y)[:, :c].float()
-        mse = masked_mean((eps - eps_theta) ** 2, mask)  # Augmented diffusion loss (Eq. 2).
+        mse = augmented_loss((eps - eps_theta) ** 2, mask)
         return mse, {"mse": mse.detach()}
 
-    def alpha_sigma_lambda(self, s):
-        """alpha_s, sigma_s, lambda_s = log(alpha/sigma) at continuous s in [1/N, 1]: log alpha linearly
-        interpolated between the discrete steps (DPM-Solver's discrete NoiseScheduleVP)."""
-        pos = min(max(s * self.N - 1, 0.0), self.N - 1.0)
-        lo = min(int(pos), self.N - 2)
-        log_alpha = self.log_alpha[lo] + (pos - lo) * (self.log_alpha[lo + 1] - self.log_alpha[lo])
-        alpha = math.exp(log_alpha)
-        sigma = math.sqrt(1.0 - alpha ** 2)
+    def alpha_sigma_lambda(self, t):
+        """alpha_t, sigma_t and lambda_t = log(alpha_t / sigma_t) at continuous t in [1/N, 1]."""
+        log_alpha = float(np.interp(t, self.knots, self.log_alpha))
+        alpha, sigma = math.exp(log_alpha), math.sqrt(-math.expm1(2 * log_alpha))
         return alpha, sigma, log_alpha - math.log(sigma)
 
+    def t_of_lambda(self, lam):
+        """The inverse of lambda_t: log alpha = -log(1 + e^(-2 lambda)) / 2, then t by the same interpolation."""
+        log_alpha = -0.5 * np.logaddexp(0.0, -2.0 * lam)
+        return float(np.interp(log_alpha, self.log_alpha[::-1], self.knots[::-1]))  # log alpha falls with t
+
+    def describe(self, sampler="dpm-solver", steps=30):
+        return (f"DPM-Solver fast (singlestep, order 3, data prediction, time-uniform t 1 -> {1 / self.num_steps:g}),"
+                f" {steps} model evaluations, SD betas")
+
     @torch.no_grad()
-    def sample(self, model, z, y, steps=30, cfg_scale=1.0, guidance_interval=None, c_prime=None, generator=None):
-        """DPM-Solver++(2M), data prediction, time-uniform steps from s = 1 to 1/N (no stochasticity:
-        `generator` is accepted for a uniform interface). U-ViT/DC-AE use the same solver family (their
-        default is the singlestep 3rd-order variant; 2M is the common multistep one)."""
-        _check_sampling(model, z)
-        mask = channel_mask(c_prime, z)
+    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, c_prime=None,
+               generator=None):
+        """DPM-Solver "fast" (Lu et al. 2022) with data prediction, as U-ViT and DC-Gen evaluate: a time-uniform grid
+        of steps + 1 points from t = 1 to 1/N, walked in singlestep updates of order 3 (fast_orders) whose
+        intermediate points are the grid points in between, so the model runs exactly `steps` times. Deterministic
+        (`generator` is accepted for a uniform interface)."""
+        mask, sampler, steps = check_sampling(self, model, z, c_prime, sampler, steps)
         c = z.shape[1]
-        ts = [1.0 + (1.0 / self.N - 1.0) * i / steps for i in range(steps + 1)]
-        x, x0_prev, h_prev = z * mask, None, None
-        for i in range(steps):
-            a_s, sig_s, lam_s = self.alpha_sigma_lambda(ts[i])
-            a_t, sig_t, lam_t = self.alpha_sigma_lambda(ts[i + 1])
-            guide = _in_interval(ts[i], guidance_interval)
-            eps_theta = guided_output(model, x, ts[i] * self.N, y, cfg_scale, guide)[:, :c].float()
-            x0_theta = (x - sig_s * eps_theta) / a_s
-            h = lam_t - lam_s
-            if x0_prev is None or (i == steps - 1 and steps < 15):
-                D = x0_theta  # first-order (DPM-Solver++1 = DDIM) on the first and, for short runs, last step
-            else:
-                r = h_prev / h
-                D = (1 + 1 / (2 * r)) * x0_theta - (1 / (2 * r)) * x0_prev
-            x = ((sig_t / sig_s) * x - a_t * math.expm1(-h) * D) * mask
-            x0_prev, h_prev = x0_theta, h
+
+        def x0_theta(x, t):  # data prediction D = (x - sigma_t eps_theta) / alpha_t, masked like x
+            alpha, sigma, _ = self.alpha_sigma_lambda(t)
+            guide = in_interval(t, guidance_interval)
+            eps_theta = guided_output(model, x, t * self.num_steps, y, cfg_scale, guide)[:, :c].float()
+            return (x - sigma * eps_theta) / alpha * mask
+
+        grid = np.linspace(1.0, 1.0 / self.num_steps, steps + 1)
+        x, i = z * mask, 0
+        for order in fast_orders(steps):
+            lam = [self.alpha_sigma_lambda(t)[2] for t in grid[i:i + order + 1]]
+            r = [(lam[k] - lam[0]) / (lam[-1] - lam[0]) for k in range(1, order)]  # the grid points in between
+            x, i = self.update(x, grid[i], grid[i + order], r, x0_theta), i + order
         return x
+
+    def update(self, x, s, t, r, x0_theta):
+        """One singlestep DPM-Solver update from time s to t < s of order len(r) + 1, data prediction (U-ViT's
+        dpm_solver_pp.py, solver_type "dpm_solver"). r: the intermediate points as fractions of h = lambda_t -
+        lambda_s (r1, or r1 < r2). The order-3 update integrates data predictions linear in lambda exactly."""
+        (a_s, sig_s, lam_s), (a_t, sig_t, lam_t) = self.alpha_sigma_lambda(s), self.alpha_sigma_lambda(t)
+        h = lam_t - lam_s
+        D_s = x0_theta(x, s)
+        phi_1 = math.expm1(-h)
+        x_t = (sig_t / sig_s) * x - a_t * phi_1 * D_s  # first order (= DDIM)
+        if not r:
+            return x_t
+        s1 = self.t_of_lambda(lam_s + r[0] * h)
+        a_s1, sig_s1, _ = self.alpha_sigma_lambda(s1)
+        D_s1 = x0_theta((sig_s1 / sig_s) * x - a_s1 * math.expm1(-r[0] * h) * D_s, s1)
+        if len(r) == 1:
+            return x_t - (0.5 / r[0]) * a_t * phi_1 * (D_s1 - D_s)
+        r1, r2 = r
+        s2 = self.t_of_lambda(lam_s + r2 * h)
+        a_s2, sig_s2, _ = self.alpha_sigma_lambda(s2)
+        phi_22 = math.expm1(-r2 * h) / (r2 * h) + 1
+        x_s2 = (sig_s2 / sig_s) * x - a_s2 * math.expm1(-r2 * h) * D_s + (r2 / r1) * a_s2 * phi_22 * (D_s1 - D_s)
+        D_s2 = x0_theta(x_s2, s2)
+        phi_2 = phi_1 / h + 1
+        return x_t + (1 / r2) * a_t * phi_2 * (D_s2 - D_s)  # D_s1 enters only through x_s2
 
 
 #################################################################################
@@ -321,72 +358,77 @@ class EpsSD:
 class Flow:
     """x_t = t x0 + (1 - t) eps, v = dx_t/dt = x0 - eps; the model sees t in [0, 1] unscaled (SiT)."""
 
+    # SiT / DC-Gen evaluation: adaptive dopri5 (no fixed steps); the fixed-step samplers default to 250 steps.
+    samplers = {"dopri5": None, "euler": 250, "heun": 250, "euler_maruyama": 250}
+    min_steps = {"euler_maruyama": 2}
+    preview = "euler"
+    atol, rtol = 1e-6, 1e-3  # SiT's sample_ode defaults, used by DC-Gen
+
     def q_sample(self, x0, t, eps):
         t = t.reshape(-1, 1, 1, 1)
         return t * x0 + (1 - t) * eps
 
     def loss(self, model, x0, y, c_prime=None, t=None, eps=None, generator=None):
-        mask = _check(model, x0, c_prime)  # (N, c, 1, 1)
+        mask = latent_mask(model, x0, c_prime)  # Eq. 1, (N, c, 1, 1)
         N, c = x0.shape[:2]
         t = torch.rand(N, generator=generator, device=x0.device) if t is None else t
         eps = torch.randn(x0.shape, generator=generator, device=x0.device) if eps is None else eps
         x_t = self.q_sample(x0, t, eps) * mask
         v_theta = model(x_t, t, y)[:, :c].float()
-        mse = masked_mean((x0 - eps - v_theta) ** 2, mask)  # Augmented diffusion loss (Eq. 2), v-target.
+        mse = augmented_loss((x0 - eps - v_theta) ** 2, mask)  # Eq. 2 with the velocity as the target
         return mse, {"mse": mse.detach()}
 
+    def describe(self, sampler="dopri5", steps=None):
+        if sampler == "dopri5":
+            tol = lambda v: f"{v:.0e}".replace("e-0", "e-")  # noqa: E731  1e-06 -> 1e-6
+            return f"dopri5 atol {tol(self.atol)} rtol {tol(self.rtol)} (adaptive), t 0 -> 1"
+        return f"{sampler} {steps} steps, t 0 -> 1"
+
     @torch.no_grad()
-    def sample(self, model, z, y, steps=250, cfg_scale=1.0, guidance_interval=None, c_prime=None, generator=None,
-               method="euler", last_step_size=0.04, atol=1e-6, rtol=1e-3):
+    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, c_prime=None,
+               generator=None, last_step_size=0.04):
         """Integrate from t = 0 (z, noise) to t = 1 (data).
 
-        euler / heun: `steps` uniform steps (heun: 2 evaluations per step). euler_maruyama: SiT's SDE with
-        diffusion w(t) = 1 - t: `steps` points on [0, 1 - last_step_size], then a noise-free "mean" step of
-        size last_step_size. dopri5: adaptive, SiT's default; needs torchdiffeq (optional).
+        dopri5: torchdiffeq's adaptive Dormand-Prince with SiT's tolerances. The official call asks for 250 output
+        points (linspace(0, 1, 250)); they do not move the adaptive steps, so asking for [0, 1] gives the same end
+        point bit for bit (tested) without holding 250 copies of the batch. euler / heun: `steps` uniform steps (heun:
+        2 evaluations per step). euler_maruyama: SiT's SDE with diffusion w(t) = 1 - t: `steps` points on
+        [0, 1 - last_step_size], then a noise-free "mean" step of size last_step_size.
         """
-        _check_sampling(model, z)
-        if method not in ("euler", "heun", "euler_maruyama", "dopri5"):
-            raise ValueError(f"unknown flow sampler {method!r}")
-        if steps < 1 or (method == "euler_maruyama" and steps < 2):
-            raise ValueError(f"steps={steps} is too few for {method}")
-        mask = channel_mask(c_prime, z)
+        mask, sampler, steps = check_sampling(self, model, z, c_prime, sampler, steps)
         c = z.shape[1]
 
         def velocity(x, t):
-            guide = _in_interval(1.0 - t, guidance_interval)
+            guide = in_interval(1.0 - t, guidance_interval)
             return guided_output(model, x, t, y, cfg_scale, guide)[:, :c].float() * mask
 
         x = z * mask
-        if method in ("euler", "heun"):
+        if sampler == "dopri5":
+            ends = torch.tensor([0.0, 1.0], device=z.device)
+            return odeint(lambda t, x: velocity(x, float(t)), x, ends, method="dopri5", atol=self.atol,
+                          rtol=self.rtol)[-1]
+        if sampler in ("euler", "heun"):
             ts = [i / steps for i in range(steps + 1)]
             for t0, t1 in zip(ts[:-1], ts[1:]):
                 d = velocity(x, t0)
-                if method == "euler":
+                if sampler == "euler":
                     x = x + (t1 - t0) * d
                 else:  # Heun: trapezoid of the slopes at both ends of the Euler step
                     x = x + (t1 - t0) / 2 * (d + velocity(x + (t1 - t0) * d, t1))
-        elif method == "euler_maruyama":
-            def drift(x, t):
-                # dx = [v + w(t) score] dt + sqrt(2 w(t)) dW; score from the velocity for this path:
-                # score = (t v - x) / (1 - t) = -eps_hat / sigma_t.
-                v = velocity(x, t)
-                score = (t * v - x) / (1 - t)
-                return v + (1 - t) * score
-            t_end = 1.0 - last_step_size
-            ts = [t_end * i / (steps - 1) for i in range(steps)]
-            for t0, t1 in zip(ts[:-1], ts[1:]):
-                noise = torch.randn(z.shape, generator=generator, device=z.device) * mask
-                x = x + drift(x, t0) * (t1 - t0) + math.sqrt(2 * (1 - t0) * (t1 - t0)) * noise
-            x = x + drift(x, t_end) * last_step_size
-        else:
-            try:
-                from torchdiffeq import odeint
-            except ImportError as e:
-                raise ImportError("method='dopri5' needs torchdiffeq (pip install torchdiffeq); "
-                                  "use 'heun' or 'euler' otherwise") from e
-            ts = torch.tensor([0.0, 1.0], device=z.device)
-            x = odeint(lambda t, x: velocity(x, float(t)), x, ts, method="dopri5", atol=atol, rtol=rtol)[-1]
-        return x
+            return x
+
+        def drift(x, t):
+            # dx = [v + w(t) score] dt + sqrt(2 w(t)) dW; score from the velocity for this path:
+            # score = (t v - x) / (1 - t) = -eps_hat / sigma_t.
+            v = velocity(x, t)
+            score = (t * v - x) / (1 - t)
+            return v + (1 - t) * score
+        t_end = 1.0 - last_step_size
+        ts = [t_end * i / (steps - 1) for i in range(steps)]
+        for t0, t1 in zip(ts[:-1], ts[1:]):
+            noise = torch.randn(z.shape, generator=generator, device=z.device) * mask
+            x = x + drift(x, t0) * (t1 - t0) + math.sqrt(2 * (1 - t0) * (t1 - t0)) * noise
+        return x + drift(x, t_end) * last_step_size
 
 
 #################################################################################
@@ -397,7 +439,7 @@ OBJECTIVES = {"ddpm": DDPM, "eps": EpsSD, "flow": Flow}
 
 
 def make_objective(name):
-    """"ddpm" | "eps" | "flow" (models.objective_of(model_name)) -> an objective with .loss and .sample."""
+    """"ddpm" | "eps" | "flow" (models.MODELS[name].objective) -> an objective with .loss and .sample."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose from {sorted(OBJECTIVES)}")
     return OBJECTIVES[name]()

@@ -15,6 +15,7 @@ numerically sensitive ops (norms, softmax, losses) stay fp32 by autocast's rules
 """
 import glob
 import json
+import math
 import os
 import random
 import sys
@@ -135,10 +136,11 @@ def lr_at(step, lr, warmup):
 
 
 @torch.no_grad()
-def ema_update(ema, model, decay, step):
-    """ema <- d * ema + (1 - d) * model, with warm-up d = min(decay, (1 + step) / (10 + step)) so the EMA does
-    not remember the random init for 10k steps. Both are sharded alike, so this is purely local work."""
-    d = min(decay, (1 + step) / (10 + step))
+def ema_update(ema, model, decay, step, warmup):
+    """ema <- d * ema + (1 - d) * model after optimizer step `step` (1, 2, ...), with DC-Gen's warm-up
+    d = decay * (1 - exp(-step / warmup)) (apps/utils/ema.py), so the EMA does not remember the random init;
+    warmup = 0: the constant decay of the DiT and U-ViT repositories. Both are sharded alike: purely local work."""
+    d = decay * (1 - math.exp(-step / warmup)) if warmup > 0 else decay
     ema_p = [p.to_local() if hasattr(p, "to_local") else p for p in ema.parameters()]
     model_p = [p.detach().to_local() if hasattr(p, "to_local") else p.detach() for p in model.parameters()]
     torch._foreach_lerp_(ema_p, model_p, 1 - d)
@@ -151,12 +153,13 @@ def grad_norm_clip(model, max_norm):
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
-def optimizer_step(model, opt, ema, step, grad_clip, ema_decay):
-    """The end of every training step: clip, AdamW step, zero the grads, EMA update. Returns the grad norm."""
+def optimizer_step(model, opt, ema, step, grad_clip, ema_decay, ema_warmup):
+    """The end of training step `step` (0-based): clip, AdamW step, zero the grads, EMA update. Returns the grad
+    norm."""
     gnorm = grad_norm_clip(model, grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    ema_update(ema, model, ema_decay, step)
+    ema_update(ema, model, ema_decay, step + 1, ema_warmup)
     return gnorm
 
 

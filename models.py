@@ -14,18 +14,21 @@ the SD-style eps objective 1..1000 (also fractional ones while sampling), flow m
 *unscaled*, exactly as SiT and the official USiT do. All of them go through the same sinusoidal
 embedding (max period 10000), so for flow models only the lowest-index frequencies move much.
 
-Key names follow the released code so checkpoints load with `load_state_dict(strict=True)`:
-DiT/SiT as facebookresearch/DiT (`x_embedder.proj`, `t_embedder.mlp`, `y_embedder.embedding_table`,
-`blocks.N.attn.qkv`, ..., `final_layer.linear`); UViT/USiT as DC-AE's `diffusioncore/models/uvit.py`
-(`patch_embed.proj`, `label_emb.embedding_table`, `in_blocks.N`, `mid_block`, `out_blocks.N.skip_linear`,
-`norm`, `decoder_pred`). DC-AE checkpoints wrap the state dict under a "dit." / "uvit." prefix; strip it.
+Key names follow the released code: DiT/SiT as facebookresearch/DiT (`x_embedder.proj`, `t_embedder.mlp`,
+`y_embedder.embedding_table`, `blocks.N.attn.qkv`, ..., `final_layer.linear`); UViT/USiT as DC-Gen's `uvit.py`
+(`patch_embed.proj`, `label_emb.embedding_table`, `in_blocks.N`, `mid_block`, `out_blocks.N.skip_linear`, `norm`,
+`decoder_pred`). So the 14 released DC-Gen class-to-image folders load strictly (`load_pretrained`, Tables 3-4).
 
     python -m pytest -q tests/test_models.py
     python -c "import models; m = models.create_model('USiT-H', device='meta'); print(models.count_params(m))"
+    python -c "import models; m, info = models.load_pretrained('dc-ae-f64c128-1.5-usit-2b-in-512px'); print(info)"
 """
 
+import json
 import math
+import os
 from functools import partial
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -58,7 +61,7 @@ class TimestepEmbedder(nn.Module):
         )
 
     def forward(self, t):
-        return self.mlp(timestep_embedding(t, self.frequency_embedding_size))  # (N, D)
+        return self.mlp(timestep_embedding(t, self.frequency_embedding_size).to(self.mlp[0].weight.dtype))  # (N, D)
 
 
 class LabelEmbedder(nn.Module):
@@ -246,6 +249,10 @@ class DiT(nn.Module):
         """The modules a trainer wraps with `fully_shard` one by one (before the root)."""
         return list(self.blocks)
 
+    def flops_per_image(self):
+        # The timestep MLP and the adaLN regressions act once per image on the condition c (N, D).
+        return count_flops(self, self.num_tokens, per_image=("t_embedder", "adaLN_modulation"))
+
     def forward(self, x, t, y):
         """x (N, c, H, W), t (N,) float, y (N,) long -> (N, c or 2c, H, W)."""
         if x.shape[1] != self.in_channels:
@@ -328,6 +335,9 @@ class UViT(nn.Module):
         """The modules a trainer wraps with `fully_shard` one by one (before the root)."""
         return [*self.in_blocks, self.mid_block, *self.out_blocks]
 
+    def flops_per_image(self):
+        return count_flops(self, self.num_tokens + self.extras)  # the label and time tokens run through every block
+
     def forward(self, x, t, y):
         """x (N, c, H, W), t (N,) float, y (N,) long -> (N, c, H, W)."""
         if x.shape[1] != self.in_channels:
@@ -357,52 +367,68 @@ def count_params(model, trainable_only=True):
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def flops_per_image(model):
-    """Forward FLOPs for one image (multiply-add = 2 FLOPs); training is about 3x this.
+def count_flops(model, tokens, per_image=()):
+    """Forward FLOPs for one image (multiply-add = 2 FLOPs) of a backbone whose blocks see `tokens` tokens.
 
-    Counted: every matmul, as 2 * in * out per row it is applied to, where a row is a token for the
-    token-wise layers and the image for the per-image ones (DiT's t-MLP and adaLN), plus attention's two
-    T x T products, 4 * T^2 * D per block. Not counted: norms, activations, softmax, embeddings (< 1%).
-    MFU = flops_per_image * 3 * images_per_second / peak_flops. Matches torch.utils.flop_counter
-    (test_models.py).
+    Counted: every matmul, as 2 * in * out per row it is applied to, where a row is a token, or the image for the
+    linears whose names contain a `per_image` part (DiT's t-MLP and adaLN act on the (N, D) condition), plus
+    attention's two T x T products, 4 * T^2 * D per block. Not counted: norms, activations, softmax, embeddings
+    (< 1%). Matches torch.utils.flop_counter (test_models.py).
     """
-    D, T = model.hidden_size, model.num_tokens
-    if isinstance(model, UViT):
-        T = T + model.extras  # label and time tokens run through every block
     flops = 0
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear):
-            # DiT's timestep MLP and adaLN regressions act on the (N, D) condition, once per image.
-            rows = 1 if ("t_embedder" in name or "adaLN_modulation" in name) else T
+            rows = 1 if any(part in name for part in per_image) else tokens
             flops += 2 * rows * m.in_features * m.out_features
         elif isinstance(m, nn.Conv2d):  # patch embedding: one (c p p -> D) matmul per patch token
             flops += 2 * model.num_tokens * m.weight[0].numel() * m.out_channels
         elif isinstance(m, Attention):
-            flops += 4 * T * T * D  # q k^T and attn v, each 2 T^2 D
+            flops += 4 * tokens * tokens * model.hidden_size  # q k^T and attn v, each 2 T^2 D
     return flops
+
+
+def flops_per_image(model):
+    """Forward FLOPs per image; training is about 3x this. MFU = 3 * this * images/s / peak FLOP/s."""
+    return model.flops_per_image()
 
 
 #################################################################################
 #                                   Registry                                     #
 #################################################################################
 
-# name -> (constructor, objective). Objectives (diffusion.py): "ddpm" = DiT's DDPM with learned variance,
-# "eps" = U-ViT's SD scaled-linear eps-prediction + DPM-Solver++, "flow" = SiT's linear-interpolant flow.
-# SiT/USiT are the DiT/UViT architectures; SiT drops the learned-sigma half of the output (the paper's
-# setting; the SiT repo keeps it in the weights and discards it in forward - 36.9K params at c=32).
+# Training recipes (DESIGN.md §5). Global batch 1024 for every model (Sec. 4.1: "we increase the training batch size
+# from 256 to 1024 for all DiT and SiT models"). EMA: decay 0.9999 with DC-Gen's warm-up decay * (1 - e^(-step / W)),
+# W = 2000 (apps/utils/ema.py); --ema-warmup 0 gives the constant decay of the DiT and U-ViT repositories.
+USIT = dict(lr=1e-4, weight_decay=0.0, betas=(0.99, 0.99), warmup=5000, batch_size=1024, steps=500_000,
+            ema_decay=0.9999, ema_warmup=2000)
+UVIT = dict(USIT, lr=2e-4, weight_decay=0.03)
+DIT = dict(USIT, betas=(0.9, 0.999), warmup=0, steps=400_000)  # DiT and SiT
+TINY = dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99), warmup=50, batch_size=64, steps=1000, ema_decay=0.999,
+            ema_warmup=200)  # CPU runs: a shorter EMA horizon for runs of a few thousand steps
+
+
+class Entry(NamedTuple):
+    build: Callable  # the constructor, with the size fixed
+    objective: str  # diffusion.make_objective: "ddpm" (DiT's DDPM + learned variance), "eps" (U-ViT), "flow" (SiT)
+    recipe: dict
+
+
+# SiT/USiT are the DiT/UViT architectures; SiT drops the learned-sigma half of the output (the paper's setting; the
+# SiT repo keeps it in the weights and discards it in forward - 36.9K params at c=32).
 MODELS = {
-    "DiT-XL": (partial(DiT, depth=28, hidden_size=1152, num_heads=16, learn_sigma=True), "ddpm"),
-    "SiT-XL": (partial(DiT, depth=28, hidden_size=1152, num_heads=16, learn_sigma=False), "flow"),
-    "UViT-H": (partial(UViT, depth=28, hidden_size=1152, num_heads=16), "eps"),
-    "UViT-2B": (partial(UViT, depth=28, hidden_size=2048, num_heads=32), "eps"),
-    "USiT-H": (partial(UViT, depth=28, hidden_size=1152, num_heads=16), "flow"),
-    "USiT-2B": (partial(UViT, depth=28, hidden_size=2048, num_heads=32), "flow"),
-    "USiT-3B": (partial(UViT, depth=56, hidden_size=2048, num_heads=32), "flow"),
+    "DiT-XL": Entry(partial(DiT, depth=28, hidden_size=1152, num_heads=16, learn_sigma=True), "ddpm", DIT),
+    "SiT-XL": Entry(partial(DiT, depth=28, hidden_size=1152, num_heads=16, learn_sigma=False), "flow", DIT),
+    "UViT-S": Entry(partial(UViT, depth=12, hidden_size=512, num_heads=8), "eps", UVIT),
+    "UViT-H": Entry(partial(UViT, depth=28, hidden_size=1152, num_heads=16), "eps", UVIT),
+    "UViT-2B": Entry(partial(UViT, depth=28, hidden_size=2048, num_heads=32), "eps", UVIT),
+    "USiT-H": Entry(partial(UViT, depth=28, hidden_size=1152, num_heads=16), "flow", USIT),
+    "USiT-2B": Entry(partial(UViT, depth=28, hidden_size=2048, num_heads=32), "flow", USIT),
+    "USiT-3B": Entry(partial(UViT, depth=56, hidden_size=2048, num_heads=32), "flow", USIT),
     # Tiny entries for tests and CPU runs.
-    "DiT-tiny": (partial(DiT, depth=2, hidden_size=64, num_heads=4, learn_sigma=True), "ddpm"),
-    "SiT-tiny": (partial(DiT, depth=2, hidden_size=64, num_heads=4, learn_sigma=False), "flow"),
-    "UViT-tiny": (partial(UViT, depth=2, hidden_size=64, num_heads=4), "eps"),
-    "USiT-tiny": (partial(UViT, depth=2, hidden_size=64, num_heads=4), "flow"),
+    "DiT-tiny": Entry(partial(DiT, depth=2, hidden_size=64, num_heads=4, learn_sigma=True), "ddpm", TINY),
+    "SiT-tiny": Entry(partial(DiT, depth=2, hidden_size=64, num_heads=4, learn_sigma=False), "flow", TINY),
+    "UViT-tiny": Entry(partial(UViT, depth=2, hidden_size=64, num_heads=4), "eps", TINY),
+    "USiT-tiny": Entry(partial(UViT, depth=2, hidden_size=64, num_heads=4), "flow", TINY),
 }
 
 
@@ -411,14 +437,87 @@ def create_model(name, in_channels=32, input_size=16, num_classes=1000, patch_si
     device='meta' builds a full-size model without allocating memory."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
-    constructor, _ = MODELS[name]
     with torch.device(device or "cpu"):
-        return constructor(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
-                           num_classes=num_classes, **kwargs)
+        return MODELS[name].build(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
+                                  num_classes=num_classes, **kwargs)
 
 
-def objective_of(name):
-    """The training objective a registry model uses: "ddpm", "eps" or "flow" (diffusion.make_objective)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
-    return MODELS[name][1]
+#################################################################################
+#              Released class-to-image checkpoints (DC-Gen, Tables 3-4)          #
+#################################################################################
+
+# DC-Gen's c2i_model_zoo.py: folder name -> (our model, its AE). All: ImageNet 512 px, 1000 classes (null class 1000),
+# patch size 1, latent scaling factor of the AE (ae.AE_CONFIGS). The 1.5 USiTs are "adaptive channel" models: they
+# slice the patch embedding to the input's first c' channels and decoder_pred to its first c' rows, which at patch
+# size 1 is exactly our zero-masking (zero-pad a c'-channel latent to c, keep the first c' output channels).
+F32C32, F64C128, F64C128_15 = "dc-ae-f32c32-in-1.0", "dc-ae-f64c128-in-1.0", "dc-ae-f64c128-1.5"
+DCGEN_MODELS = {
+    **{f"{F32C32}-{k}-in-512px": (v, F32C32) for k, v in [("dit-xl", "DiT-XL"), ("sit-xl", "SiT-XL"),
+       ("uvit-s", "UViT-S"), ("uvit-h", "UViT-H"), ("uvit-2b", "UViT-2B"), ("usit-h", "USiT-H"), ("usit-2b", "USiT-2B")]},
+    f"{F32C32}-dit-xl-in-512px-trainbs1024": ("DiT-XL", F32C32),
+    **{f"{F64C128}-{k}-in-512px{s}": (v, F64C128) for k, v in [("uvit-h", "UViT-H"), ("uvit-2b", "UViT-2B")]
+       for s in ("", "-train2000k")},
+    f"{F64C128_15}-usit-2b-in-512px": ("USiT-2B", F64C128_15),
+    f"{F64C128_15}-usit-3b-in-512px": ("USiT-3B", F64C128_15),
+}
+PREFIX = "diffusion_model."  # DC-Gen wraps the backbone as DCAE_Diffusion_HF.diffusion_model
+
+
+def convert_dcgen_state_dict(state_dict):
+    """A DC-Gen class-to-image state dict -> ours: strip `diffusion_model.`; key names are otherwise the same (DiT's
+    for DiT/SiT, DC-Gen's uvit.py for UViT/USiT). Strict for any size: the architecture and depth are read from the
+    keys, and every key outside that architecture or missing from it is named."""
+    outside = [k for k in state_dict if not k.startswith(PREFIX)]
+    sd = {k[len(PREFIX):]: v for k, v in state_dict.items() if k.startswith(PREFIX)}
+    with torch.device("meta"):  # a tiny reference of the same architecture and depth, for its key names
+        if "x_embedder.proj.weight" in sd:  # DiT / SiT
+            depth = 1 + max([int(k.split(".")[1]) for k in sd if k.startswith("blocks.")], default=-1)
+            out = sd.get("final_layer.linear.weight", torch.empty(0, 0)).shape[0]
+            reference = DiT(1, 1, 1, 4, depth, 1, learn_sigma=out == 2 * sd["x_embedder.proj.weight"].shape[1])
+        elif "patch_embed.proj.weight" in sd:  # UViT / USiT
+            depth = 2 * (1 + max([int(k.split(".")[1]) for k in sd if k.startswith("in_blocks.")], default=-1))
+            reference = UViT(1, 1, 1, 4, depth, 1)
+        else:
+            raise ValueError(f"not a DC-Gen DiT or UViT state dict: no {PREFIX}x_embedder.proj.weight or "
+                             f"{PREFIX}patch_embed.proj.weight among its {len(state_dict)} keys")
+    expected = reference.state_dict().keys()
+    unknown = outside + [PREFIX + k for k in sd if k not in expected]
+    missing = [PREFIX + k for k in expected if k not in sd]
+    if unknown or missing:
+        raise ValueError(f"state dict does not match {type(reference).__name__} of depth {depth}: {len(unknown)} "
+                         f"unknown keys {unknown[:8]}, {len(missing)} missing keys {missing[:8]}")
+    return sd
+
+
+def from_dcgen(name, state_dict, device="cpu"):
+    """(model in eval mode, info) for a released name and its state dict; info carries the AE, the latent, the
+    objective and the paper's evaluation protocol (diffusion.py: the objective's first sampler, its default steps)."""
+    if name not in DCGEN_MODELS:
+        raise ValueError(f"unknown DC-Gen model {name!r}; released: {sorted(DCGEN_MODELS)}")
+    import ae as ae_lib  # the AE registry: latent channels, f and the released scaling factor
+    ours, ae_name = DCGEN_MODELS[name]
+    cfg = ae_lib.AE_CONFIGS[ae_name]
+    c, side = cfg["c"], 512 // 2 ** (len(cfg["widths"]) - 1)
+    model = create_model(ours, in_channels=c, input_size=side, num_classes=1000, device="meta")
+    try:
+        model.load_state_dict(convert_dcgen_state_dict(state_dict), strict=True, assign=True)
+    except RuntimeError as e:  # shapes: another width, channel count or resolution
+        raise ValueError(f"{name}: weights do not fit {ours} at c={c}, {side}x{side}: {str(e)[:400]}") from e
+    info = dict(model=ours, dcgen_name=name, objective=MODELS[ours].objective, ae=None, ae_name=ae_name,
+                latent_shape=[c, side, side], scaling_factor=cfg["scaling_factor"], num_classes=1000, null_class=1000,
+                adaptive=ae_name == F64C128_15, cfg_scale=1.3 if ours == "DiT-XL" else 1.5, step=None, patch_size=1)
+    return model.to(device).eval().requires_grad_(False), info
+
+
+def load_pretrained(path, device="cpu"):
+    """Load a released DC-Gen class-to-image folder -> (model, info): config.json {"model_name": ...} +
+    model.safetensors with `diffusion_model.<key>` (e.g. dc-ai/dc-ae-f64c128-1.5-usit-2b-in-512px, fetched with
+    huggingface_hub.snapshot_download). The AE is not in that file: load it with ae.load_pretrained."""
+    config, weights = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
+    if not (os.path.isfile(config) and os.path.isfile(weights)):
+        raise ValueError(f"{path}: a DC-Gen model folder holds config.json and model.safetensors")
+    with open(config) as fh:
+        name = json.load(fh).get("model_name", "").split("/")[-1]
+    from safetensors.torch import load_file
+    model, info = from_dcgen(name, load_file(weights), device)
+    return model, dict(info, path=os.path.abspath(path))

@@ -1,26 +1,30 @@
 """Class-conditional generation with classifier-free guidance: image grids to look at, 50,000-sample `.npz` files
-for FID (paper Sec. 4.2, Tables 2-4, Fig. 7; evaluation protocol Sec. 4.1 / DESIGN.md §6).
+for FID (paper Sec. 4.2, Tables 2-4, Fig. 7; evaluation protocol Sec. 4.1 / DESIGN.md §5b-6).
 
-A train_diffusion.py checkpoint records everything needed to rebuild the sampler: the backbone (models.py) and its
-objective (diffusion.py: DDPM 250 steps for DiT, DPM-Solver++ 30 for UViT, flow ODE/SDE 250 for SiT/USiT), the
-latent shape, the latent scaling factor and the AE it was trained on (a path or "random:<registry name>").
+--ckpt takes a train_diffusion.py checkpoint (or its run folder), a released DC-Gen class-to-image folder
+(models.load_pretrained; its AE goes to --ae), or "random:<model>" for speed runs. The defaults are the paper's
+evaluation protocol (DC-Gen's eval_dc_ae_diffusion_model.py), printed in the header line:
+  - SiT/USiT: adaptive dopri5 on t 0 -> 1 (atol 1e-6, rtol 1e-3); UViT: DPM-Solver "fast" (singlestep, order 3,
+    30 evaluations, t 1 -> 1e-3); DiT: 250-step DDPM with the learned variance (diffusion.py, `.samplers`);
+  - no CFG (the paper's headline numbers); DC-Gen documents scale 1.3 for DiT-XL and 1.5 for the others;
+  - denoiser and AE in fp32 (TF32 matmuls, as DC-Gen's amp=fp32 + allow_tf32); --bf16 / --ae-bf16 trade accuracy
+    for speed; labels = torch.randint(0, 1000, (N,)) from a CPU generator seeded --seed; uint8 = clamp(127.5 x + 128).
 
 Determinism that does not depend on the number of GPUs: the unit of work is a *chunk* of global sample indices,
-chunk k = [k B, (k + 1) B) with B = --batch-size. Its labels, initial noise and any SDE noise come from generators
-seeded by (seed, k), and chunks go round-robin to ranks, so 1 or 8 GPUs give the same images for the same
---batch-size. Each finished chunk is written atomically to OUT/shards/; a rerun skips the chunks already there
-(resume), then rank 0 assembles OUT/samples.npz (`arr_0` uint8 (N, H, W, 3), `arr_1` labels: the ADM evaluator
-format that fid.py reads) without holding all images in memory.
+chunk k = [k B, (k + 1) B) with B = --batch-size. Its labels are a slice of the N seeded labels, its initial noise
+and any SDE noise come from a generator seeded by (seed, k), and chunks go round-robin to ranks, so 1 or 8 GPUs give
+the same images for the same --batch-size. Each finished chunk is written atomically to OUT/shards/; a rerun skips
+the chunks already there (resume), then rank 0 assembles OUT/samples.npz (`arr_0` uint8 (N, H, W, 3), `arr_1`
+labels: the ADM evaluator format that fid.py reads) without holding all images in memory.
 
     python sample.py --ckpt runs/diffusion                                    # grid.png of the newest checkpoint
     python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz --inception-weights random  # smoke
-    torchrun --nproc_per_node 8 sample.py --ckpt runs/usit2b-f64/ckpt_0500000.pt --num-samples 50000 \\
-        --batch-size 125 --out runs/usit2b-f64/fid50k --fid in512_train.npz \\
-        --inception-weights pt_inception-2015-12-05-6726825d.pth                # Table 4, w/o CFG
-    ... --cfg-scale 1.15 --guidance-interval 0.2 0.8                            # with CFG (DC-AE's USiT-2B scale)
+    torchrun --nproc_per_node 8 sample.py --ckpt dc-ae-f64c128-1.5-usit-2b-in-512px --ae dc-ae-f64c128-1.5 \\
+        --num-samples 50000 --batch-size 64 --out runs/usit2b-15/fid50k --fid in512_train.npz \\
+        --inception-weights pt_inception-2015-12-05-6726825d.pth                # Table 4: gFID 2.18 w/o CFG
     python sample.py --ckpt runs/diffusion --c-prime 16 --out runs/grid_c16    # partial-channel generation
     python sample.py --ckpt random:USiT-2B --ae dc-ae-f64c128-1.5 --resolution 512 --num-samples 500 \\
-        --batch-size 125 --steps 50 --profile                                   # speed only (random weights)
+        --batch-size 125 --sampler euler --steps 50 --profile                  # speed only (random weights)
 """
 import argparse
 import glob
@@ -39,12 +43,7 @@ import data as data_lib
 import diffusion
 import fsdp
 import models
-from train_diffusion import resolve_ae
 
-# Samplers per objective (models.objective_of) and the default (sampler, steps) of each: DiT's 250-step DDPM,
-# U-ViT's DPM-Solver++ with 30 steps, SiT's FID protocol (Euler-Maruyama SDE, 250 steps).
-SAMPLERS = {"ddpm": ["ddpm"], "eps": ["dpm-solver++"], "flow": ["euler_maruyama", "euler", "heun", "dopri5"]}
-DEFAULT_STEPS = {"ddpm": 250, "eps": 30, "flow": 250}
 # ImageNet classes of DC-AE's demo grid (the official demo_dc_ae_diffusion_model prompts).
 DEMO_CLASSES = [279, 333, 979, 936, 933, 145, 497, 1, 248, 360, 793, 12, 387, 437, 938, 978]
 
@@ -53,25 +52,34 @@ DEMO_CLASSES = [279, 333, 979, 936, 933, 145, 497, 1, 248, 360, 793, 12, 387, 43
 # Loading the diffusion model and its AE
 # ------------------------------------------------------------------------------------------------
 
-def load_diffusion(spec, device, weights="ema", expect_model=None, resolution=512, num_classes=1000, f=None, c=None):
-    """--ckpt: a train_diffusion.py checkpoint, its run folder (newest ckpt_*.pt), or "random:<model>" (random
-    weights, for speed runs; needs the AE's f and c). Returns (model in eval mode on device, info dict)."""
+def load_diffusion(spec, device, weights="ema", expect_model=None, resolution=512, num_classes=1000, ae=None):
+    """--ckpt: a train_diffusion.py checkpoint or its run folder (newest ckpt_*.pt), a released DC-Gen folder
+    (config.json with "model_name" + model.safetensors), or "random:<model>" (random weights, for speed runs; the
+    latent shape comes from `ae`). Returns (model in eval mode on device, info dict)."""
     if spec.startswith("random:"):
         name = spec[len("random:"):]
         if name not in models.MODELS:
             raise ValueError(f"--ckpt {spec}: unknown model {name!r}; choose from {sorted(models.MODELS)}")
         print(f"WARNING: --ckpt {spec}: the diffusion model has RANDOM weights (speed runs only)", file=sys.stderr)
-        info = dict(model=name, step=0, patch_size=1, latent_shape=[c, resolution // f, resolution // f],
-                    num_classes=num_classes, scaling_factor=None, ae=None, ae_name=None, path=spec)
-        torch.manual_seed(0)
-        model = models.create_model(name, in_channels=c, input_size=resolution // f, num_classes=num_classes,
-                                    device=device)
+        side = resolution // ae.f
+        info = dict(model=name, step=0, patch_size=1, latent_shape=[ae.c, side, side], num_classes=num_classes,
+                    scaling_factor=None, ae=None, ae_name=None, path=spec)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = models.create_model(name, in_channels=ae.c, input_size=side, num_classes=num_classes,
+                                        device=device)
         return model.eval().requires_grad_(False), info
+    if os.path.isfile(os.path.join(spec, "config.json")):  # a released DC-Gen class-to-image folder
+        model, info = models.load_pretrained(spec, device)
+        if expect_model is not None and expect_model != info["model"]:
+            raise ValueError(f"--ckpt {spec} is {info['dcgen_name']} ({info['model']}), not --model {expect_model}")
+        return model, info
     path = spec
     if os.path.isdir(spec):
         path = fsdp.latest_checkpoint(spec)
         if path is None:
-            raise ValueError(f"--ckpt {spec}: no ckpt_*.pt in this folder (train one with train_diffusion.py)")
+            raise ValueError(f"--ckpt {spec}: no ckpt_*.pt in this folder (train one with train_diffusion.py) and no "
+                             f"config.json (a released DC-Gen folder)")
     if not os.path.isfile(path):
         raise ValueError(f"--ckpt {path}: checkpoint not found")
     # mmap: a 2B-parameter checkpoint also holds the raw weights and Adam moments (~25 GB); only the tensors
@@ -102,22 +110,24 @@ def load_diffusion(spec, device, weights="ema", expect_model=None, resolution=51
 
 
 def load_ae(spec, device, info=None):
-    """The AE a checkpoint was trained on (info["ae"]) or `spec` (--ae), via train_diffusion.resolve_ae. With info,
-    its latent must have the checkpoint's channel count. Returns (ae in eval mode, its scaling factor or None)."""
+    """The AE a checkpoint was trained on (info["ae"]) or `spec` (--ae), via ae.load_ae. With info, its latent must
+    have the checkpoint's channel count. Returns (ae in eval mode, its scaling factor or None)."""
     spec = spec or (info or {}).get("ae")
     if spec is None:
-        raise ValueError("--ckpt random:<model> records no AE: pass --ae (a registry name or a checkpoint)")
+        what = "a released DC-Gen model" if (info or {}).get("dcgen_name") else "--ckpt random:<model>"
+        hint = f" (the folder of {info['ae_name']})" if (info or {}).get("ae_name") else ""
+        raise ValueError(f"{what} records no AE weights: pass --ae{hint}")
     name = spec[len("random:"):] if spec.startswith("random:") else spec  # random: rebuilt as training did
     if name not in ae_lib.AE_CONFIGS and not os.path.exists(name):
         raise ValueError(f"AE {spec!r} (from --ae or recorded in the checkpoint) not found: pass --ae PATH")
-    ae, scaling, _ = resolve_ae(name, device)
+    ae, scaling, _ = ae_lib.load_ae(name, device)
     if info is not None:
         if ae.c != info["latent_shape"][0]:
             raise ValueError(f"AE {ae.name} has c={ae.c} latent channels, the diffusion model was trained on "
                              f"c={info['latent_shape'][0]} ({info['ae_name']})")
         if info["ae_name"] and ae.name != info["ae_name"]:
             print(f"WARNING: AE {ae.name} is not the checkpoint's {info['ae_name']}", file=sys.stderr)
-    return ae.eval().requires_grad_(False), scaling
+    return ae, scaling
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,10 +139,10 @@ def chunk_seed(seed, k):
     return seed * 1_000_003 + k
 
 
-def chunk_labels(k, n, seed, classes):
-    """Uniformly random labels over `classes` for chunk k (the DC-AE 50K protocol); a CPU generator, so the
-    labels are the same on every device."""
-    g = torch.Generator().manual_seed(chunk_seed(seed, k))
+def sample_labels(n, seed, classes):
+    """The n labels of a 50K run, uniform over `classes` from a CPU generator seeded `seed`: with all 1000 classes
+    this is DC-Gen's torch.randint(0, 1000, (n,), generator=seeded) (sample_class.py), label for label."""
+    g = torch.Generator().manual_seed(seed)
     return torch.as_tensor(classes)[torch.randint(len(classes), (n,), generator=g)]  # (n,)
 
 
@@ -142,11 +152,9 @@ def sample_latents(model, objective, y, k, args, info, device):
     c, h, w = info["latent_shape"]
     g = torch.Generator(device).manual_seed(chunk_seed(args.seed, k))
     z = torch.randn(len(y), c, h, w, generator=g, device=device)  # (n, c, h, w) initial noise
-    extra = {"method": args.sampler} if isinstance(objective, diffusion.Flow) else {}
-    with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16 and device.type == "cuda"):
-        return objective.sample(model, z, y.to(device), steps=args.steps, cfg_scale=args.cfg_scale,
-                                guidance_interval=args.guidance_interval, c_prime=args.c_prime, generator=g,
-                                **extra).float()
+    with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+        return objective.sample(model, z, y.to(device), args.sampler, args.steps, cfg_scale=args.cfg_scale,
+                                guidance_interval=args.guidance_interval, c_prime=args.c_prime, generator=g).float()
 
 
 class Timer:
@@ -171,8 +179,9 @@ def generate_chunk(model, objective, ae, y, k, args, info, device, timer):
     x0 = timer("denoise", sample_latents, model, objective, y, k, args, info, device)
 
     def decode(x0):
-        # Undo the latent scaling; with --c-prime the channels after c' are exactly zero (structured AE).
-        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16 and device.type == "cuda"):
+        # Undo the latent scaling; with --c-prime the channels after c' are exactly zero (structured AE). fp32
+        # unless --ae-bf16: the decoder's precision moves FID (DC-Gen decodes in fp32).
+        with torch.autocast(device.type, torch.bfloat16, enabled=args.ae_bf16):
             return ae.decode(x0 / info["scaling_factor"]).float()  # (n, 3, H, W)
     x = timer("decode", decode, x0)
     # Quantise on the device, then copy uint8: a quarter of the bytes of a float32 copy.
@@ -225,7 +234,8 @@ def run_config(args, info):
     return dict(ckpt=info["path"], step=info["step"], weights=args.weights, ae=args.ae or info["ae"],
                 num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, classes=args.classes,
                 sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
-                guidance_interval=args.guidance_interval, c_prime=args.c_prime, bf16=args.bf16, device=args.device_type)
+                guidance_interval=args.guidance_interval, c_prime=args.c_prime, bf16=args.bf16, ae_bf16=args.ae_bf16,
+                device=args.device_type)
 
 
 def check_run_config(out, config):
@@ -261,21 +271,36 @@ def check_cli(args):
         raise ValueError(f"--fid {args.fid}: reference not found (statistics .npz, image .npz or folder)")
 
 
-def check_args(args, info, objective_name):
-    """What depends on the checkpoint: sampler, steps, c', classes."""
+def check_args(args, info, objective):
+    """What depends on the checkpoint: sampler (default: the objective's protocol), steps, c', classes."""
     c, num_classes = info["latent_shape"][0], info["num_classes"]
-    args.sampler = args.sampler or SAMPLERS[objective_name][0]
-    args.steps = DEFAULT_STEPS[objective_name] if args.steps is None else args.steps
-    if args.sampler not in SAMPLERS[objective_name]:
-        raise ValueError(f"--sampler {args.sampler} does not fit {info['model']} ({objective_name}); "
-                         f"choose from {SAMPLERS[objective_name]}")
-    if args.steps < 1 or (objective_name == "ddpm" and args.steps > 1000) or \
-            (args.sampler == "euler_maruyama" and args.steps < 2):
+    args.sampler = args.sampler or next(iter(objective.samplers))
+    if args.sampler not in objective.samplers:
+        raise ValueError(f"--sampler {args.sampler} does not fit {info['model']} ({info['objective']}); choose "
+                         f"from {list(objective.samplers)}")
+    if objective.samplers[args.sampler] is None and args.steps is not None:
+        raise ValueError(f"--steps {args.steps}: {args.sampler} is adaptive; pass --sampler "
+                         f"{[s for s, n in objective.samplers.items() if n]} for a fixed number of steps")
+    args.steps = objective.samplers[args.sampler] if args.steps is None else args.steps
+    if args.steps is not None and (args.steps < objective.min_steps.get(args.sampler, 1) or
+                                   (info["objective"] == "ddpm" and args.steps > 1000)):
         raise ValueError(f"--steps {args.steps} is out of range for {args.sampler}")
     if args.c_prime is not None and not 1 <= args.c_prime <= c:
         raise ValueError(f"--c-prime {args.c_prime} is outside [1, c={c}]")
     if args.classes is not None and (not args.classes or min(args.classes) < 0 or max(args.classes) >= num_classes):
         raise ValueError(f"--classes {args.classes} must lie in [0, {num_classes}) (the model's classes)")
+
+
+def protocol(args, info, objective, ae):
+    """The header line: everything that decides the numbers, in words."""
+    documented = f"; DC-Gen's documented scale {info['cfg_scale']}" if info.get("cfg_scale") else ""
+    cfg = "off" if args.cfg_scale == 1.0 else f"{args.cfg_scale:g}"
+    interval = "off" if args.guidance_interval is None else f"[{args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]"
+    c = info["latent_shape"][0]
+    return (f"{info.get('dcgen_name') or info['model']} (step {info['step']}) + {ae.name}: "
+            f"{objective.describe(args.sampler, args.steps)}; CFG {cfg}{documented}, guidance interval {interval}; "
+            f"c' {args.c_prime or c}/{c}; denoiser {'bf16' if args.bf16 else 'fp32'}, AE decode "
+            f"{'bf16' if args.ae_bf16 else 'fp32'}; latent scale {info['scaling_factor']:.4g}")
 
 
 def report(timer, n, rank, world_size):
@@ -296,13 +321,14 @@ def main(args):
         if args.ckpt.startswith("random:"):  # speed runs: the AE gives the latent shape and scaling factor
             ae, scaling = load_ae(args.ae, device)
             model, info = load_diffusion(args.ckpt, device, resolution=args.resolution, num_classes=args.num_classes,
-                                         f=ae.f, c=ae.c)
+                                         ae=ae)
             info["scaling_factor"] = scaling or 1.0
         else:
             model, info = load_diffusion(args.ckpt, device, args.weights, args.model)
             ae, _ = load_ae(args.ae, device, info)  # the checkpoint's scaling factor is the one it trained with
-        objective_name = models.objective_of(info["model"])
-        check_args(args, info, objective_name)
+        info["objective"] = models.MODELS[info["model"]].objective
+        objective = diffusion.make_objective(info["objective"])
+        check_args(args, info, objective)
         if args.num_samples and rank == 0:
             check_run_config(args.out, run_config(args, info))
     except (ValueError, FileNotFoundError) as e:
@@ -312,19 +338,16 @@ def main(args):
     error = fsdp.agree(error)
     if error:
         fsdp.fail(error, rank)
-    objective = diffusion.make_objective(objective_name)
     c, h, w = info["latent_shape"]
     H, W = h * ae.f, w * ae.f
     timer = Timer(device, args.profile)
     from tqdm import tqdm
     if rank == 0:
-        print(f"{info['model']} step {info['step']} ({objective_name}, {args.sampler} {args.steps} steps, cfg "
-              f"{args.cfg_scale}, interval {args.guidance_interval}, c' {args.c_prime or c}/{c}) + {ae.name} "
-              f"-> {H}x{W}; {world_size} rank(s) on {device}", flush=True)
+        print(f"{protocol(args, info, objective, ae)} -> {H}x{W}; {world_size} rank(s) on {device}", flush=True)
 
     if not args.num_samples:  # grid: rows = classes, --per-class columns; rank 0 only (a few dozen images)
-        classes = args.classes or (DEMO_CLASSES[:8] if info["num_classes"] == 1000 else
-                                   list(range(min(info["num_classes"], 8))))
+        classes = args.classes or (DEMO_CLASSES if info["num_classes"] == 1000 else
+                                   list(range(min(info["num_classes"], 16))))  # every class, up to 16
         y_all = torch.tensor(classes).repeat_interleave(args.per_class)  # (rows * cols,)
         images = None
         if rank == 0:
@@ -343,13 +366,13 @@ def main(args):
     out_npz = os.path.join(args.out, "samples.npz")
     N, B = args.num_samples, args.batch_size
     num_chunks = (N + B - 1) // B
-    classes = args.classes or list(range(info["num_classes"]))
+    labels = sample_labels(N, args.seed, args.classes or list(range(info["num_classes"])))  # (N,)
     if not os.path.isfile(out_npz):
         todo = [k for k in range(rank, num_chunks, world_size) if not os.path.isfile(shard_path(args.out, k))]
         mine = sum(min(B, N - k * B) for k in todo)
         with tqdm(total=mine, unit="img", disable=rank != 0, desc=f"sampling (rank 0 of {world_size})") as bar:
             for k in todo:
-                y = chunk_labels(k, min(B, N - k * B), args.seed, classes)  # (n,)
+                y = labels[k * B:(k + 1) * B]  # (n,)
                 images = generate_chunk(model, objective, ae, y, k, args, info, device, timer)
                 timer("write", write_shard, shard_path(args.out, k), images, y.numpy())
                 bar.update(len(y))
@@ -387,10 +410,10 @@ def main(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="train_diffusion.py checkpoint or run folder; random:<model> "
-                   "for speed runs")
-    p.add_argument("--ae", default=None, help="override the checkpoint's AE: a train_ae.py .pt / folder, a "
-                   "diffusers or DC-Gen folder (ae.load_pretrained), or a registry name (random weights)")
+    p.add_argument("--ckpt", required=True, help="train_diffusion.py checkpoint or run folder, a released DC-Gen "
+                   "folder, or random:<model> for speed runs")
+    p.add_argument("--ae", default=None, help="the AE (default: the one the checkpoint trained on; required for DC-Gen "
+                   "folders): a train_ae.py .pt / folder, a diffusers or DC-Gen folder, or a registry name (random)")
     p.add_argument("--model", default=None, choices=sorted(models.MODELS), help="refuse a checkpoint of another model")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--out", default="runs/samples")
@@ -400,15 +423,18 @@ def parse_args(argv=None):
     p.add_argument("--per-class", type=int, default=8, help="grid columns")
     p.add_argument("--batch-size", type=int, default=64, help="samples per chunk and per forward pass (x2 with "
                    "CFG); keep it fixed to reproduce or resume a run")
-    p.add_argument("--sampler", default=None, choices=sorted({s for v in SAMPLERS.values() for s in v}),
-                   help="default: ddpm (DiT), dpm-solver++ (UViT), euler_maruyama (SiT/USiT)")
-    p.add_argument("--steps", type=int, default=None, help="default: 250 DDPM, 30 DPM-Solver++, 250 flow")
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="1.0 = no guidance (the paper's default)")
+    p.add_argument("--sampler", default=None, choices=sorted({s for o in diffusion.OBJECTIVES.values() for s in o.samplers}),
+                   help="default: the paper's protocol: ddpm (DiT), dpm-solver (UViT), dopri5 (SiT/USiT)")
+    p.add_argument("--steps", type=int, default=None, help="default: 250 DDPM, 30 DPM-Solver, 250 euler/heun/"
+                   "euler_maruyama; dopri5 is adaptive")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
+                   "DC-Gen documents 1.3 for DiT-XL, 1.5 for the others")
     p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8")
     p.add_argument("--c-prime", type=int, default=None, help="generate only the first c' latent channels")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="autocast on GPU")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the denoiser (faster; the protocol is fp32)")
+    p.add_argument("--ae-bf16", action="store_true", help="bf16 autocast for the AE decode (the protocol is fp32)")
     p.add_argument("--profile", action="store_true", help="synchronise and report denoise / decode / copy / write")
     p.add_argument("--keep-shards", action="store_true", help="keep OUT/shards after assembling samples.npz")
     p.add_argument("--fid", default=None, metavar="REF", help="run fid.py on samples.npz against REF")

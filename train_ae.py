@@ -34,10 +34,13 @@ import fsdp
 # Recipes. The official AE trainer is unreleased: these are our choices, stated in the README.
 # The tiny CPU recipe is L1 only: LPIPS needs pretrained VGG weights (no download here) and costs more than the
 # tiny AE itself; pass --w-lpips 1 to add it.
-TINY_RECIPE = dict(resolution=32, batch_size=32, lr=3e-4, steps=1500, warmup=20, w_lpips=0.0)  # 1e-3 stalls at the mean
-PAPER_RECIPE = {1: dict(resolution=256, batch_size=256, lr=1e-4, steps=200_000, warmup=1000, w_lpips=1.0),
-                2: dict(resolution=512, batch_size=64, lr=5e-5, steps=50_000, warmup=500, w_lpips=1.0),
-                3: dict(resolution=256, batch_size=256, lr=5e-5, steps=50_000, warmup=500, w_lpips=1.0)}
+# EMA: DC-Gen's trainer warm-up (fsdp.ema_update); the tiny runs of a few thousand steps use a shorter horizon.
+TINY_RECIPE = dict(resolution=32, batch_size=32, lr=3e-4, steps=1500, warmup=20, w_lpips=0.0,  # lr 1e-3 stalls
+                   ema_decay=0.999, ema_warmup=200)
+PAPER = dict(ema_decay=0.9999, ema_warmup=2000, w_lpips=1.0)
+PAPER_RECIPE = {1: dict(PAPER, resolution=256, batch_size=256, lr=1e-4, steps=200_000, warmup=1000),
+                2: dict(PAPER, resolution=512, batch_size=64, lr=5e-5, steps=50_000, warmup=500),
+                3: dict(PAPER, resolution=256, batch_size=256, lr=5e-5, steps=50_000, warmup=500)}
 
 
 def trainable_prefixes(ae, phase):
@@ -124,10 +127,10 @@ def evaluate(model, args, device, rank, world_size, log):
         skipped += int(bad.sum())
         count += x.shape[0]
         originals.append(data_lib.to_uint8(x).permute(0, 3, 1, 2))  # (N, 3, H, W) uint8
-        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+        with torch.autocast(device.type, torch.bfloat16, enabled=args.ae_bf16):  # fp32 unless asked: these are metrics
             z = model.encode(x)  # (N, c, h, w)
         for cp in c_primes:
-            with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+            with torch.autocast(device.type, torch.bfloat16, enabled=args.ae_bf16):
                 x_rec = model.decode(z[:, :cp]).float().clamp(-1, 1)
             mse = ((x_rec - x) ** 2).flatten(1).mean(1)  # (N,) in [-1, 1] units: peak-to-peak 2
             sums[cp]["psnr"] += float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).sum())
@@ -331,7 +334,7 @@ def main(args):
                 d_loss.backward()
                 opt_d.step()
                 terms_sum["disc"] = terms_sum.get("disc", 0.0) + d_loss.item() / args.accum
-        gnorm = fsdp.optimizer_step(model, opt, ema, step, args.grad_clip, args.ema_decay)
+        gnorm = fsdp.optimizer_step(model, opt, ema, step, args.grad_clip, args.ema_decay, args.ema_warmup)
         step += 1
         n_last += args.batch_size
 
@@ -374,7 +377,9 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--ema-decay", type=float, default=0.9999)
+    p.add_argument("--ema-decay", type=float, default=None, help="default: 0.9999 (paper models), 0.999 (tiny)")
+    p.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
+                   "0: constant decay. Default: 2000 (paper models), 200 (tiny)")
     p.add_argument("--w-l1", type=float, default=1.0)
     p.add_argument("--w-lpips", type=float, default=None, help="default 1.0 (paper models), 0.0 (tiny recipe)")
     p.add_argument("--w-gan", type=float, default=0.1)
@@ -382,7 +387,8 @@ def parse_args(argv=None):
     p.add_argument("--disc-lr", type=float, default=None)
     p.add_argument("--lpips-random", action="store_true",
                    help="random VGG trunk for LPIPS (offline smoke runs; not a perceptual loss)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast (training)")
+    p.add_argument("--ae-bf16", action="store_true", help="--eval under bf16 autocast (default fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--out", default="runs/ae")
     p.add_argument("--resume", default=None, help="checkpoint to resume (default: the newest in --out)")

@@ -32,46 +32,12 @@ import diffusion
 import fsdp
 import models
 
-# Recipes (DESIGN.md §5). Batch sizes are global; the paper uses 1024 for every model (Sec. 4.1).
-RECIPES = {
-    "USiT": dict(lr=1e-4, weight_decay=0.0, betas=(0.99, 0.99), warmup=5000, batch_size=1024, steps=500_000),
-    "UViT": dict(lr=2e-4, weight_decay=0.03, betas=(0.99, 0.99), warmup=5000, batch_size=1024, steps=500_000),
-    "SiT": dict(lr=1e-4, weight_decay=0.0, betas=(0.9, 0.999), warmup=0, batch_size=1024, steps=400_000),
-    "DiT": dict(lr=1e-4, weight_decay=0.0, betas=(0.9, 0.999), warmup=0, batch_size=1024, steps=400_000),
-    "tiny": dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99), warmup=50, batch_size=64, steps=1000),
-}
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16, for MFU
-
-
-def recipe_of(model_name):
-    return RECIPES["tiny" if model_name.endswith("-tiny") else model_name.split("-")[0]]
 
 
 # ------------------------------------------------------------------------------------------------
 # The frozen AE and the latent cache
 # ------------------------------------------------------------------------------------------------
-
-def resolve_ae(spec, device):
-    """--ae: a train_ae.py run folder or .pt checkpoint, a diffusers / DC-Gen folder, or a registry name (random
-    weights: smoke runs only, said loudly). Returns (ae, scaling_factor or None, source string)."""
-    if spec in ae_lib.AE_CONFIGS:
-        print(f"WARNING: --ae {spec} is a registry name: the AE has RANDOM weights, its latents carry no "
-              "image content; use a trained checkpoint for real runs.", file=sys.stderr)
-        torch.manual_seed(0)
-        ae = ae_lib.build_ae(spec).to(device).eval()
-        return ae, None, f"random:{spec}"
-    if os.path.isdir(spec) and not os.path.isfile(os.path.join(spec, "config.json")):
-        ckpts = sorted(glob.glob(os.path.join(spec, "ckpt_*.pt")))
-        if not ckpts:
-            raise ValueError(f"--ae {spec}: no ckpt_*.pt in this folder (run `python train_ae.py --out {spec}` "
-                             f"first) and no config.json (diffusers / DC-Gen format)")
-        spec = ckpts[-1]
-    if not os.path.exists(spec):
-        raise ValueError(f"--ae {spec}: not found. Train one with `python train_ae.py` (writes runs/ae), pass a "
-                         f"released checkpoint folder, or a registry name for a random-weight smoke run")
-    ae, scaling = ae_lib.load_pretrained(spec, device)
-    return ae.requires_grad_(False), scaling, os.path.abspath(spec)
-
 
 def ae_fingerprint(ae):
     """A short hash of the weights next to the latent: two different AEs give different fingerprints."""
@@ -99,7 +65,7 @@ def build_cache(ae, args, identity, rank, world_size, device):
     i, skipped = 0, 0
     from tqdm import tqdm
     for x, y, bad in tqdm(loader, desc="encoding latents", disable=rank != 0):
-        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+        with torch.autocast(device.type, torch.bfloat16, enabled=args.ae_bf16):  # fp32 unless asked: latents are data
             z = ae.encode(x.to(device)).float()  # (N, c, h, w), unscaled
         z_out[i:i + len(z)] = z.cpu().numpy().astype(np.float16)
         y_out[i:i + len(z)] = y.numpy()
@@ -168,8 +134,8 @@ def save_samples(ema, objective, ae, scale, args, device, path, num_classes, ran
     h = args.resolution // ae.f
     z = torch.randn(len(y), ae.c, h, h, generator=g, device=device)
     ema.eval()
-    with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-        x0 = objective.sample(ema, z, y, steps=args.grid_steps, generator=g)
+    with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):  # a preview, not an evaluation
+        x0 = objective.sample(ema, z, y, objective.preview, args.grid_steps, generator=g)
         x = ae.decode(x0.float() / scale).float().clamp(-1, 1)  # undo the latent scaling before decoding
     if rank == 0:
         data_lib.save_grid(x, path, nrow=args.grid_cols)
@@ -182,7 +148,7 @@ def main(args):
     torch.backends.cudnn.allow_tf32 = True
     if args.model not in models.MODELS:
         fsdp.fail(f"unknown --model {args.model}", rank)
-    for k, v in recipe_of(args.model).items():
+    for k, v in models.MODELS[args.model].recipe.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.cache = args.cache or os.path.join(args.out, "latents")
@@ -190,7 +156,7 @@ def main(args):
     error, ckpt, ae = None, None, None
     ckpt_path = args.resume or fsdp.latest_checkpoint(args.out)
     try:
-        ae, scaling, source = resolve_ae(args.ae, device)
+        ae, scaling, source = ae_lib.load_ae(args.ae, device)
         if args.aug_c_primes is None:
             args.aug_c_primes = ae.c_prime_candidates
         check_args(args, ae)
@@ -210,7 +176,7 @@ def main(args):
 
     # Latent cache: reuse it only if the same AE, data and resolution made it.
     identity = dict(ae=source, ae_name=ae.name, ae_fingerprint=ae_fingerprint(ae), data=os.path.abspath(args.data)
-                    if args.data != "toy" else f"toy:{args.toy_size}", resolution=args.resolution)
+                    if args.data != "toy" else f"toy:{args.toy_size}", resolution=args.resolution, ae_bf16=args.ae_bf16)
     meta_path = os.path.join(args.cache, "meta.json")
     meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else None
     if meta is not None and {k: meta.get(k) for k in identity} != identity:
@@ -219,6 +185,7 @@ def main(args):
                   f"({identity['ae_fingerprint']}) on {identity['data']} at {args.resolution}px: pass another --cache", rank)
     if meta is None:
         meta = build_cache(ae, args, identity, rank, world_size, device)
+    # The released factor of released weights, else 1 / std of these latents (the official recipe for unpublished ones).
     scale = scaling if scaling is not None else 1.0 / meta["latent_std"]
     c, h, num_classes = ae.c, args.resolution // ae.f, meta["num_classes"]
 
@@ -240,7 +207,7 @@ def main(args):
     del ckpt
     torch.manual_seed(args.seed * 1000 + rank + step)  # per-rank noise, t and c' streams
 
-    objective = diffusion.make_objective(models.objective_of(args.model))
+    objective = diffusion.make_objective(models.MODELS[args.model].objective)
     train_model = torch.compile(model) if args.compile else model
     dataset = LatentCache(args.cache, meta["parts"])
     micro = args.batch_size // (world_size * args.accum)
@@ -254,11 +221,16 @@ def main(args):
     log.log({"params": models.count_params(model, trainable_only=False), "params_local": n_local}, show=False)
     flops = 3 * models.flops_per_image(ema) * (2 if args.aug == "extra" else 1)  # fwd + bwd per training image
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name()), None)
-    log.message(f"{args.model} ({models.objective_of(args.model)}): {n_params / 1e6:.2f}M params "
-                f"({n_local / 1e6:.2f}M on rank 0) on {c}x{h}x{h} latents of {ae.name} (scale {scale:.4f}, "
+    log.message(f"{args.model} ({models.MODELS[args.model].objective}): {n_params / 1e6:.2f}M params "
+                f"({n_local / 1e6:.2f}M on rank 0) on {c}x{h}x{h} latents of {ae.name} (latent std "
+                f"{meta['latent_std']:.4f} x scale {scale:.4f} = {meta['latent_std'] * scale:.3f}, "
                 f"{len(dataset)} images, {num_classes} classes); "
                 f"aug={args.aug} c' in {args.aug_c_primes}; {world_size} rank(s) on {device}, global batch "
                 f"{args.batch_size}")
+    if not 0.5 <= meta["latent_std"] * scale <= 2:
+        log.message(f"WARNING: the scaled latents have std {meta['latent_std'] * scale:.3f}, far from 1: the scaling "
+                    f"factor {scale:.4f} {'of ' + ae.name if scaling is not None else ''} does not fit these latents "
+                    f"(std {meta['latent_std']:.4f}); the noise schedules assume unit-scale data")
     model.train()
     t_last, n_last = time.time(), 0
     while step < args.steps:
@@ -285,7 +257,7 @@ def main(args):
                 sys.exit(3)
             (loss / args.accum).backward()
             loss_sum += loss.item() / args.accum
-        gnorm = fsdp.optimizer_step(model, opt, ema, step, args.grad_clip, args.ema_decay)
+        gnorm = fsdp.optimizer_step(model, opt, ema, step, args.grad_clip, args.ema_decay, args.ema_warmup)
         step += 1
         n_last += args.batch_size
 
@@ -331,8 +303,11 @@ def parse_args(argv=None):
     p.add_argument("--betas", type=float, nargs=2, default=None)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--ema-decay", type=float, default=0.9999)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--ema-decay", type=float, default=None, help="default: 0.9999 (paper models), 0.999 (tiny)")
+    p.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
+                   "0: constant decay (DiT, U-ViT). Default: 2000 (paper models), 200 (tiny)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast for training")
+    p.add_argument("--ae-bf16", action="store_true", help="encode the latent cache under bf16 autocast (default fp32)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--out", default="runs/diffusion")
     p.add_argument("--resume", default=None)

@@ -60,8 +60,8 @@ def test_encode_decode_shapes(name):
 
 
 def test_channel_mask_zeroes_exactly_the_trailing_channels():
-    assert channel_mask(8, 3).tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
-    assert channel_mask(8, 8).tolist() == [1] * 8
+    assert channel_mask(8, 3).flatten().tolist() == [1, 1, 1, 0, 0, 0, 0, 0]  # (1, c, 1, 1): multiplies (N, c, h, w)
+    assert channel_mask(8, 8).shape == (1, 8, 1, 1) and channel_mask(8, 3, n=5).shape == (5, 8, 1, 1)
     per_sample = channel_mask(6, torch.tensor([1, 4, 6]))
     assert per_sample.shape == (3, 6, 1, 1)
     assert per_sample[:, :, 0, 0].tolist() == [[1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1] * 6]
@@ -89,7 +89,7 @@ def test_decode_of_sliced_latent_equals_decode_of_masked_latent(name):
     z = torch.randn(2, m.c, 4, 4)
     for cp in [1, m.c // 2, m.c]:
         a = m.decode(z[:, :cp])
-        b = m.decode(z * channel_mask(m.c, cp)[:, None, None])
+        b = m.decode(z * channel_mask(m.c, cp))
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     # ... and the masked training forward decodes exactly decode(encode(x)[:, :c'])
     x = torch.rand(2, 3, 16, 16) * 2 - 1

@@ -59,7 +59,7 @@ def test_shape_contract(name):
     model = models.create_model(name, in_channels=c, input_size=s, device=device)
     x, t, y = (v.to(device) for v in tiny_inputs(c=c, s=s))
     out = model(x, t, y)
-    c_out = 2 * c if models.objective_of(name) == "ddpm" else c
+    c_out = 2 * c if models.MODELS[name].objective == "ddpm" else c
     assert out.shape == (3, c_out, s, s)
     assert out.device.type == device
     if tiny:
@@ -75,9 +75,9 @@ def test_patch_size_2(name):
 
 
 def test_registry_objectives():
-    assert models.objective_of("DiT-XL") == "ddpm"
-    assert models.objective_of("UViT-H") == "eps"
-    assert all(models.objective_of(n) == "flow" for n in ["SiT-XL", "USiT-H", "USiT-2B", "USiT-3B"])
+    assert models.MODELS["DiT-XL"].objective == "ddpm"
+    assert models.MODELS["UViT-H"].objective == "eps"
+    assert all(models.MODELS[n].objective == "flow" for n in ["SiT-XL", "USiT-H", "USiT-2B", "USiT-3B"])
     with pytest.raises(ValueError, match="unknown model"):
         models.create_model("DiT-XXL")
 

@@ -59,7 +59,9 @@ def ckpts(tmp_path_factory):
 
 
 def run(ckpt, out, *extra):
-    return sample.main(sample.parse_args(["--ckpt", ckpt, "--out", str(out), "--steps", "4", *extra]))
+    """sample.py with 4 steps; flow checkpoints use the SDE sampler (fixed steps, noise drawn while sampling)."""
+    sampler = ["--sampler", "euler_maruyama"] if "USiT" in str(ckpt) and "--sampler" not in extra else []
+    return sample.main(sample.parse_args(["--ckpt", ckpt, "--out", str(out), "--steps", "4", *sampler, *extra]))
 
 
 def load_npz(path):
@@ -117,7 +119,8 @@ def test_same_seed_same_images(ckpts, tmp_path):
 
 def test_two_gloo_processes_match_one(ckpts, tmp_path):
     """SDE sampler (noise drawn during sampling): 5 chunks of 2 split over 2 ranks give the one-process images."""
-    args = ["--ckpt", ckpts["USiT-tiny"], "--num-samples", "9", "--batch-size", "2", "--steps", "4"]
+    args = ["--ckpt", ckpts["USiT-tiny"], "--num-samples", "9", "--batch-size", "2", "--steps", "4", "--sampler",
+            "euler_maruyama"]
     one = load_npz(run(ckpts["USiT-tiny"], tmp_path / "one", *args[2:])["npz"])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            os.path.join(REPO, "sample.py"), *args, "--out", str(tmp_path / "two")]
@@ -170,12 +173,11 @@ def test_cfg_one_is_unguided_sampling(ckpts, tmp_path, name):
     x, y = load_npz(res["npz"])
     model, info = sample.load_diffusion(ckpts[name], torch.device("cpu"))
     ae, _ = sample.load_ae(None, torch.device("cpu"), info)
-    objective = diffusion.make_objective(models.objective_of(name))
+    objective = diffusion.make_objective(models.MODELS[name].objective)
     g = torch.Generator().manual_seed(sample.chunk_seed(0, 0))
     z = torch.randn(3, C, S, S, generator=g)
-    extra = {"method": "euler_maruyama"} if name == "USiT-tiny" else {}
-    labels = sample.chunk_labels(0, 3, 0, list(range(NUM_CLASSES)))
-    x0 = objective.sample(model, z, labels, steps=4, generator=g, **extra)
+    labels = torch.randint(0, NUM_CLASSES, (3,), generator=torch.Generator().manual_seed(0))  # DC-Gen's labels
+    x0 = objective.sample(model, z, labels, "euler_maruyama" if name == "USiT-tiny" else None, 4, generator=g)
     expected = sample.data_lib.to_uint8(ae.decode(x0 / SCALE)).numpy()
     assert np.array_equal(y, labels.numpy()) and np.array_equal(x, expected)
     guided = load_npz(run(ckpts[name], tmp_path / "cfg2", "--num-samples", "3", "--batch-size", "3",
@@ -212,7 +214,8 @@ def test_bad_inputs(ckpts, tmp_path):
         ([ok, "--ae", "dc-ae-f8c64-tiny"], "c=64 latent channels"),
         ([ok, "--c-prime", "17"], "--c-prime 17"),
         ([ok, "--classes", "3", "10"], "--classes"),
-        ([ok, "--sampler", "dpm-solver++"], "does not fit USiT-tiny"),
+        ([ok, "--sampler", "dpm-solver"], "does not fit USiT-tiny"),
+        ([ok, "--sampler", "dopri5", "--steps", "4"], "--steps 4: dopri5 is adaptive"),
         ([ok, "--guidance-interval", "0.8", "0.2"], "--guidance-interval"),
         ([ok, "--cfg-scale", "-1"], "--cfg-scale"),
         ([ok, "--num-samples", "4", "--fid", str(tmp_path / "ref.npz")], "reference not found"),
@@ -246,3 +249,19 @@ def test_end_to_end_train_sample_fid(tmp_path):
     p = subprocess.run([sys.executable, os.path.join(REPO, "sample.py"), "--ckpt", str(run_dir), "--c-prime", "99"],
                        env=ENV, capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "--c-prime 99 is outside [1, c=16]" in p.stderr
+
+
+def test_the_ae_decodes_in_fp32_unless_asked(ckpts, tmp_path, monkeypatch):
+    seen, real = [], sample.ae_lib.DCAE.decode
+    monkeypatch.setattr(sample.ae_lib.DCAE, "decode",
+                        lambda self, z: seen.append(torch.is_autocast_enabled("cpu")) or real(self, z))
+    run(ckpts["UViT-tiny"], tmp_path / "a", "--classes", "1", "--per-class", "1")
+    run(ckpts["UViT-tiny"], tmp_path / "b", "--classes", "1", "--per-class", "1", "--ae-bf16")
+    assert seen == [False, True]
+
+
+def test_labels_are_dc_gens(ckpts, tmp_path):
+    """50K labels: torch.randint(0, num_classes, (N,)) from a CPU generator seeded --seed, sliced by chunk."""
+    y = load_npz(run(ckpts["UViT-tiny"], tmp_path, "--num-samples", "7", "--batch-size", "3", "--seed", "5",
+                     "--steps", "1")["npz"])[1]
+    assert np.array_equal(y, torch.randint(0, NUM_CLASSES, (7,), generator=torch.Generator().manual_seed(5)).numpy())

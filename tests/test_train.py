@@ -325,7 +325,7 @@ BAD_DIFFUSION = [
     (["--ae", "dc-ae-f8c16-tiny", "--resume", "{dit}"], "is a checkpoint of 'DiT-tiny', not --model USiT-tiny"),
     (["--ae", "dc-ae-f8c64-tiny", "--model", "DiT-tiny", "--resume", "{dit}"],
      "was trained on [16, 4, 4] latents, but --ae dc-ae-f8c64-tiny at 32px gives [64, 4, 4]"),
-    (["--ae", "{dit}"], "unknown AE 'DiT-tiny'"),
+    (["--ae", "{dit}"], "is a checkpoint of 'DiT-tiny', not of an AE of ae.py (a diffusion checkpoint: pass it to --ckpt)"),
     ([], "--ae runs/ae: not found"),  # the default --ae, with no train_ae.py run in this folder
     (["--ae", "dc-ae-f8c16-tiny", "--accum", "0"], "--accum must be >= 1, got 0"),
 ]
@@ -363,3 +363,39 @@ def test_no_arguments(tmp_path):
     assert ae_l1[-1] < 0.6 * ae_l1[0]  # it trains
     plain_ae(checkpoints(tmp_path / "runs/ae")[-1])
     plain_backbone(checkpoints(tmp_path / "runs/diffusion")[-1])
+
+
+# ------------------------------------------------------------------------------------------------
+# The latent scale and precision of the cache (a released factor belongs to released weights only)
+# ------------------------------------------------------------------------------------------------
+
+def test_self_trained_ae_gets_its_own_latent_scale(tmp_path, monkeypatch, capsys):
+    """A train_ae.py checkpoint of an entry whose *released* weights have a published factor (here a tiny stand-in
+    with 0.5935, like dc-ae-f64c128-1.5) must not inherit it: train_diffusion.py scales by 1 / std of its latents."""
+    monkeypatch.setitem(ae_lib.AE_CONFIGS, "dc-ae-f8c16-tiny-released",
+                        dict(ae_lib.AE_CONFIGS["dc-ae-f8c16-tiny"], scaling_factor=0.5935))
+    small = ["--steps", "1", "--save-every", "1", "--batch-size", "4", "--num-workers", "0", "--grid-every", "0"]
+    train_ae.main(train_ae.parse_args(["--model", "dc-ae-f8c16-tiny-released", "--out", str(tmp_path / "ae"), *small]))
+    ckpt = checkpoints(tmp_path / "ae")[-1]
+    assert ae_lib.load_pretrained(ckpt)[1] is None  # today: not the registry's 0.5935
+    encoded = []
+    real = ae_lib.DCAE.encode
+    monkeypatch.setattr(ae_lib.DCAE, "encode", lambda self, x: encoded.append(torch.is_autocast_enabled("cpu"))
+                        or real(self, x))
+    train_diffusion.main(train_diffusion.parse_args(["--ae", str(tmp_path / "ae"), "--toy-size", "8", "--out",
+                                                     str(tmp_path / "d"), *small]))
+    assert encoded and not any(encoded)  # the latent cache is encoded in fp32
+    meta = json.loads((tmp_path / "d/latents/meta.json").read_text())
+    saved = torch.load(checkpoints(tmp_path / "d")[-1], map_location="cpu", weights_only=False)
+    assert saved["scaling_factor"] == pytest.approx(1 / meta["latent_std"])
+    text = "\n".join(messages(tmp_path / "d"))
+    assert f"latent std {meta['latent_std']:.4f} x scale {1 / meta['latent_std']:.4f} = 1.000" in text
+
+
+def test_a_scale_that_does_not_fit_the_latents_warns(tmp_path, monkeypatch):
+    monkeypatch.setattr(ae_lib, "load_pretrained", lambda spec, device: (ae_lib.build_ae("dc-ae-f8c16-tiny").eval(), 50.0))
+    (tmp_path / "ae").mkdir()
+    (tmp_path / "ae" / "ckpt_0000001.pt").write_bytes(b"stand-in")
+    small = ["--steps", "1", "--batch-size", "4", "--num-workers", "0", "--grid-every", "0", "--toy-size", "8"]
+    train_diffusion.main(train_diffusion.parse_args(["--ae", str(tmp_path / "ae"), "--out", str(tmp_path / "d"), *small]))
+    assert any("WARNING: the scaled latents have std" in m for m in messages(tmp_path / "d"))
