@@ -270,6 +270,15 @@ def sample_c_prime(candidates, n=None, generator=None):
     return int(candidates[int(idx[0])]) if n is None else torch.tensor(candidates)[idx]
 
 
+def sample_step_c_primes(candidates, k=1, always_max=False, always_min_max=False, generator=None):
+    """The K c' of one AE training step (DC-Gen aecore/trainer.py, prepare_batch): draws with replacement from the
+    candidates; always_max makes the first one c, always_min_max the first two the smallest and c."""
+    fixed = [candidates[0], candidates[-1]] if always_min_max else [candidates[-1]] if always_max else []
+    if k < max(len(fixed), 1):
+        raise ValueError(f"{k} c' per step cannot include {fixed}")
+    return fixed + (sample_c_prime(candidates, k - len(fixed), generator).tolist() if k > len(fixed) else [])
+
+
 def channel_candidates(c, start=16, step=4):
     """The c' the AE is trained to support: [start, start + step, ..., c] (Sec. 4.1: [16, 20, 24, ..., c]).
 
@@ -320,14 +329,18 @@ class DCAE(nn.Module):
     def forward(self, x, c_prime=None):
         """Training forward of Fig. 4: reconstruct x from z * mask_{c,c'}. Returns (x_rec, z).
 
-        c_prime: None (all channels), an int, or a tensor (N,) of per-sample c'. The official code slices the
-        weights instead (conv_out.weight[:c'], conv_in.weight[:, :c']); a zeroed channel contributes nothing to
-        the next conv and gets no gradient through it, so slicing and masking are the same function (and the
-        mask lets one batch mix several c').
+        c_prime: None (all channels), an int, a tensor (N,) of per-sample c', or a tensor (K N,): K decodes from one
+        encoder pass (DC-Gen's num_sample_latent_channels), z repeated K times and block k masked by c_prime[k N];
+        x_rec is then (K N, 3, H, W), to compare with x.repeat(K, 1, 1, 1). The official code slices the weights
+        instead (conv_out.weight[:c'], conv_in.weight[:, :c']); a zeroed channel contributes nothing to the next conv
+        and gets no gradient through it, so slicing and masking are the same function (and the mask lets one batch
+        mix several c').
         """
-        z = self.encode(x)
+        z = self.encode(x)  # (N, c, h, w)
+        if isinstance(c_prime, torch.Tensor) and len(c_prime) != len(z) and len(c_prime) % len(z) == 0:
+            z = z.repeat(len(c_prime) // len(z), 1, 1, 1)  # (K N, c, h, w)
         if c_prime is not None:
-            z = z * channel_mask(self.c, c_prime, device=z.device)  # (N, c, h, w)
+            z = z * channel_mask(self.c, c_prime, device=z.device)  # (K N, c, h, w)
         return self.decoder(z), z
 
 

@@ -69,6 +69,9 @@ def check_args(args, ae):
     if not (1 <= args.c_prime_start <= ae.c) or args.c_prime_step < 1:
         raise ValueError(f"c' list must lie in [1, c={ae.c}]: got --c-prime-start {args.c_prime_start} "
                          f"--c-prime-step {args.c_prime_step}")
+    if args.num_c_primes < 1 + args.always_min_max or (args.always_max and args.always_min_max):
+        raise ValueError(f"--num-c-primes {args.num_c_primes} must be >= 1 (>= 2 with --always-min-max), and "
+                         f"--always-max and --always-min-max exclude each other")
     for cp in args.eval_c_primes or []:
         if not 1 <= cp <= ae.c:
             raise ValueError(f"--eval-c-primes {cp} is outside [1, c={ae.c}]")
@@ -304,7 +307,8 @@ def main(args):
         lr = fsdp.lr_at(step, args.lr, args.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
-        c_prime = ae_lib.sample_c_prime(candidates, generator=gen)
+        # K c' per step (DC-Gen's num_sample_latent_channels), drawn per rank: one encode, K masked decodes.
+        c_primes = ae_lib.sample_step_c_primes(candidates, args.num_c_primes, args.always_max, args.always_min_max, gen)
         terms_sum = {}
         for i in range(args.accum):
             x, _, bad = next(batches)
@@ -312,14 +316,16 @@ def main(args):
             x = x.to(device, non_blocking=True)
             if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-batch
                 model.set_requires_gradient_sync(i == args.accum - 1)
+            c_prime = torch.tensor(c_primes).repeat_interleave(len(x))  # (K N,): block k keeps c_primes[k] channels
             with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                 x_rec, _ = train_model(x, c_prime=c_prime)  # reconstruct from z * mask_{c,c'} (Eq. 1, Fig. 4)
-                loss, terms = loss_fn(x, x_rec.float(), step)
+                # The mean over the K blocks: the mean of the K losses, each against the same images.
+                loss, terms = loss_fn(x.repeat(len(c_primes), 1, 1, 1), x_rec.float(), step)
             # Decided collectively (one tiny all-reduce, NaN if any rank's loss is): every rank stops at the same
             # step instead of one rank exiting while the others wait in the next collective.
             loss_mean = fsdp.all_mean(loss.item())
             if not math.isfinite(loss_mean):
-                log.message(f"non-finite loss {loss_mean} at step {step + 1} (c'={c_prime}); stopping. The last "
+                log.message(f"non-finite loss {loss_mean} at step {step + 1} (c'={c_primes}); stopping. The last "
                             f"checkpoint is untouched: {fsdp.latest_checkpoint(args.out)}")
                 log.close()
                 fsdp.cleanup()
@@ -340,7 +346,7 @@ def main(args):
 
         if step % args.log_every == 0 or step == args.steps:
             dt = time.time() - t_last
-            rec = {"step": step, "c_prime": c_prime, **{k: fsdp.all_mean(v) for k, v in terms_sum.items()},
+            rec = {"step": step, "c_prime": c_primes if len(c_primes) > 1 else c_primes[0], **{k: fsdp.all_mean(v) for k, v in terms_sum.items()},
                    "grad_norm": gnorm, "lr": lr, "img_per_s": n_last / dt, "skipped": fsdp.all_sum(skipped)}
             log.log(rec)
             t_last, n_last = time.time(), 0
@@ -371,6 +377,11 @@ def parse_args(argv=None):
                    help="train with the channel mask of Eq. 1 (default: on, except for -1.0/-1.1 baselines)")
     p.add_argument("--c-prime-start", type=int, default=None, help="first c' of the list (paper: 16)")
     p.add_argument("--c-prime-step", type=int, default=None, help="step of the c' list (paper: 4)")
+    p.add_argument("--num-c-primes", type=int, default=1, help="K c' per step: one encode, K masked decodes, the mean "
+                   "loss (DC-Gen's num_sample_latent_channels, default 1)")
+    p.add_argument("--always-max", action="store_true", help="c is always one of the K (always_sample_max_channel)")
+    p.add_argument("--always-min-max", action="store_true", help="the smallest c' and c are always two of the K "
+                   "(always_sample_min_max_channel)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="global batch size")
     p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")

@@ -283,3 +283,35 @@ def test_compiles_without_graph_breaks():
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(compiled(x, c_prime=torch.tensor([4, 16]))[0], m(x, c_prime=torch.tensor([4, 16]))[0])
+
+
+def test_k_decodes_from_one_encode_equal_k_separate_masked_decodes():
+    """DC-Gen's num_sample_latent_channels: one encoder pass, K masked decodes, the mean of the K losses."""
+    torch.manual_seed(0)
+    m = randomize_norms(build_ae("dc-ae-f8c16-tiny"))
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    c_primes = [16, 4, 8]
+    loss_fn = ae_lib.AELoss(None)  # L1 (the LPIPS and GAN terms are means over the batch as well)
+    x_rec, _ = m(x, c_prime=torch.tensor(c_primes).repeat_interleave(3))  # (K N,) -> (K N, 3, H, W)
+    loss, _ = loss_fn(x.repeat(3, 1, 1, 1), x_rec)
+    grads = torch.autograd.grad(loss, list(m.parameters()))
+    separate = [loss_fn(x, m(x, c_prime=cp)[0])[0] for cp in c_primes]
+    reference = sum(separate) / len(separate)
+    ref_grads = torch.autograd.grad(reference, list(m.parameters()))
+    torch.testing.assert_close(loss, reference, rtol=1e-6, atol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-7)
+    for k, cp in enumerate(c_primes):  # block k is decode(z[:, :c']) of the one encoding
+        torch.testing.assert_close(x_rec[3 * k:3 * k + 3], m.decode(m.encode(x)[:, :cp]), rtol=0, atol=1e-6)
+
+
+def test_step_c_primes_follow_dc_gens_options():
+    cands, g = [4, 8, 12, 16], torch.Generator().manual_seed(0)
+    draws = [ae_lib.sample_step_c_primes(cands, 3, generator=g) for _ in range(200)]
+    assert all(len(d) == 3 and set(d) <= set(cands) for d in draws)
+    assert any(len(set(d)) < 3 for d in draws)  # with replacement, as DC-Gen's torch.randint
+    assert all(ae_lib.sample_step_c_primes(cands, 2, always_max=True, generator=g)[0] == 16 for _ in range(20))
+    assert all(ae_lib.sample_step_c_primes(cands, 3, always_min_max=True, generator=g)[:2] == [4, 16] for _ in range(20))
+    assert ae_lib.sample_step_c_primes(cands, 1, always_max=True) == [16]
+    with pytest.raises(ValueError):
+        ae_lib.sample_step_c_primes(cands, 1, always_min_max=True)
