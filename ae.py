@@ -16,6 +16,7 @@ Module names mirror diffusers' `AutoencoderDC`, so its checkpoints load without 
 """
 import argparse
 import glob
+import hashlib
 import json
 import os
 import sys
@@ -304,6 +305,17 @@ class DCAE(nn.Module):
         self.encoder = Encoder(c, widths, enc_depths, enc_blocks, latent_shortcut)
         self.decoder = Decoder(c, widths, dec_depths, dec_blocks, dec_norms, dec_acts, latent_shortcut, out_act)
 
+    def fsdp_units(self):
+        """The modules a trainer wraps with `fully_shard` one by one (before the root): the non-empty stages."""
+        return [s for s in list(self.encoder.down_blocks) + list(self.decoder.up_blocks) if len(s)]
+
+    def fingerprint(self):
+        """A short hash of the weights next to the latent: two different AEs give different fingerprints."""
+        h = hashlib.sha256()
+        for t in (self.encoder.conv_out.weight, self.encoder.conv_out.bias, self.decoder.conv_in.weight):
+            h.update(t.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def check_image(self, x):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name} expects images (N, 3, H, W), got shape {tuple(x.shape)}")
@@ -345,40 +357,17 @@ class DCAE(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# AE loss (Sec. 3.2): weighted L1 + LPIPS + GAN on D(z * mask)
+# LPIPS: the perceptual loss and metric (the L1 + LPIPS + GAN loss itself is in train_ae.py)
 # ------------------------------------------------------------------------------------------------
 
-class PatchDiscriminator(nn.Module):
-    """PatchGAN (pix2pix's NLayerDiscriminator, as in taming/SD): 4x4 convs, LeakyReLU 0.2, BatchNorm.
-    x (N, 3, H, W) -> logits (N, 1, H/8 - 2, W/8 - 2) for n_layers = 3."""
-
-    def __init__(self, width=64, n_layers=3):
-        super().__init__()
-        layers = [nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2)]
-        w = width
-        for i in range(1, n_layers + 1):
-            w_next = width * min(2 ** i, 8)
-            stride = 2 if i < n_layers else 1
-            layers += [nn.Conv2d(w, w_next, 4, stride, 1, bias=False), nn.BatchNorm2d(w_next), nn.LeakyReLU(0.2)]
-            w = w_next
-        layers.append(nn.Conv2d(w, 1, 4, 1, 1))
-        self.main = nn.Sequential(*layers)
-        for m in self.modules():  # DCGAN init, as pix2pix
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.normal_(m.weight, 1.0, 0.02)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x):
-        return self.main(x)
-
-
 def build_lpips(random_weights=False):
-    """LPIPS(VGG) from the `lpips` package, frozen. Its linear heads ship in the wheel; the VGG16 trunk comes
-    from torchvision's download cache. Offline without the file this raises, unless random_weights=True
-    (tests, smoke runs), which warns: a random trunk is *not* a perceptual loss."""
+    """LPIPS(VGG) from the `lpips` package, frozen: the perceptual term of the AE loss (Sec. 3.2) and a metric of
+    eval_ae.py. Its linear heads ship in the wheel; the VGG16 trunk comes from torchvision's download cache. Offline
+    without the file this raises (and does not try again in this process), unless random_weights=True (tests,
+    smoke runs), which warns: a random trunk is *not* a perceptual loss."""
     import lpips
+    if build_lpips.failed:
+        raise RuntimeError(build_lpips.failed)
     if random_weights:
         print("WARNING: LPIPS uses a randomly initialised VGG16 trunk (no pretrained weights): "
               "the perceptual loss is not meaningful.", file=sys.stderr)
@@ -388,49 +377,13 @@ def build_lpips(random_weights=False):
             net = lpips.LPIPS(net="vgg", verbose=False)
         except Exception as e:  # urllib errors when offline
             hub = os.path.join(torch.hub.get_dir(), "checkpoints", "vgg16-397923af.pth")
-            raise RuntimeError(f"LPIPS needs torchvision's pretrained VGG16 ({e.__class__.__name__}: {e}). "
-                               f"Put vgg16-397923af.pth at {hub}, or pass --lpips-random for a smoke run.") from e
+            build_lpips.failed = (f"LPIPS needs torchvision's pretrained VGG16 ({e.__class__.__name__}: {e}). Put "
+                                  f"vgg16-397923af.pth at {hub}, or pass --lpips-random for a smoke run.")
+            raise RuntimeError(build_lpips.failed) from e
     return net.eval().requires_grad_(False)
 
 
-class AELoss(nn.Module):
-    """l(x, D(z * mask)) = w_l1 * L1 + w_lpips * LPIPS + w_gan * GAN (Sec. 3.2; three DC-AE phases, Sec. 4.1).
-
-    The official loss code is unreleased; defaults and their sources:
-    - w_l1 = 1.0: the pixel term is the anchor; every DC-AE phase uses it (efficientvit issue #143).
-    - w_lpips = 1.0: LPIPS(VGG) with weight 1.0, as SD's LPIPSWithDiscriminator (community DC-AE
-      reproductions use 0.25-1.0); phases 1 and 2 use L1 + perceptual only (issue #143).
-    - w_gan = 0.1 with a hinge loss and a PatchGAN, from gan_start on: DC-AE adds the GAN only in phase 3
-      (local refinement). A fixed weight instead of taming's adaptive one, because the adaptive weight needs
-      gradients of the decoder's last layer, which FSDP shards; 0.1 is the common fixed choice (e.g. MaskGIT).
-    No KL term: DC-AE is a plain autoencoder (efficientvit issue #155).
-    """
-
-    def __init__(self, lpips_net, discriminator=None, w_l1=1.0, w_lpips=1.0, w_gan=0.1, gan_start=0):
-        super().__init__()
-        self.lpips = lpips_net  # frozen helper net: stays outside FSDP (None: L1 only, the tiny CPU recipe)
-        self.discriminator = discriminator
-        self.w_l1, self.w_lpips, self.w_gan, self.gan_start = w_l1, w_lpips, w_gan, gan_start
-
-    def forward(self, x, x_rec, step=0):
-        """Generator-side loss. x, x_rec (N, 3, H, W) in [-1, 1]. Returns (loss, {term: float tensor})."""
-        l1 = (x_rec - x).abs().mean()
-        loss, terms = self.w_l1 * l1, {"l1": l1.detach()}
-        if self.lpips is not None and self.w_lpips > 0:
-            lp = self.lpips(x_rec.float(), x.float()).mean()  # LPIPS expects [-1, 1]
-            loss = loss + self.w_lpips * lp
-            terms["lpips"] = lp.detach()
-        if self.discriminator is not None and step >= self.gan_start:
-            gan = -self.discriminator(x_rec).mean()  # hinge generator loss
-            loss = loss + self.w_gan * gan
-            terms["gan"] = gan.detach()
-        return loss, terms
-
-    def discriminator_loss(self, x, x_rec):
-        """Hinge loss for the PatchGAN: mean(relu(1 - D(x))) + mean(relu(1 + D(x_rec))), halved."""
-        real = self.discriminator(x)
-        fake = self.discriminator(x_rec.detach())
-        return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+build_lpips.failed = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -438,21 +391,18 @@ class AELoss(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def estimate_scaling_factor(ae, images, max_batches=None):
-    """1 / std of the latents over data, for models without a published factor (as the official code does).
-    images: an iterable of (N, 3, H, W) tensors (or (x, y, ...) tuples) in [-1, 1]."""
+def estimate_scaling_factor(latents, reduce=None):
+    """1 / std of the latents over data, the official recipe where no factor is published. latents: an iterable of
+    z (N, c, h, w), e.g. (model.encode(x) for x in images); reduce: sums a float over ranks (fsdp.all_sum)."""
     n, s1, s2 = 0, 0.0, 0.0
-    device = next(ae.parameters()).device
-    for i, x in enumerate(images):
-        if max_batches is not None and i >= max_batches:
-            break
-        x = x[0] if isinstance(x, (tuple, list)) else x
-        z = ae.encode(x.to(device)).double()
-        n, s1, s2 = n + z.numel(), s1 + z.sum().item(), s2 + z.pow(2).sum().item()
+    for z in latents:
+        n, s1, s2 = n + z.numel(), s1 + z.double().sum(), s2 + z.double().pow(2).sum()  # device sums: no sync per batch
+    n, s1, s2 = float(n), float(s1), float(s2)
+    if reduce is not None:
+        n, s1, s2 = reduce(n), reduce(s1), reduce(s2)
     if n == 0:
-        raise ValueError("estimate_scaling_factor got no images")
-    std = max(s2 / n - (s1 / n) ** 2, 0.0) ** 0.5
-    return 1.0 / std
+        raise ValueError("estimate_scaling_factor got no latents")
+    return 1.0 / max(s2 / n - (s1 / n) ** 2, 1e-24) ** 0.5
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Datasets, loaders and image grids shared by train_ae.py, train_diffusion.py, sample.py and toy.py.
+"""Datasets, loaders, the latent cache and image grids for train_ae.py, train_diffusion.py, sample.py and toy.py.
 
 Two datasets, one contract: `dataset[i] -> (x, y, bad)` with `x` a float32 image (3, H, W) in [-1, 1],
 `y` the int class label and `bad` = 1 when the file at index i was unreadable and another sample stood
@@ -7,17 +7,21 @@ in for it (always 0 for the toy data). The default collate turns a batch into `x
 DataLoader worker processes (no shared counters).
 
 - `ImageFolder`: ImageNet-style class subfolders (sorted names -> ids 0..K-1), ADM center crop
-  (the preprocessing of the paper's ImageNet 256/512 experiments, Sec. 4.1), optional random flip (AE only).
+  (the preprocessing of the paper's ImageNet 256/512 experiments, Sec. 4.1).
 - `ToyShapes`: a procedural, class-conditional stand-in for ImageNet. The class fixes a shape and a
   colour (object structure); the position, size and a high-frequency texture vary per sample (image
   detail). A structured latent space (Sec. 3.2, Fig. 3) should put the former in the front channels
   and the latter in the back ones, and a class-conditional diffusion model (Sec. 3.3) must learn the former.
+- `Batches`: endless training batches that resume exactly where a checkpoint left them (epoch, position).
+- `LatentCache` / `build_cache`: the dataset encoded once by the frozen AE (Sec. 4.1: latents precomputed from
+  center crops, no flips), memory-mapped, with the std that gives the latent scaling factor.
 
     python data.py --out /tmp/toy_grid.png                     # 8 samples of each toy class as a grid
     python data.py --data /path/to/imagenet/train --resolution 256 --out /tmp/grid.png
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
@@ -93,21 +97,35 @@ def list_images(folder):
     return sorted(files)
 
 
+def read_image(path, resolution=None):
+    """uint8 (H, W, 3) of an image file, ADM center-cropped to `resolution` (None: as stored), or None when the file
+    cannot be decoded. PIL signals broken files with OSError (incl. UnidentifiedImageError and truncation),
+    ValueError, SyntaxError or DecompressionBombError depending on the format plugin."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            return center_crop_arr(img, resolution) if resolution else np.asarray(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
 class ImageFolder(Dataset):
     """root/<class>/**/*.jpg -> (x, y, bad). Sorted class folder names give ids (ImageNet: wnids -> 0..999).
 
     A flat folder (images but no class subfolders) gives label 0 for every image; when class
     subfolders exist, images lying directly in root are ignored. Only file names are listed up front
-    (no decoding: ImageNet has 1.28M files); a file that fails to decode is replaced by the next
-    readable index, deterministically, and reported with bad = 1.
+    (no decoding: ImageNet has 1.28M files), and the first readable one is looked for, so that a folder of
+    broken files fails here; a file that fails to decode later is replaced by the next readable index,
+    deterministically, and reported with bad = 1. No random flips: train_ae.py flips whole batches with the
+    training RNG, so a resumed run sees the same flips.
     """
 
-    def __init__(self, root, resolution, flip=False):
+    def __init__(self, root, resolution):
         if not os.path.isdir(root):
             raise ValueError(f"data folder {root!r} does not exist or is not a directory")
         if resolution < 1:
             raise ValueError(f"resolution must be positive, got {resolution}")
-        self.root, self.resolution, self.flip = root, resolution, flip
+        self.root, self.resolution = root, resolution
         subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
         per_class = [(d, list_images(os.path.join(root, d))) for d in subdirs]
         per_class = [(d, files) for d, files in per_class if files]  # empty folders are not classes
@@ -119,37 +137,26 @@ class ImageFolder(Dataset):
         self.num_classes = len(self.classes)
         self.samples = [(f, y) for y, (_, files) in enumerate(per_class) for f in files]
         if not self.samples:
-            raise ValueError(f"data folder {root!r} has no images with extensions {IMG_EXTENSIONS}")
+            raise ValueError(f"data folder {root!r} has no images with extensions {', '.join(IMG_EXTENSIONS)}"
+                             + (f" in its {len(subdirs)} subfolders" if subdirs else ""))
+        if not any(read_image(f, resolution) is not None for f, _ in self.samples):  # stops at the first good one
+            raise ValueError(f"data folder {root!r}: none of its {len(self.samples)} image files can be read")
         self.known_bad = set()  # per process (each worker has its own copy): avoids re-decoding
 
     def __len__(self):
         return len(self.samples)
-
-    def load(self, i):
-        """Decode and crop sample i -> (x, y), or None when the file is unreadable."""
-        path, y = self.samples[i]
-        try:
-            with Image.open(path) as img:
-                arr = center_crop_arr(img.convert("RGB"), self.resolution)
-        # PIL signals broken files with OSError (incl. UnidentifiedImageError and truncation),
-        # ValueError, SyntaxError or DecompressionBombError depending on the format plugin.
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-            print(f"data.py: skipping unreadable image {path}: {err}", file=sys.stderr)
-            self.known_bad.add(i)
-            return None
-        return to_tensor(arr), y
 
     def __getitem__(self, i):
         # Walk forward to the next readable file. bad counts only file i itself, so summing bad over
         # an epoch counts each broken file once even when neighbours are broken too.
         for k in range(len(self)):
             j = (i + k) % len(self)
-            item = None if j in self.known_bad else self.load(j)
-            if item is not None:
-                x, y = item
-                if self.flip and torch.rand(()) < 0.5:  # torch RNG: DataLoader seeds each worker
-                    x = x.flip(2)  # (3, H, W), left <-> right
-                return x, y, int(k > 0)
+            arr = None if j in self.known_bad else read_image(self.samples[j][0], self.resolution)
+            if arr is not None:
+                return to_tensor(arr), self.samples[j][1], int(k > 0)
+            if j not in self.known_bad:
+                print(f"data.py: skipping unreadable image {self.samples[j][0]}", file=sys.stderr)
+                self.known_bad.add(j)
         raise RuntimeError(f"no readable image in {self.root!r} ({len(self)} files tried)")
 
 
@@ -241,41 +248,175 @@ class ToyShapes(Dataset):
 # -------------------------------------------------------------------------------------------------
 
 
-def build_dataset(data="toy", resolution=256, flip=False, num_classes=10, toy_size=50_000, seed=0):
-    """CLI string -> dataset: "toy" -> ToyShapes (flip unused: positions are random already), else a folder."""
+def build_dataset(data="toy", resolution=256, num_classes=10, toy_size=50_000, seed=0):
+    """CLI string -> dataset: "toy" -> ToyShapes, else an image folder."""
     if data == "toy":
         return ToyShapes(toy_size, resolution, num_classes, seed)
     if not os.path.isdir(data):
         raise ValueError(f"--data must be 'toy' or an image folder; {data!r} is neither")
-    return ImageFolder(data, resolution, flip)
+    return ImageFolder(data, resolution)
 
 
-def make_loader(dataset, batch_size, rank=0, world_size=1, seed=0, num_workers=4, shuffle=True,
-                drop_last=True, pin_memory=False):  # fmt: skip
-    """DataLoader over this rank's shard. Call loader.sampler.set_epoch(e) each epoch (or use `forever`).
+def shard_order(n, rank, world_size, epoch=0, seed=0, shuffle=True):
+    """DistributedSampler's order: a permutation seeded by seed + epoch, padded by repeating from the start to a
+    multiple of world_size, then every world_size-th index from `rank`. Equal shards that cover the dataset."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)) if shuffle else torch.arange(n)
+    order = torch.cat([order, order[:(-n) % world_size]])  # (world_size * ceil(n / world_size),)
+    return order[rank::world_size].tolist()
 
-    DistributedSampler needs no process group when num_replicas/rank are given. It pads the index
-    list (by repeating from the start) to a multiple of world_size, so shards are equal and cover all.
-    """
+
+def make_loader(dataset, batch_size, rank=0, world_size=1, num_workers=4, pin_memory=False):
+    """One pass over this rank's shard in dataset order, last batch partial (encoding a cache, evaluation)."""
     if batch_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size; got {batch_size}, {rank}, {world_size}")
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
-    # The generator fixes each epoch's worker base seed (the flips), distinct per rank.
-    return DataLoader(dataset, batch_size, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
-                      drop_last=drop_last, persistent_workers=num_workers > 0,
-                      generator=torch.Generator().manual_seed(seed + rank))  # fmt: skip
+    order = shard_order(len(dataset), rank, world_size, shuffle=False)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
+                      generator=torch.Generator())  # its base seed must not come from the global RNG
 
 
-def forever(loader, epoch=0):
-    """Endless batches, reshuffling each epoch; start at `epoch` when resuming."""
-    while True:
-        loader.sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+class Batches:
+    """Endless training batches of this rank's shard, reshuffled each epoch (shard_order), full batches only, and
+    resumable exactly: state() = {"epoch", "position"} (batches taken in that epoch) continues where it stopped.
+
+    The loader holds no randomness (its workers only decode; its base seed comes from a generator of its own), so
+    data loading never moves the global RNG streams that the training step draws from.
+    """
+
+    def __init__(self, dataset, batch_size, rank=0, world_size=1, seed=0, num_workers=0, pin_memory=False,
+                 state=None):
+        self.dataset, self.batch_size, self.rank, self.world_size, self.seed = dataset, batch_size, rank, world_size, seed
+        self.loader_args = dict(num_workers=num_workers, pin_memory=pin_memory)
+        self.per_epoch = -(-len(dataset) // world_size) // batch_size
+        if self.per_epoch < 1:
+            raise ValueError(f"the data have {len(dataset)} images: fewer than one micro-batch of {batch_size} per "
+                             f"rank ({world_size} ranks); lower --batch-size")
+        self.epoch, self.position = (state["epoch"], state["position"]) if state else (0, 0)
+        self.it = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.position == self.per_epoch:
+            self.epoch, self.position, self.it = self.epoch + 1, 0, None
+        if self.it is None:
+            order = shard_order(len(self.dataset), self.rank, self.world_size, self.epoch, self.seed)
+            batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.per_epoch)]
+            self.it = iter(DataLoader(self.dataset, batch_sampler=batches[self.position:], generator=torch.Generator(),
+                                      **self.loader_args))
+        self.position += 1
+        return next(self.it)
+
+    def state(self):
+        return {"epoch": self.epoch, "position": self.position}
+
+
+# -------------------------------------------------------------------------------------------------
+# Image folders for fid.py: uint8 batches, unreadable files skipped and counted (not replaced)
+# -------------------------------------------------------------------------------------------------
+
+
+def collate_images(items):
+    """uint8 (3, H, W) images or None (unreadable) -> (batch, number skipped). Images of one size
+    stack as uint8; mixed sizes are resized to 299 one by one here (the Inception would do the same)."""
+    images = [x for x in items if x is not None]
+    skipped = len(items) - len(images)
+    if not images:
+        return None, skipped
+    if any(x.shape != images[0].shape for x in images):
+        images = [torch.nn.functional.interpolate(x[None].float() / 255, size=(299, 299), mode="bilinear",
+                                                  align_corners=False)[0] for x in images]
+    return torch.stack(images), skipped  # (N, 3, H, W)
+
+
+class FolderImages(Dataset):
+    """This rank's contiguous shard of image files, iterated as batches (N, 3, H, W) uint8, ADM center-cropped to
+    `resolution` if given. Unreadable files are skipped and counted in `self.skipped`: a statistic must not count
+    a stand-in image twice, as a training set may."""
+
+    def __init__(self, files, resolution=None, batch_size=50, num_workers=4, rank=0, world=1):
+        self.files = files[len(files) * rank // world:len(files) * (rank + 1) // world]
+        self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
+        self.skipped = 0
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        arr = read_image(self.files[i], self.resolution)
+        return None if arr is None else torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # (3, H, W), writable
+
+    def __iter__(self):
+        loader = DataLoader(self, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_images)
+        for x, skipped in loader:
+            self.skipped += skipped
+            if x is not None:
+                yield x
+
+
+# -------------------------------------------------------------------------------------------------
+# The latent cache (Sec. 4.1: latents precomputed once by the frozen AE)
+# -------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_size=64, num_workers=2, bf16=False):
+    """Encode `dataset` once (each rank a shard, fp32 unless bf16) into folder/part-RRRR.npy (fp16 latents, unscaled)
+    + labels-RRRR.npy, then meta.json: `identity` plus the parts, the latent std (ae.estimate_scaling_factor over all
+    ranks) and the number of skipped files. meta.json is written last and atomically: a cache without it is
+    incomplete and is rebuilt. Returns meta."""
+    import ae as ae_lib  # the scaling factor's definition
+    import fsdp
+    loader = make_loader(dataset, batch_size, rank, world_size, num_workers=num_workers, pin_memory=device.type == "cuda")
+    n = sum(len(b) for b in loader.batch_sampler)
+    x0 = dataset[0][0]
+    h, w = x0.shape[1] // ae.f, x0.shape[2] // ae.f
+    os.makedirs(folder, exist_ok=True)
+    z_out = np.lib.format.open_memmap(os.path.join(folder, f"part-{rank:04d}.npy"), "w+", np.float16, (n, ae.c, h, w))
+    y_out = np.zeros(n, np.int64)
+    skipped, i = 0, 0
+
+    def latents():  # written to the part as they stream through the std estimate
+        nonlocal skipped, i
+        for x, y, bad in tqdm(loader, desc="encoding latents", disable=rank != 0 or None):
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                z = ae.encode(x.to(device)).float()  # (N, c, h, w), unscaled
+            z_out[i:i + len(z)] = z.cpu().numpy().astype(np.float16)
+            y_out[i:i + len(z)] = y.numpy()
+            i, skipped = i + len(z), skipped + int(bad.sum())
+            yield z
+    scale = ae_lib.estimate_scaling_factor(latents(), reduce=fsdp.all_sum)
+    z_out.flush()
+    np.save(os.path.join(folder, f"labels-{rank:04d}.npy"), y_out)
+    meta = dict(identity, parts=world_size, latent_std=1 / scale, skipped=fsdp.all_sum(skipped),
+                num_classes=getattr(dataset, "num_classes", None))
+    fsdp.barrier()
+    if rank == 0:
+        fsdp.atomic_write(os.path.join(folder, "meta.json"), lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
+    fsdp.barrier()
+    return meta
+
+
+class LatentCache(Dataset):
+    """All parts of a latent cache, memory-mapped (ranks on a node share the page cache): -> (z, y, 0)."""
+
+    def __init__(self, folder, parts):
+        self.z = [np.load(os.path.join(folder, f"part-{r:04d}.npy"), mmap_mode="r") for r in range(parts)]
+        self.y = [np.load(os.path.join(folder, f"labels-{r:04d}.npy")) for r in range(parts)]
+        self.offsets = np.cumsum([0] + [len(y) for y in self.y])
+
+    def __len__(self):
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i):
+        part = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        j = i - self.offsets[part]
+        return torch.from_numpy(np.array(self.z[part][j], dtype=np.float32)), int(self.y[part][j]), 0
 
 
 def main(args):
-    dataset = build_dataset(args.data, args.resolution, args.flip, args.num_classes, seed=args.seed)
+    dataset = build_dataset(args.data, args.resolution, args.num_classes, seed=args.seed)
     # Labels without decoding anything: ImageNet lists ~1300 files per class, in class order.
     if isinstance(dataset, ImageFolder):
         labels = [y for _, y in dataset.samples]
@@ -297,7 +438,6 @@ if __name__ == "__main__":
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--num-classes", type=int, default=10, help="toy data only")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--flip", action="store_true")
     parser.add_argument("--nrow", type=int, default=8)
     parser.add_argument("--max-rows", type=int, default=10)
     parser.add_argument("--out", default="grid.png")

@@ -54,13 +54,13 @@ def augmented_loss(err, mask):
 def augment_batch(x0, y, candidates, mode, generator=None):
     """Fig. 5a: (x0, y, c_prime) for the objectives' loss; c_prime a CPU tensor (channel_mask checks it there).
 
-    mode "none": c_prime None. "replace": one c' per sample (Eq. 2 as written). "extra": the batch twice, the
+    mode "off": c_prime None. "replace": one c' per sample (Eq. 2 as written). "extra": the batch twice, the
     first copy with c' = c and the second with drawn c' - the official always_sample_max_channel runs these as two
     separate passes with their own noise and t; one pass over the doubled batch with per-sample masks computes the
     same loss (augmented_loss gives both halves equal weight) at the same cost.
     """
     N, c = x0.shape[:2]
-    if mode == "none":
+    if mode == "off":
         return x0, y, None
     if max(candidates) > c:
         raise ValueError(f"candidates {candidates} exceed the latent's c={c} channels")
@@ -69,7 +69,7 @@ def augment_batch(x0, y, candidates, mode, generator=None):
     if mode == "extra":
         c_prime = torch.cat([torch.full((N,), c), sample_c_prime(candidates, N, generator)])  # (2N,)
         return torch.cat([x0, x0]), torch.cat([y, y]), c_prime
-    raise ValueError(f"mode must be 'none', 'replace' or 'extra', got {mode!r}")
+    raise ValueError(f"mode must be 'off', 'replace' or 'extra', got {mode!r}")
 
 
 def latent_mask(model, x, c_prime, what="x0"):
@@ -329,7 +329,7 @@ class EpsSD:
         """One singlestep DPM-Solver update from time s to t < s of order len(r) + 1, data prediction (U-ViT's
         dpm_solver_pp.py, solver_type "dpm_solver"). r: the intermediate points as fractions of h = lambda_t -
         lambda_s (r1, or r1 < r2). The order-3 update integrates data predictions linear in lambda exactly."""
-        (a_s, sig_s, lam_s), (a_t, sig_t, lam_t) = self.alpha_sigma_lambda(s), self.alpha_sigma_lambda(t)
+        (_, sig_s, lam_s), (a_t, sig_t, lam_t) = self.alpha_sigma_lambda(s), self.alpha_sigma_lambda(t)
         h = lam_t - lam_s
         D_s = x0_theta(x, s)
         phi_1 = math.expm1(-h)

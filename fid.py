@@ -1,27 +1,25 @@
 """Inception statistics for evaluation: FID, Inception Score, precision/recall, rFID (Sec. 4.1, App. B).
 
-Self-contained port of the FID Inception network (pytorch-fid's port of the TF graph of 2015-12-05;
-its weights `pt_inception-2015-12-05-6726825d.pth` load with strict key checking) and the four metrics
-the paper reports: FID [23], Inception Score [26], precision and recall [17]. The DC-AE protocol
-(App. B): gFID of 50,000 samples against the statistics of the whole ImageNet train split (ADM center
-crop at the model's resolution); rFID of the 50,000 val reconstructions against the val images.
+The four metrics the paper reports, FID [23], Inception Score [26], precision and recall [17], on the features of
+the FID Inception (inception.py: pytorch-fid's port of the TF graph of 2015-12-05, strict loading of
+`pt_inception-2015-12-05-6726825d.pth`), with no evaluation package. The DC-AE protocol (App. B): gFID of 50,000
+samples against the statistics of the whole ImageNet train split (ADM center crop at the model's resolution);
+rFID of the 50,000 val reconstructions against the val images (eval_ae.py).
 
 Inputs (SAMPLES and REF): a folder of images (recursive, any size), an `.npz` whose `arr_0` is uint8
-(N, H, W, 3) (ADM's evaluator format, read without loading it into memory), or a statistics `.npz`
-with `mu` and `sigma` (REF only is useful; precision/recall then are skipped: they need features).
+(N, H, W, 3) (ADM's evaluator format, written by write_npz and read without loading it into memory), or a
+statistics `.npz` with `mu` and `sigma` (REF only; precision/recall then are skipped: they need features).
 
     # reference statistics of the ImageNet train split at 512 px (once; 8 GPUs)
     torchrun --nproc_per_node=8 fid.py /data/imagenet/train --resolution 512 --save-stats in512_train.npz
     # gFID, IS, precision, recall of 50K samples written by sample.py
     torchrun --nproc_per_node=8 fid.py out/samples.npz in512_train.npz
-    # rFID: reconstructions against the val images, one process
-    python fid.py out/recon_val/ /data/imagenet/val --resolution 256
     # smoke test on a machine without the weights (numbers are meaningless)
     python fid.py a/ b/ --inception-weights random
 
-Library use (e.g. train_ae.py --eval on uint8 reconstructions held in memory):
+Library use (e.g. eval_ae.py on reconstructions, streamed):
     model = load_inception(weights, device)
-    stats = InceptionStats(); pool, logits = features_from_images(model, x_uint8, 50, device, stats=stats)
+    stats = InceptionStats(); features_from_images(model, x_uint8, 50, device, stats=stats, keep=False)
     stats.all_reduce(); mu, sigma = stats.mu_sigma(); fid = frechet_distance(mu, sigma, *load_stats(ref))
 """
 import argparse
@@ -35,17 +33,10 @@ import scipy.linalg
 import scipy.linalg.lapack
 import torch
 import torch.distributed as dist
-import torch.nn as nn
-import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
-from data import IMG_EXTENSIONS, center_crop_arr, list_images  # the ADM crop of the reference statistics
-
-FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-                   "pt_inception-2015-12-05-6726825d.pth")
-DIMS = 2048  # pool3 features
-NUM_CLASSES = 1008  # the TF graph's 1000 ImageNet classes + 8 unused
+from data import IMG_EXTENSIONS, FolderImages, list_images
+from inception import DIMS, NUM_CLASSES, load_inception  # noqa: F401  (load_inception: the library API)
 
 
 def dist_info():
@@ -53,223 +44,6 @@ def dist_info():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-#################################################################################
-#                    InceptionV3 of the FID literature (TF 2015-12-05)          #
-#################################################################################
-# Same module names and shapes as torchvision's Inception3 (num_classes=1008, no AuxLogits); the
-# FID graph differs in its pool branches: average pools exclude the padding (count_include_pad=False)
-# and Mixed_7c's pool branch is a max pool (a quirk of the TF graph that FID numbers depend on).
-
-
-class BasicConv2d(nn.Module):
-    """conv (no bias) -> BatchNorm (eps 1e-3) -> ReLU."""
-
-    def __init__(self, in_channels, out_channels, **kwargs):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **kwargs)
-        self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.conv(x)))
-
-
-def pool_branch(x, pool):
-    # "avg": 3x3 average that divides by the number of real (unpadded) pixels, as in TF; "max": Mixed_7c.
-    if pool == "max":
-        return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-
-
-class InceptionA(nn.Module):  # Mixed_5b, 5c, 5d: 35x35
-    def __init__(self, in_channels, pool_features):
-        super().__init__()
-        self.branch1x1 = BasicConv2d(in_channels, 64, kernel_size=1)
-        self.branch5x5_1 = BasicConv2d(in_channels, 48, kernel_size=1)
-        self.branch5x5_2 = BasicConv2d(48, 64, kernel_size=5, padding=2)
-        self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, kernel_size=1)
-        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
-        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, padding=1)
-        self.branch_pool = BasicConv2d(in_channels, pool_features, kernel_size=1)
-
-    def forward(self, x):
-        b1 = self.branch1x1(x)
-        b5 = self.branch5x5_2(self.branch5x5_1(x))
-        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        bp = self.branch_pool(pool_branch(x, "avg"))
-        return torch.cat([b1, b5, b3, bp], dim=1)  # (N, 224 + pool_features, 35, 35)
-
-
-class InceptionB(nn.Module):  # Mixed_6a: 35x35 -> 17x17
-    def __init__(self, in_channels):
-        super().__init__()
-        self.branch3x3 = BasicConv2d(in_channels, 384, kernel_size=3, stride=2)
-        self.branch3x3dbl_1 = BasicConv2d(in_channels, 64, kernel_size=1)
-        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
-        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, stride=2)
-
-    def forward(self, x):
-        b3 = self.branch3x3(x)
-        b3d = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        bp = F.max_pool2d(x, kernel_size=3, stride=2)
-        return torch.cat([b3, b3d, bp], dim=1)  # (N, 768, 17, 17)
-
-
-class InceptionC(nn.Module):  # Mixed_6b..6e: 17x17, factorized 7x7
-    def __init__(self, in_channels, channels_7x7):
-        super().__init__()
-        c7 = channels_7x7
-        self.branch1x1 = BasicConv2d(in_channels, 192, kernel_size=1)
-        self.branch7x7_1 = BasicConv2d(in_channels, c7, kernel_size=1)
-        self.branch7x7_2 = BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3))
-        self.branch7x7_3 = BasicConv2d(c7, 192, kernel_size=(7, 1), padding=(3, 0))
-        self.branch7x7dbl_1 = BasicConv2d(in_channels, c7, kernel_size=1)
-        self.branch7x7dbl_2 = BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0))
-        self.branch7x7dbl_3 = BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3))
-        self.branch7x7dbl_4 = BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0))
-        self.branch7x7dbl_5 = BasicConv2d(c7, 192, kernel_size=(1, 7), padding=(0, 3))
-        self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
-
-    def forward(self, x):
-        b1 = self.branch1x1(x)
-        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        b7d = self.branch7x7dbl_1(x)
-        for conv in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
-            b7d = conv(b7d)
-        bp = self.branch_pool(pool_branch(x, "avg"))
-        return torch.cat([b1, b7, b7d, bp], dim=1)  # (N, 768, 17, 17)
-
-
-class InceptionD(nn.Module):  # Mixed_7a: 17x17 -> 8x8
-    def __init__(self, in_channels):
-        super().__init__()
-        self.branch3x3_1 = BasicConv2d(in_channels, 192, kernel_size=1)
-        self.branch3x3_2 = BasicConv2d(192, 320, kernel_size=3, stride=2)
-        self.branch7x7x3_1 = BasicConv2d(in_channels, 192, kernel_size=1)
-        self.branch7x7x3_2 = BasicConv2d(192, 192, kernel_size=(1, 7), padding=(0, 3))
-        self.branch7x7x3_3 = BasicConv2d(192, 192, kernel_size=(7, 1), padding=(3, 0))
-        self.branch7x7x3_4 = BasicConv2d(192, 192, kernel_size=3, stride=2)
-
-    def forward(self, x):
-        b3 = self.branch3x3_2(self.branch3x3_1(x))
-        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
-        bp = F.max_pool2d(x, kernel_size=3, stride=2)
-        return torch.cat([b3, b7, bp], dim=1)  # (N, 1280, 8, 8)
-
-
-class InceptionE(nn.Module):  # Mixed_7b (avg pool branch), Mixed_7c (max pool branch): 8x8
-    def __init__(self, in_channels, pool):
-        super().__init__()
-        self.pool = pool
-        self.branch1x1 = BasicConv2d(in_channels, 320, kernel_size=1)
-        self.branch3x3_1 = BasicConv2d(in_channels, 384, kernel_size=1)
-        self.branch3x3_2a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
-        self.branch3x3_2b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
-        self.branch3x3dbl_1 = BasicConv2d(in_channels, 448, kernel_size=1)
-        self.branch3x3dbl_2 = BasicConv2d(448, 384, kernel_size=3, padding=1)
-        self.branch3x3dbl_3a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
-        self.branch3x3dbl_3b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
-        self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
-
-    def forward(self, x):
-        b1 = self.branch1x1(x)
-        b3 = self.branch3x3_1(x)
-        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], dim=1)  # (N, 768, 8, 8)
-        b3d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        b3d = torch.cat([self.branch3x3dbl_3a(b3d), self.branch3x3dbl_3b(b3d)], dim=1)  # (N, 768, 8, 8)
-        bp = self.branch_pool(pool_branch(x, self.pool))
-        return torch.cat([b1, b3, b3d, bp], dim=1)  # (N, 2048, 8, 8)
-
-
-class InceptionV3(nn.Module):
-    """images (N, 3, H, W), uint8 in [0, 255] or float in [0, 1] -> (pool (N, 2048), logits (N, 1008))."""
-
-    def __init__(self):
-        super().__init__()
-        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
-        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
-        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
-        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)
-        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)
-        self.Mixed_5b = InceptionA(192, pool_features=32)
-        self.Mixed_5c = InceptionA(256, pool_features=64)
-        self.Mixed_5d = InceptionA(288, pool_features=64)
-        self.Mixed_6a = InceptionB(288)
-        self.Mixed_6b = InceptionC(768, channels_7x7=128)
-        self.Mixed_6c = InceptionC(768, channels_7x7=160)
-        self.Mixed_6d = InceptionC(768, channels_7x7=160)
-        self.Mixed_6e = InceptionC(768, channels_7x7=192)
-        self.Mixed_7a = InceptionD(768)
-        self.Mixed_7b = InceptionE(1280, pool="avg")
-        self.Mixed_7c = InceptionE(2048, pool="max")
-        self.fc = nn.Linear(DIMS, NUM_CLASSES)
-
-    def forward(self, x):
-        if x.dtype == torch.uint8:
-            x = x.float() / 255
-        # pytorch-fid's preprocessing: bilinear resize of [0, 1] images, then [-1, 1]. (At 299 the
-        # resize is the identity, so it is skipped.)
-        if x.shape[-2:] != (299, 299):
-            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        x = 2 * x - 1  # (N, 3, 299, 299)
-        x = x.contiguous(memory_format=torch.channels_last)  # ~20% faster convs on CPU (oneDNN) at batch 50
-        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))  # (N, 64, 147, 147)
-        x = F.max_pool2d(x, kernel_size=3, stride=2)  # (N, 64, 73, 73)
-        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))  # (N, 192, 71, 71)
-        x = F.max_pool2d(x, kernel_size=3, stride=2)  # (N, 192, 35, 35)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
-            x = block(x)  # ... -> (N, 2048, 8, 8)
-        pool = x.mean(dim=(2, 3))  # (N, 2048): "pool_3" of the TF graph, the FID features
-        # IS logits: the TF graph's softmax input without the bias (as torch-fidelity's "logits_unbiased").
-        logits = pool @ self.fc.weight.T  # (N, 1008)
-        return pool, logits
-
-
-def load_inception(weights=None, device="cpu"):
-    """The FID Inception in eval mode: weights = a local .pth (or its state dict), None (torch.hub
-    cache, download when online) or "random" (tests and smoke runs only: metrics are meaningless)."""
-    model = InceptionV3()
-    if weights == "random":
-        warnings.warn("fid.py: Inception has RANDOM weights: FID/IS/precision/recall are meaningless")
-        # Kaiming init keeps activations O(1) through the 94 conv+BN layers (PyTorch's default init
-        # shrinks them towards 0), so features of different images differ, as tests need.
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    else:
-        if weights is None:
-            cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(FID_WEIGHTS_URL))
-            rank, world = dist_info()
-            if world > 1 and rank != 0:
-                dist.barrier()  # under torchrun rank 0 downloads alone, the others then read its file
-            try:
-                state = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=True)
-            except Exception as e:  # offline: URLError, socket errors, HTTP errors
-                raise FileNotFoundError(
-                    f"could not download the FID Inception weights ({e}); download {FID_WEIGHTS_URL} "
-                    f"elsewhere and put it at {cached}, or pass --inception-weights PATH") from e
-            finally:  # also on failure: then every rank tries, fails and raises alike (no hang)
-                if world > 1 and rank == 0:
-                    dist.barrier()
-        elif isinstance(weights, dict):
-            state, weights = weights, "state dict"
-        else:
-            if not os.path.isfile(weights):
-                raise FileNotFoundError(f"Inception weights not found: {weights}")
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        # Strict, except for num_batches_tracked: the released file predates that buffer.
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as e:  # shape mismatch
-            raise ValueError(f"{weights}: not the FID Inception state dict: {e}") from e
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise ValueError(f"{weights}: not the FID Inception state dict: missing keys {missing[:5]} "
-                             f"({len(missing)}), unexpected keys {unexpected[:5]} ({len(unexpected)})")
-    return model.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
 
 
 #################################################################################
@@ -322,6 +96,8 @@ def load_stats(path):
         mu, sigma = f["mu"].astype(np.float64), f["sigma"].astype(np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not (D,) and (D, D)")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{path}: mu or sigma holds NaN or inf values: not usable statistics")
     return mu, sigma
 
 
@@ -349,13 +125,6 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     tr_covmean = np.sqrt(np.where(ev > ev.max() * r * np.finfo(np.float64).eps, ev, 0)).sum()
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
-
-
-def frechet_distance_sqrtm(mu1, sigma1, mu2, sigma2):
-    """The textbook formula with scipy.linalg.sqrtm, for tests and bench_fid.py only."""
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 # Inception Score [26]: exp E_x KL(p(y|x) || p(y)), mean and std over 10 splits.
@@ -411,51 +180,8 @@ def precision_recall(real_feats, fake_feats, k=3, batch_size=10000, device="cpu"
 
 
 #################################################################################
-#                  Inputs: image folders, sample .npz, statistics .npz          #
+#          Inputs: image folders, ADM sample .npz (read and write), statistics    #
 #################################################################################
-
-def collate_images(items):
-    """uint8 (3, H, W) images or None (unreadable) -> (batch, number skipped). Images of one size
-    stack as uint8; mixed sizes are resized to 299 one by one here (the model would do the same)."""
-    images = [x for x in items if x is not None]
-    skipped = len(items) - len(images)
-    if not images:
-        return None, skipped
-    if any(x.shape != images[0].shape for x in images):
-        images = [F.interpolate(x[None].float() / 255, size=(299, 299), mode="bilinear", align_corners=False)[0]
-                  for x in images]
-    return torch.stack(images), skipped  # (N, 3, H, W)
-
-
-class FolderImages(torch.utils.data.Dataset):
-    """This rank's contiguous shard of an image folder, iterated as batches (N, 3, H, W). Unreadable
-    files are skipped and counted in `self.skipped`."""
-
-    def __init__(self, files, resolution=None, batch_size=50, num_workers=4, rank=0, world=1):
-        self.files = files[len(files) * rank // world:len(files) * (rank + 1) // world]
-        self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
-        self.skipped = 0
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, i):
-        try:
-            with Image.open(self.files[i]) as img:
-                img = img.convert("RGB")
-                arr = center_crop_arr(img, self.resolution) if self.resolution else np.asarray(img)
-        except (OSError, ValueError, Image.DecompressionBombError):
-            return None
-        return torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # (3, H, W) uint8 (a writable copy)
-
-    def __iter__(self):
-        loader = torch.utils.data.DataLoader(self, batch_size=self.batch_size, num_workers=self.num_workers,
-                                             collate_fn=collate_images)
-        for x, skipped in loader:
-            self.skipped += skipped
-            if x is not None:
-                yield x
-
 
 class NpzArray:
     """One array of an .npz, not loaded into memory (ADM's 50K x 512^2 samples are 39 GB). np.load
@@ -518,6 +244,30 @@ class NpzImages:
             yield torch.from_numpy(x).permute(0, 3, 1, 2)  # (N, 3, H, W)
 
 
+def write_npz(path, chunks, shape):
+    """Write ADM's sample format streamed: an uncompressed .npz with arr_0 uint8 `shape` = (N, H, W, 3) and arr_1 the
+    labels, from `chunks`, an iterable of (images (n, H, W, 3) uint8, labels (n,)) - 50K x 512^2 x 3 is 39 GB, never
+    held in memory. Stored, not deflated, so that NpzArray memory-maps arr_0. Atomic: a temp file and a rename."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    labels = []
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("arr_0.npy", "w", force_zip64=True) as f:  # size unknown to zipfile: say zip64 up front
+            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                                     "fortran_order": False, "shape": tuple(shape)})
+            n = 0
+            for images, y in chunks:
+                if images.dtype != np.uint8 or images.shape[1:] != tuple(shape[1:]):
+                    raise ValueError(f"a chunk of {images.dtype} {images.shape} does not fit {shape}")
+                f.write(np.ascontiguousarray(images).data)
+                labels.append(y)
+                n += len(images)
+            if n != shape[0]:
+                raise ValueError(f"the chunks hold {n} images, expected {shape[0]}")
+        with zf.open("arr_1.npy", "w") as f:
+            np.lib.format.write_array(f, np.concatenate(labels).astype(np.int64))
+    os.replace(tmp, path)
+
+
 def open_input(path, resolution=None, batch_size=50, num_workers=4):
     """Validate a SAMPLES/REF path before any compute -> ("stats", (mu, sigma)) or ("images", source)."""
     rank, world = dist_info()
@@ -577,7 +327,7 @@ def features_from_images(model, images, batch_size=50, device="cpu", stats=None,
     torch.backends.cudnn.allow_tf32 = False
     try:
         with torch.autocast(device.type, enabled=False), \
-                tqdm(total=total, unit="img", disable=not progress or dist_info()[0] != 0) as bar:
+                tqdm(total=total, unit="img", disable=not progress or dist_info()[0] != 0 or None) as bar:
             for x in batches:
                 x = x.to(device, non_blocking=True)
                 if x.is_floating_point() and (x.min() < -1e-4 or x.max() > 1 + 1e-4):
@@ -667,31 +417,42 @@ def compute_metrics(samples, ref, model=None, weights=None, batch_size=50, devic
 #                                      CLI                                      #
 #################################################################################
 
+def check_args(args):
+    """Bad arguments and inputs, before the Inception is loaded: -> [(kind, source)] per path (ValueError if bad)."""
+    if not 1 <= len(args.paths) <= 2 or (len(args.paths) == 1 and not args.save_stats):
+        raise ValueError(f"expected SAMPLES REF, or IMAGES --save-stats OUT.npz; got {len(args.paths)} path(s)")
+    if args.batch_size < 1 or args.num_workers < 0 or (args.resolution is not None and args.resolution < 1):
+        raise ValueError(f"--batch-size {args.batch_size} and --resolution {args.resolution} must be positive, "
+                         f"--num-workers {args.num_workers} >= 0")
+    inputs = [open_input(p, args.resolution, args.batch_size, args.num_workers) for p in args.paths]
+    if inputs[0][0] == "stats":
+        raise ValueError(f"{args.paths[0]} holds statistics: " + ("SAMPLES must be images" if len(inputs) == 2 else
+                                                                   "nothing to compute"))
+    return inputs
+
+
 def main(args):
-    if "RANK" in os.environ and not dist.is_initialized():  # torchrun: one shard per rank
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist_info()[0]
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if len(args.paths) == 1:  # reference statistics only
-        if not args.save_stats:
-            raise ValueError("one path given: pass SAMPLES REF for metrics, or IMAGES --save-stats OUT.npz")
-        kind, source = open_input(args.paths[0], args.resolution, args.batch_size, args.num_workers)
-        if kind == "stats":
-            raise ValueError(f"{args.paths[0]} already holds statistics")
+    import fsdp  # the process group (torchrun: one shard per rank) and one-line errors
+    rank, _, device = fsdp.setup()
+    error, inputs = None, None
+    try:
+        inputs = check_args(args)
+    except (ValueError, FileNotFoundError) as e:
+        error = str(e)
+    fsdp.stop_if(error, rank)
+    try:
         model = load_inception(args.inception_weights, device)
-        stats, _, _, _ = statistics(source, model, args.batch_size, device, keep=False, progress=True)
+    except (ValueError, FileNotFoundError) as e:
+        fsdp.fail(str(e), rank)
+    if len(inputs) == 1:  # reference statistics only
+        stats, _, _, _ = statistics(inputs[0][1], model, args.batch_size, device, keep=False, progress=True)
         mu, sigma = stats.mu_sigma()
         if rank == 0:
             save_stats(args.save_stats, mu, sigma)
             print(f"wrote statistics of {args.paths[0]} to {args.save_stats}")
     else:
-        m = compute_metrics(args.paths[0], args.paths[1], weights=args.inception_weights,
-                            batch_size=args.batch_size, device=device, resolution=args.resolution,
-                            num_workers=args.num_workers, save_ref_stats=args.save_stats, pr=not args.no_pr)
+        m = compute_metrics(inputs[0][1], inputs[1][1], model=model, batch_size=args.batch_size, device=device,
+                            save_ref_stats=args.save_stats, pr=not args.no_pr)  # the sources opened above
         if rank == 0:
             if args.inception_weights == "random":
                 print("RANDOM Inception weights: these numbers are meaningless")
@@ -707,28 +468,25 @@ def main(args):
                 print(f"Precision: {m['precision']:.4f}\nRecall: {m['recall']:.4f}")
             if args.save_stats and m["n_ref"] is not None:
                 print(f"wrote statistics of {args.paths[1]} to {args.save_stats}")
-    if dist.is_initialized():
-        dist.barrier()  # all ranks before teardown, else a peer still in its last collective may abort
-        dist.destroy_process_group()
+    fsdp.cleanup()
+
+
+def parse_args(argv=None):
+    import fsdp
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter,
+                                usage="fid.py SAMPLES REF [options] | fid.py IMAGES --save-stats OUT.npz")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="SAMPLES REF: an image folder, an arr_0 .npz or (REF only) a mu/sigma .npz; or one IMAGES path "
+                        "with --save-stats")
+    p.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (default: the torch "
+                   "hub cache, downloaded when online); 'random' for smoke tests")
+    p.add_argument("--save-stats", default=None, help="write the statistics of REF (or of the one path) to this .npz")
+    p.add_argument("--resolution", type=int, default=None, help="ADM center crop of image folders (default: none)")
+    p.add_argument("--batch-size", type=int, default=50, help="images per forward pass, per rank")
+    p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers reading image folders")
+    p.add_argument("--no-pr", action="store_true", help="skip precision/recall (keeps no features of REF)")
+    return p.parse_args(argv)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="FID, Inception Score, precision/recall (see the docstring)",
-                                     usage="fid.py SAMPLES REF [options] | fid.py IMAGES --save-stats OUT.npz")
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="image folder, arr_0 .npz or (REF only) mu/sigma .npz; one path with --save-stats")
-    parser.add_argument("--inception-weights", default=None,
-                        help="pt_inception-2015-12-05-6726825d.pth (default: torch.hub cache or download); "
-                             "'random' for smoke tests")
-    parser.add_argument("--save-stats", default=None, help="write the statistics of REF (or of the one path)")
-    parser.add_argument("--resolution", type=int, default=None, help="ADM center crop of image folders")
-    parser.add_argument("--batch-size", type=int, default=50, help="per rank")
-    parser.add_argument("--num-workers", type=int, default=4)
-    parser.add_argument("--no-pr", action="store_true", help="skip precision/recall (keeps no features of REF)")
-    args = parser.parse_args()
-    if len(args.paths) > 2:
-        parser.error(f"expected SAMPLES REF, got {len(args.paths)} paths")
-    try:
-        main(args)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"fid.py: error: {e}")
+    main(parse_args())

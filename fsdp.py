@@ -1,7 +1,9 @@
-"""Distributed-training plumbing shared by train_ae.py and train_diffusion.py: process groups, FSDP2 sharding,
-EMA, AdamW groups, LR warmup, crash-safe checkpoints and run logs (paper Sec. 4.1: "FSDP and bf16 training").
+"""Distributed-training plumbing shared by train_ae.py and train_diffusion.py: process groups, FSDP2 sharding, EMA,
+AdamW groups, LR warmup, the run folder (lock, crash-safe checkpoints, exact resume, run log) and the sync points
+where ranks agree (paper Sec. 4.1: "FSDP and bf16 training").
 
-One code path serves one process (CPU or one GPU, no process group) and `torchrun` (NCCL on GPUs, gloo on CPU):
+One code path serves one process (CPU or one GPU, no process group) and `torchrun` (NCCL on GPUs, gloo on CPU; also
+with one process, which then shards through fully_shard exactly as 8 ranks would):
 
     python train_diffusion.py                                      # one process
     torchrun --nproc_per_node 8 train_diffusion.py --model USiT-2B ...
@@ -12,13 +14,24 @@ sync_module_states), `fully_shard` each block, then the root, then build the opt
 and sharded; the forward runs under `torch.autocast(bf16)`. We use autocast rather than
 MixedPrecisionPolicy(param_dtype=bf16) so that the very same code runs unsharded in one process and so that
 numerically sensitive ops (norms, softmax, losses) stay fp32 by autocast's rules.
+
+Runs that survive anything: one run per folder (an OS lock), ranks that exit when their launcher dies, checkpoints
+written through unique temp files and a rename, and a resume that continues bit for bit (weights, optimizer, every
+RNG stream, the position in the epoch). The host syncs with the device only at sync points (every --log-every
+steps, and where a checkpoint is due), where one all-reduce carries the logged sums and the stop decisions.
 """
+import argparse
+import fcntl
 import glob
 import json
 import math
 import os
 import random
+import resource
+import signal
 import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
@@ -35,18 +48,33 @@ from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 # ------------------------------------------------------------------------------------------------
 
 def setup():
-    """Returns (rank, world_size, device). Under torchrun: init the process group (NCCL on GPU, gloo on CPU)."""
-    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        if torch.cuda.is_available():
-            local_rank = int(os.environ["LOCAL_RANK"])
-            torch.cuda.set_device(local_rank)
-            dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
-            device = torch.device("cuda", local_rank)
-        else:
-            dist.init_process_group("gloo")  # FSDP2 runs on CPU with gloo (FSDP1 does not)
-            device = torch.device("cpu")
-        return dist.get_rank(), dist.get_world_size(), device
-    return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Returns (rank, world_size, device). Under torchrun (even with one process): a process group (NCCL on GPU,
+    gloo on CPU) and a watchdog that ends this rank if the launcher dies."""
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    exit_with_launcher()
+    if torch.cuda.is_available():
+        local_rank = int(os.environ["LOCAL_RANK"])
+        torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        device = torch.device("cuda", local_rank)
+    else:
+        dist.init_process_group("gloo")  # FSDP2 runs on CPU with gloo (FSDP1 does not)
+        device = torch.device("cpu")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def exit_with_launcher(interval=0.5):
+    """A `kill -9` of torchrun re-parents its workers, which would train on (and write checkpoints) alone: a daemon
+    thread notices the new parent and ends this process at once (the checkpoints on disk are complete by design)."""
+    launcher = os.getppid()
+
+    def watch():
+        while os.getppid() == launcher:
+            time.sleep(interval)
+        print(f"rank {os.environ.get('RANK')}: the launcher (pid {launcher}) is gone; exiting", file=sys.stderr)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="exit-with-launcher").start()
 
 
 def is_distributed():
@@ -66,29 +94,152 @@ def cleanup():
         dist.destroy_process_group()
 
 
-def fail(msg, rank=0):
-    """Stop before any compute with a clear message (every rank reaches the same verdict)."""
+def fail(msg, rank=0, code=2):
+    """Stop with a one-line message (every rank reaches the same verdict; rank 0 prints it)."""
     if rank == 0:
         print(f"error: {msg}", file=sys.stderr)
     cleanup()
-    sys.exit(2)
+    sys.exit(code)
 
 
-def all_mean(x):
-    """Mean of a float over ranks (for logging)."""
+def agree(error):
+    """Every rank's error message (or None) -> the first one on every rank, so all ranks fail together."""
     if not is_distributed():
-        return float(x)
-    t = torch.tensor([float(x)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
-    return t.item() / dist.get_world_size()
+        return error
+    errors = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, error)
+    return next((e for e in errors if e), None)
 
 
 def all_sum(x):
+    """Sum of a Python number over ranks (start-up and evaluation bookkeeping, not the training loop)."""
     if not is_distributed():
         return x
     t = torch.tensor([x], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
     return type(x)(t.item())
+
+
+# ------------------------------------------------------------------------------------------------
+# Arguments and the run folder
+# ------------------------------------------------------------------------------------------------
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The scripts' --help: every option with its default, the docstring's commands kept as written."""
+
+
+def fill_recipe(args, recipe):
+    """Arguments left at None take the recipe's value; explicit values (even bad ones) are kept for the checks."""
+    for k, v in recipe.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if getattr(args, "save_every", 0) is None:  # 10% of the run, so an interrupted run never loses much
+        args.save_every = max(1, args.steps // 10)
+
+
+def check_training_args(args, world_size):
+    """The checks both trainers share, before any compute; raises ValueError naming the value."""
+    for name in ("steps", "batch_size", "accum", "save_every", "log_every", "num_workers"):
+        value = getattr(args, name)
+        if value < (0 if name == "num_workers" else 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name == 'num_workers' else 1}, got {value}")
+    if args.save_minutes <= 0:
+        raise ValueError(f"--save-minutes must be > 0, got {args.save_minutes}")
+    if args.batch_size % (world_size * args.accum):
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by world size x --accum "
+                         f"({world_size} x {args.accum})")
+    if args.resume and not os.path.exists(args.resume):
+        raise ValueError(f"checkpoint not found: {args.resume}")
+
+
+def lock_run(out):
+    """Hold an OS lock on OUT/.lock for the life of this process (the kernel drops it when the process dies, however
+    it dies). Returns None, or the error when another live process holds it. POSIX record locks are not inherited by
+    DataLoader workers, so the lock goes with the run's main process."""
+    os.makedirs(out, exist_ok=True)
+    fd = os.open(os.path.join(out, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        return f"{out} is in use by another run (pid {holder}); wait for it, stop it, or pass another --out"
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    lock_run.held.append(fd)  # keep it open (and locked) until exit
+    for stale in glob.glob(os.path.join(out, "*.tmp")):  # temp files of writers that died; none is alive now
+        os.remove(stale)
+    return None
+
+
+lock_run.held = []
+
+
+def atomic_write(path, write):
+    """write(file object) into a temp file unique to this writer, fsync, then rename over `path`: a reader sees the old
+    file or the complete new one, never a partial one, and two writers never share a temp file."""
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def latest_checkpoint(out):
+    paths = sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))
+    return paths[-1] if paths else None
+
+
+def resume_path(args):
+    """--resume FILE, --resume FOLDER (its newest checkpoint) or, by default, the newest checkpoint in --out."""
+    if args.resume and os.path.isdir(args.resume):
+        path = latest_checkpoint(args.resume)
+        if path is None:
+            raise ValueError(f"--resume {args.resume}: no ckpt_*.pt in this folder")
+        return path
+    return args.resume or latest_checkpoint(args.out)
+
+
+def stop_if(error, rank):
+    """All ranks agree on the first error (a string or None) and, if there is one, fail together with one line."""
+    error = agree(error)
+    if error:
+        fail(error, rank)
+
+
+def start_run(args, rank, world_size, expect):
+    """The start both trainers share, before any compute, every rank reaching the same verdict: the common argument
+    checks, the run folder's lock (rank 0) and the checkpoint to resume (read on rank 0; load_checkpoint broadcasts),
+    which must have been written with the values in `expect` (e.g. the model name and latent shape).
+    Returns (checkpoint path or None, checkpoint or None)."""
+    error, path, ckpt = None, None, None
+    try:
+        check_training_args(args, world_size)
+        # An existing folder is locked first (is another run in it?); a new one only once all is checked, so that a
+        # run refused for bad input leaves nothing behind.
+        error = lock_run(args.out) if rank == 0 and os.path.isdir(args.out) else None
+        path = resume_path(args)
+        if path and rank == 0 and not error:
+            ckpt = read_checkpoint(path)
+            for key, want in expect.items():
+                have = ckpt["args"].get(key) if key == "model" else ckpt.get(key, want)
+                if have != want:
+                    raise ValueError(f"{path} is a checkpoint of {have!r}, not --model {want}" if key == "model" else
+                                     f"{path} was trained with {key} {have}, this run has {want}")
+        if rank == 0 and not error and not lock_run.held:
+            error = lock_run(args.out)
+    except ValueError as e:
+        error = str(e)
+    stop_if(error, rank)
+    return path, ckpt
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,18 +258,21 @@ def shard(model, blocks, methods=()):
     return model
 
 
+def build_with_ema(build, seed, methods=()):
+    """(model, ema), both sharded alike: built with the same seed on every rank (FSDP2 has no sync_module_states)."""
+    torch.manual_seed(seed)
+    model = build()
+    ema = build()
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    for m in (model, ema):
+        shard(m, m.fsdp_units(), methods)
+    return model, ema
+
+
 def local_numel(model):
     """Parameters held by this rank: about 1/world of the model once sharded (FSDP2 shards dim 0 of each one)."""
     return sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
-
-
-def agree(error):
-    """Every rank's error message (or None) -> the first one on every rank, so all ranks fail together."""
-    if not is_distributed():
-        return error
-    errors = [None] * dist.get_world_size()
-    dist.all_gather_object(errors, error)
-    return next((e for e in errors if e), None)
 
 
 def adamw(model, lr, weight_decay, betas):
@@ -130,9 +284,12 @@ def adamw(model, lr, weight_decay, betas):
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=torch.cuda.is_available())
 
 
-def lr_at(step, lr, warmup):
-    """Linear warmup to lr over `warmup` steps, then constant (DiT/SiT/U-ViT recipes)."""
-    return lr * min(1.0, (step + 1) / max(warmup, 1))
+def set_lr(opt, step, lr, warmup):
+    """Linear warmup to lr over `warmup` steps, then constant (DiT/SiT/U-ViT recipes). Returns the lr of this step."""
+    lr = lr * min(1.0, (step + 1) / max(warmup, 1))
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 @torch.no_grad()
@@ -146,25 +303,142 @@ def ema_update(ema, model, decay, step, warmup):
     torch._foreach_lerp_(ema_p, model_p, 1 - d)
 
 
-def grad_norm_clip(model, max_norm):
-    """Clip and return the total grad norm as a float (FSDP2 returns a DTensor: .full_tensor() first)."""
+def optimizer_step(model, opt, ema, step, args):
+    """The end of training step `step` (0-based): clip (foreach), AdamW step, zero the grads, EMA update. Returns the
+    total grad norm as a device tensor: reading it would make the host wait for the device."""
     params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-
-
-def optimizer_step(model, opt, ema, step, grad_clip, ema_decay, ema_warmup):
-    """The end of training step `step` (0-based): clip, AdamW step, zero the grads, EMA update. Returns the grad
-    norm."""
-    gnorm = grad_norm_clip(model, grad_clip)
+    norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip if args.grad_clip > 0 else float("inf"), foreach=True)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    ema_update(ema, model, ema_decay, step + 1, ema_warmup)
-    return gnorm
+    ema_update(ema, model, args.ema_decay, step + 1, args.ema_warmup)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor, all-reduced here
 
 
 # ------------------------------------------------------------------------------------------------
-# Checkpoints: full state dicts, written by rank 0 atomically, resumable
+# Sync points: what the host reads from the device, and when the ranks stop or save
+# ------------------------------------------------------------------------------------------------
+
+class Meter:
+    """Sums of the logged terms as device tensors (no host sync per step), a count of non-finite losses, and counts
+    logged as running totals (e.g. skipped files)."""
+
+    def __init__(self):
+        self.sums, self.counts, self.steps = {}, {}, 0
+
+    def count(self, name, value):
+        self.counts[name] = self.counts.get(name, 0) + value
+
+    def add(self, terms, weight=1.0):
+        for k, v in terms.items():
+            v = torch.as_tensor(v).detach().float()
+            self.sums[k] = self.sums.get(k, 0) + v * weight
+            if k == "loss":
+                self.sums["nonfinite"] = self.sums.get("nonfinite", 0) + (~torch.isfinite(v)).float()
+
+    def end_step(self):
+        self.steps += 1
+
+
+class SyncPoints:
+    """Every --log-every steps, at save steps and at the last step, all ranks meet in one all-reduce of the logged
+    sums and three flags (a non-finite loss, a stop signal, a checkpoint due by wall time). Between them the
+    training loop never waits for the device. SIGTERM / SIGINT ask for a checkpoint and a clean stop there (a
+    second SIGINT interrupts at once)."""
+
+    def __init__(self, args, device, start_step, train_flops_per_image=None):
+        self.args, self.device = args, device
+        self.last_save, self.t_last, self.step_last, self.totals = time.time(), time.time(), start_step, {}
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+        self.mfu_per_image = train_flops_per_image / (peak * (dist.get_world_size() if is_distributed() else 1)) \
+            if peak and train_flops_per_image else None
+        self.signal = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.on_signal)
+
+    def on_signal(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def due(self, step):
+        a = self.args
+        return step % a.log_every == 0 or step % a.save_every == 0 or step == a.steps or self.signal is not None
+
+    def sync(self, step, meter):
+        """-> (record with the means since the last sync point, non-finite?, stop?, save?)."""
+        keys, counts = sorted(k for k in meter.sums if k != "nonfinite"), sorted(meter.counts)
+        flags = [self.signal is not None, time.time() - self.last_save > 60 * self.args.save_minutes]
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(self.device) for v in
+                              [meter.sums[k] for k in keys] + [meter.sums.get("nonfinite", 0.0)] +
+                              [meter.counts[k] for k in counts] + flags])
+        world = 1
+        if is_distributed():
+            dist.all_reduce(values)
+            world = dist.get_world_size()
+        values = values.tolist()  # the one host sync of the interval
+        n = max(meter.steps, 1) * world
+        for k, v in zip(counts, values[len(keys) + 1:]):
+            self.totals[k] = self.totals.get(k, 0) + int(v)
+        now = time.time()
+        record = {"step": step, **{k: v / n for k, v in zip(keys, values)}, **self.totals,
+                  "img_per_s": (step - self.step_last) * self.args.batch_size / max(now - self.t_last, 1e-9),
+                  "mem_gib": peak_memory_gib(self.device)}
+        if self.mfu_per_image:
+            record["mfu"] = record["img_per_s"] * self.mfu_per_image
+        self.t_last, self.step_last = now, step
+        meter.sums, meter.counts, meter.steps = {}, {}, 0
+        nonfinite, stop, late = values[len(keys)] > 0, values[-2] > 0, values[-1] > 0
+        save = stop or late or step % self.args.save_every == 0 or step == self.args.steps
+        return record, nonfinite, stop, save
+
+    def after_step(self, step, meter, log, save, **extra):
+        """At a sync point: log the means since the last one; on a non-finite loss stop with exit status 3 and write
+        nothing (the last checkpoint stays the last good state); write a checkpoint when due (save() -> (path, bytes,
+        seconds)); after a stop signal, stop once it is written (exit status 128 + the signal's number)."""
+        if not self.due(step):
+            return
+        record, nonfinite, stop, save_due = self.sync(step, meter)
+        if nonfinite:
+            log.message(f"non-finite loss by step {step}; stopping. The last checkpoint is untouched: "
+                        f"{latest_checkpoint(self.args.out)}")
+            self.finish(log, 3)
+        log.log({**record, **extra})
+        if save_due:
+            path, size, seconds = save()
+            log.message(f"saved {path} ({size / 2 ** 30:.2f} GiB in {seconds:.1f}s)")
+            self.last_save = time.time()
+        if stop:
+            log.message(f"stopped by {signal.Signals(self.signal).name} at step {step} after saving; run the same "
+                        f"command again to resume")
+            self.finish(log, 128 + self.signal)
+
+    def finish(self, log, code=None):
+        """The end of a run: signals back to Python, log closed, process group down; exit with `code` if given."""
+        self.close()
+        log.close()
+        cleanup()
+        if code is not None:
+            sys.exit(code)
+
+    def close(self):
+        """Give SIGTERM / SIGINT back to Python's defaults (main() may run in-process, e.g. in tests)."""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s, for MFU
+
+
+def peak_memory_gib(device):
+    """Peak memory: the CUDA caching allocator's high-water mark, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints: full state dicts, written by rank 0 atomically, resumable bit for bit
 # ------------------------------------------------------------------------------------------------
 
 def rng_state():
@@ -184,8 +458,10 @@ def set_rng_state(state):
 
 def save_checkpoint(out, step, modules, optimizers, args, extra=None, keep=2):
     """Gather full state dicts (collective: every rank calls this) and write `out/ckpt_{step:07d}.pt` on rank 0
-    via a temp file + rename, so a crash mid-write leaves only a `.tmp` that resume ignores. Keeps the newest
-    `keep` checkpoints. Loadable with plain torch.load: {"model", "ema", "opt", "step", "args", "rng", ...}."""
+    with atomic_write, so a crash mid-write leaves only a temp file that the next run removes. Keeps the newest
+    `keep` checkpoints. Loadable with plain torch.load: {"model", "ema", "opt", "step", "args", "rng", ...}.
+    Returns (path, size in bytes, seconds) on rank 0."""
+    t0 = time.time()
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     ckpt = {name: get_model_state_dict(m, options=opts) for name, m in modules.items()}
     for name, (opt, m) in optimizers.items():
@@ -197,21 +473,14 @@ def save_checkpoint(out, step, modules, optimizers, args, extra=None, keep=2):
         rngs[0] = rng_state()
     ckpt.update(step=step, args=vars(args) if not isinstance(args, dict) else args, rng=rngs, **(extra or {}))
     path = os.path.join(out, f"ckpt_{step:07d}.pt")
+    size = 0
     if not is_distributed() or dist.get_rank() == 0:
-        tmp = path + ".tmp"
-        torch.save(ckpt, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic on POSIX: the checkpoint is either absent or complete
+        atomic_write(path, lambda fh: torch.save(ckpt, fh))
+        size = os.path.getsize(path)
         for old in sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))[:-keep]:
             os.remove(old)
     barrier()
-    return path
-
-
-def latest_checkpoint(out):
-    paths = sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))
-    return paths[-1] if paths else None
+    return path, size, time.time() - t0
 
 
 def read_checkpoint(path):
@@ -226,9 +495,10 @@ def read_checkpoint(path):
 
 
 def load_checkpoint(ckpt, modules, optimizers, rank=0):
-    """Load full state dicts into (possibly sharded) modules and optimizers; returns the step. Under torchrun only
-    rank 0 needs to have read the file (others pass None): weights are broadcast from rank 0, so N ranks do not
-    hold N copies of a multi-GB checkpoint in host memory."""
+    """Load full state dicts into (possibly sharded) modules and optimizers; returns (step, data position). Under
+    torchrun only rank 0 needs to have read the file (others pass None): weights are broadcast from rank 0, so N ranks
+    do not hold N copies of a multi-GB checkpoint in host memory. With the same world size every rank continues its
+    own RNG streams; with another one the resume is not bit-exact (the data order changes too) and says so."""
     bcast = is_distributed()
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=bcast, strict=True)
     has = ckpt is not None and (rank == 0 or not bcast)
@@ -236,13 +506,18 @@ def load_checkpoint(ckpt, modules, optimizers, rank=0):
         set_model_state_dict(m, ckpt[name] if has else {}, options=opts)
     for name, (opt, m) in optimizers.items():
         set_optimizer_state_dict(m, opt, ckpt[name] if has else {}, options=opts)
-    meta = [ckpt["step"], ckpt.get("rng")] if has else [None, None]
+    meta = [ckpt["step"], ckpt.get("rng"), ckpt.get("data")] if has else [None, None, None]
     if bcast:
         dist.broadcast_object_list(meta, src=0)
-    step, rngs = meta
-    if rngs is not None and rank < len(rngs):
-        set_rng_state(rngs[rank])  # same world size: every rank continues its own stream
-    return step
+    step, rngs, data = meta
+    world = dist.get_world_size() if bcast else 1
+    if rngs is not None and len(rngs) == world:
+        set_rng_state(rngs[rank])
+    elif rank == 0:
+        print(f"WARNING: the checkpoint was written by {len(rngs or [])} rank(s), this run has {world}: it continues "
+              f"from the same weights and step, with other random streams and data order", file=sys.stderr)
+        data = None
+    return step, data
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,8 +525,9 @@ def load_checkpoint(ckpt, modules, optimizers, rank=0):
 # ------------------------------------------------------------------------------------------------
 
 class RunLog:
-    """Rank 0 writes args.json (`args_file`) and appends JSON lines to metrics.jsonl; prints plain lines when not a
-    TTY. An evaluation of a run passes another args_file so that it keeps the training run's args.json."""
+    """Rank 0 writes args.json (`args_file`) and appends JSON lines to metrics.jsonl; prints plain lines (a progress
+    bar only on a terminal). A resumed run first drops the records after its checkpoint's step, so metrics.jsonl
+    tells one history. An evaluation of a run passes another args_file so that it keeps the run's args.json."""
 
     def __init__(self, out, args, rank, total_steps, start_step, args_file="args.json"):
         self.rank, self.out = rank, out
@@ -259,13 +535,23 @@ class RunLog:
         if rank != 0:
             return
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, args_file), "w") as fh:
-            json.dump(vars(args), fh, indent=2)
-        self.fh = open(os.path.join(out, "metrics.jsonl"), "a")
+        atomic_write(os.path.join(out, args_file), lambda fh: fh.write(json.dumps(vars(args), indent=2).encode()))
+        path = os.path.join(out, "metrics.jsonl")
+        if start_step is not None and os.path.isfile(path):
+            keep = []
+            with open(path) as fh:
+                for line in fh:
+                    try:
+                        if json.loads(line).get("step", 0) > start_step:
+                            break
+                    except ValueError:  # a line cut by a kill
+                        break
+                    keep.append(line)
+            atomic_write(path, lambda fh: fh.write("".join(keep).encode()))
+        self.fh = open(path, "a")
         if sys.stderr.isatty():
             from tqdm import tqdm
-            self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True)
-        self.t0 = time.time()
+            self.bar = tqdm(total=total_steps, initial=start_step or 0, dynamic_ncols=True)
 
     def log(self, record, show=True):
         if self.rank != 0:
@@ -285,7 +571,10 @@ class RunLog:
             return
         self.fh.write(json.dumps({"message": text}) + "\n")
         self.fh.flush()
-        (self.bar.write if self.bar is not None else print)(text)
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
 
     def close(self):
         if self.rank == 0:

@@ -400,11 +400,11 @@ def flops_per_image(model):
 # from 256 to 1024 for all DiT and SiT models"). EMA: decay 0.9999 with DC-Gen's warm-up decay * (1 - e^(-step / W)),
 # W = 2000 (apps/utils/ema.py); --ema-warmup 0 gives the constant decay of the DiT and U-ViT repositories.
 USIT = dict(lr=1e-4, weight_decay=0.0, betas=(0.99, 0.99), warmup=5000, batch_size=1024, steps=500_000,
-            ema_decay=0.9999, ema_warmup=2000)
+            ema_decay=0.9999, ema_warmup=2000, save_minutes=30)
 UVIT = dict(USIT, lr=2e-4, weight_decay=0.03)
 DIT = dict(USIT, betas=(0.9, 0.999), warmup=0, steps=400_000)  # DiT and SiT
 TINY = dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99), warmup=50, batch_size=64, steps=1000, ema_decay=0.999,
-            ema_warmup=200)  # CPU runs: a shorter EMA horizon for runs of a few thousand steps
+            ema_warmup=200, save_minutes=2)  # CPU runs: a shorter EMA horizon for runs of a few thousand steps
 
 
 class Entry(NamedTuple):

@@ -33,7 +33,6 @@ import os
 import shutil
 import sys
 import time
-import zipfile
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ import torch
 import ae as ae_lib
 import data as data_lib
 import diffusion
+import fid
 import fsdp
 import models
 
@@ -84,7 +84,10 @@ def load_diffusion(spec, device, weights="ema", expect_model=None, resolution=51
         raise ValueError(f"--ckpt {path}: checkpoint not found")
     # mmap: a 2B-parameter checkpoint also holds the raw weights and Adam moments (~25 GB); only the tensors
     # we use are read from disk. Our own file, so pickle (weights_only=False) is fine.
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:  # truncated zip, pickle garbage, ...: name the file, not the unpickler
+        raise ValueError(f"--ckpt {path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
     keys = ("model", "ema", "args", "latent_shape", "scaling_factor", "num_classes", "ae")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
         raise ValueError(f"--ckpt {path} is not a train_diffusion.py checkpoint (needs keys {list(keys)}); "
@@ -197,36 +200,14 @@ def shard_path(out, k):
 
 
 def write_shard(path, images, labels):
-    """Atomic: a crash leaves at most a .tmp, never a truncated chunk that resume would trust."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-        np.savez(fh, images=images, labels=labels)
-    os.replace(tmp, path)
+    """Atomic: a crash leaves at most a temp file, never a truncated chunk that resume would trust."""
+    fsdp.atomic_write(path, lambda fh: np.savez(fh, images=images, labels=labels))
 
 
-def assemble_npz(path, shard_paths, shape):
-    """Write the shards, in order, into one uncompressed .npz (arr_0 uint8 `shape` = (N, H, W, 3), arr_1 labels)
-    streaming one chunk at a time: 50K x 512^2 x 3 is 39 GB. Stored (not deflated) so fid.py can mmap arr_0."""
-    tmp = path + ".tmp"
-    labels = []
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        with zf.open("arr_0.npy", "w", force_zip64=True) as f:  # size unknown to zipfile: say zip64 up front
-            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                                                     "fortran_order": False, "shape": tuple(shape)})
-            n = 0
-            for p in shard_paths:
-                with np.load(p) as s:
-                    images, y = s["images"], s["labels"]
-                if images.dtype != np.uint8 or images.shape[1:] != tuple(shape[1:]):
-                    raise ValueError(f"{p}: {images.dtype} {images.shape} does not fit {shape}: delete it and rerun")
-                f.write(np.ascontiguousarray(images).data)
-                labels.append(y)
-                n += len(images)
-            if n != shape[0]:
-                raise ValueError(f"the shards hold {n} images, expected {shape[0]}")
-        with zf.open("arr_1.npy", "w") as f:
-            np.lib.format.write_array(f, np.concatenate(labels).astype(np.int64))
-    os.replace(tmp, path)
+def read_shards(paths):
+    for path in paths:
+        with np.load(path) as shard:
+            yield shard["images"], shard["labels"]
 
 
 def run_config(args, info):
@@ -332,12 +313,8 @@ def main(args):
         if args.num_samples and rank == 0:
             check_run_config(args.out, run_config(args, info))
     except (ValueError, FileNotFoundError) as e:
-        if not fsdp.is_distributed():
-            raise
         error = str(e)
-    error = fsdp.agree(error)
-    if error:
-        fsdp.fail(error, rank)
+    fsdp.stop_if(error, rank)  # one line, exit status 2, before any sampling
     c, h, w = info["latent_shape"]
     H, W = h * ae.f, w * ae.f
     timer = Timer(device, args.profile)
@@ -370,7 +347,7 @@ def main(args):
     if not os.path.isfile(out_npz):
         todo = [k for k in range(rank, num_chunks, world_size) if not os.path.isfile(shard_path(args.out, k))]
         mine = sum(min(B, N - k * B) for k in todo)
-        with tqdm(total=mine, unit="img", disable=rank != 0, desc=f"sampling (rank 0 of {world_size})") as bar:
+        with tqdm(total=mine, unit="img", disable=rank != 0 or None, desc=f"sampling (rank 0 of {world_size})") as bar:
             for k in todo:
                 y = labels[k * B:(k + 1) * B]  # (n,)
                 images = generate_chunk(model, objective, ae, y, k, args, info, device, timer)
@@ -385,7 +362,7 @@ def main(args):
             if missing:
                 raise RuntimeError(f"{len(missing)} chunks are missing after sampling, e.g. {missing[0]}")
             t0 = time.perf_counter()
-            assemble_npz(out_npz, shards, (N, H, W, 3))
+            fid.write_npz(out_npz, read_shards(shards), (N, H, W, 3))  # ADM's format, streamed
             print(f"wrote {out_npz} ({N} x {H}x{W}x3 uint8) in {time.perf_counter() - t0:.1f}s", flush=True)
             if not args.keep_shards:
                 shutil.rmtree(os.path.join(args.out, "shards"))
@@ -396,7 +373,6 @@ def main(args):
 
     metrics = None
     if args.fid:  # every rank computes Inception features of its share of the .npz (fid.py shards by rank)
-        import fid
         metrics = fid.compute_metrics(out_npz, args.fid, weights=args.inception_weights, batch_size=args.fid_batch_size,
                                       device=device, num_workers=0, progress=rank == 0)
         if rank == 0:
@@ -409,7 +385,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
     p.add_argument("--ckpt", required=True, help="train_diffusion.py checkpoint or run folder, a released DC-Gen "
                    "folder, or random:<model> for speed runs")
     p.add_argument("--ae", default=None, help="the AE (default: the one the checkpoint trained on; required for DC-Gen "
@@ -446,7 +422,4 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except ValueError as e:
-        sys.exit(f"sample.py: error: {e}")
+    main(parse_args())

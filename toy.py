@@ -1,21 +1,23 @@
 """The paper's two claims on a laptop, in one command: structured latent space (Sec. 3.2, Eq. 1, Fig. 2-3, Table 1)
 and augmented diffusion training (Sec. 3.3, Eq. 2, Fig. 5b, Table 5), on the procedural toy dataset of data.py.
 
-It drives the project's scripts (train_ae.py, train_diffusion.py, sample.py) and reimplements none of them:
-  1. trains a tiny AE with many latent channels per latent pixel (f8c64 on 32 px: 4x4x64, a toy analogue of
-     f32c128) twice: without the channel mask (the DC-AE baseline) and with it (DC-AE 1.5);
+It drives the project's scripts (train_ae.py, eval_ae.py, train_diffusion.py, sample.py) and reimplements none:
+  1. trains a tiny AE with many latent channels per latent pixel (f8c64 on 32 px: 4x4x64, a toy analogue of f32c128)
+     three times: without the channel mask (the DC-AE baseline), with it and one c' per step (DC-Gen's default), and
+     with it and two c' per step, c always among them (the toy recipe's default);
   2. measures reconstruction from the first c' channels for several c' (PSNR; LPIPS when VGG weights are present):
      the quantitative Fig. 3 / Table 1, plus the Fig. 3 grid (rows: model x image; columns: c') and the
      channel-averaged latent of Fig. 2a;
-  3. trains a tiny USiT on each AE's latents with and without augmented diffusion training (Table 5's four cells,
-     several seeds), and tracks generation quality against training steps (Fig. 5b).
+  3. trains a tiny USiT on the unstructured and the default structured AE's latents, with and without augmented
+     diffusion training (Table 5's four cells, three seeds each, the same forward passes per step in every cell),
+     and tracks generation quality against training steps (Fig. 5b);
+  4. writes OUT/toy_results.md (tables with seeds, budgets and wall time) and PNG grids, and prints the tables.
 Inception weights cannot be downloaded here, so generation quality is a Frechet distance in the feature space of a
 small classifier trained on the toy data ("FD_toy", lower is better), plus that classifier's accuracy on the
 class-conditional samples ("acc", higher is better). With --inception-weights the real FID is added.
-  4. writes OUT/toy_results.md (tables with seeds, steps and wall time) and PNG grids, and prints the tables.
 
-    python toy.py                  # the full run: about 12 minutes on 2 CPU cores (the README quotes its output)
-    python toy.py --quick          # a smoke run in about 2 minutes (CI)
+    python toy.py                  # the full run: about 20 minutes on 2 CPU cores (the README quotes its output)
+    python toy.py --quick          # a smoke run of about a minute (CI): its numbers are not evidence
     python toy.py --ae dc-ae-f8c16-tiny   # the knob "latent channels per pixel": 4x fewer
 """
 import argparse
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 
 import ae as ae_lib
 import data as data_lib
+import eval_ae
 import fid as fid_lib
 import fsdp
 import sample
@@ -38,11 +41,17 @@ import train_diffusion
 
 DEFAULT_AE = "dc-ae-f8c64-tiny"  # 4x4x64 latents at 32 px: many channels per latent pixel, like f32c128
 SETTINGS = {  # steps are optimizer steps; evals = how many points on the Fig. 5b curve
-    "full": dict(ae_steps=2000, diff_steps=3000, evals=5, seeds=[0, 1], samples=500, eval_images=500,
+    "full": dict(ae_steps=2000, diff_steps=3000, evals=4, seeds=[0, 1, 2], samples=400, eval_images=500,
                  clf_steps=400, toy_size=5000),
-    "quick": dict(ae_steps=30, diff_steps=20, evals=2, seeds=[0, 1], samples=60, eval_images=64,
-                  clf_steps=30, toy_size=300),
+    "quick": dict(ae_steps=20, diff_steps=10, evals=2, seeds=[0, 1, 2], samples=40, eval_images=32,
+                  clf_steps=20, toy_size=200),
 }
+# The three AEs: unstructured (DC-AE), structured with DC-Gen's default of one c' per step, and the toy default.
+AES = {"unstructured": ["--no-structured", "--num-c-primes", "1", "--no-always-max"],
+       "structured, K = 1": ["--structured", "--num-c-primes", "1", "--no-always-max"],
+       "structured, K = 2 with c": ["--structured", "--num-c-primes", "2", "--always-max"]}
+DIFFUSION_AES = ["unstructured", "structured, K = 2 with c"]  # Table 5: structured latent space off / on
+BATCH = 64  # forward samples per diffusion step in every cell: --aug extra runs 32 images twice (c' = c and drawn)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -66,7 +75,7 @@ class ToyClassifier(nn.Module):
         return h, self.head(h)
 
 
-def train_classifier(s, args):
+def train_classifier(s):
     torch.manual_seed(0)
     clf = ToyClassifier()
     opt = torch.optim.AdamW(clf.parameters(), lr=2e-3)
@@ -94,17 +103,17 @@ def frechet(f1, f2):
 
 
 # ------------------------------------------------------------------------------------------------
-# Steps 1-2: the two autoencoders and their reconstruction from the first c' channels
+# Steps 1-2: the autoencoders and their reconstruction from the first c' channels
 # ------------------------------------------------------------------------------------------------
 
-def run_ae(out, structured, s, args):
-    flags = ["--model", args.ae, "--out", out, "--steps", str(s["ae_steps"]), "--lr", "3e-4",
-             "--save-every", str(s["ae_steps"]), "--grid-every", str(s["ae_steps"]), "--log-every", "50",
-             "--num-workers", "0", "--seed", str(args.seed), "--structured" if structured else "--no-structured"]
-    train_ae.main(train_ae.parse_args(flags))
-    evaluation = ["--eval", "toy", "--eval-images", str(s["eval_images"]), "--eval-c-primes", *map(str, args.c_primes),
-                  "--no-rfid"] + (["--inception-weights", args.inception_weights] if args.inception_weights else [])
-    train_ae.main(train_ae.parse_args(flags + evaluation))
+def run_ae(out, flags, s, args):
+    train_ae.main(train_ae.parse_args(["--model", args.ae, "--out", out, "--steps", str(s["ae_steps"]), "--lr", "3e-4",
+                                       "--grid-every", str(s["ae_steps"]), "--log-every", "50", "--num-workers", "0",
+                                       "--seed", str(args.seed), *flags]))
+    eval_ae.main(eval_ae.parse_args(["--ae", out, "--images", str(s["eval_images"]), "--c-primes",
+                                     *map(str, args.c_primes), "--num-workers", "0", "--out", out] +
+                                    (["--inception-weights", args.inception_weights] if args.inception_weights
+                                     else ["--no-rfid"])))
     with open(os.path.join(out, "eval.json")) as fh:
         return json.load(fh)["results"]
 
@@ -115,13 +124,13 @@ def ae_figures(ae_dirs, args):
     ds = data_lib.ToyShapes(n=100, resolution=32, seed=7)
     x = torch.stack([ds[i][0] for i in (0, 2, 4, 7)])  # 4 classes (item i has class i % 10)
     rows, latents = [], [x]
-    for name, folder in ae_dirs.items():
+    for folder in ae_dirs.values():
         model, _ = ae_lib.load_pretrained(fsdp.latest_checkpoint(folder))
         z = model.encode(x)  # (4, c, 4, 4)
         rows.append(torch.stack([x] + [model.decode(z[:, :cp]).clamp(-1, 1) for cp in args.c_primes], 1))
         avg = z.mean(1, keepdim=True)  # (4, 1, 4, 4): Fig. 2a
-        avg = (avg - avg.amin(dim=(2, 3), keepdim=True)) / (avg.amax(dim=(2, 3), keepdim=True) - avg.amin(dim=(2, 3), keepdim=True) + 1e-8)
-        latents.append(F.interpolate(avg * 2 - 1, size=32, mode="nearest").expand(-1, 3, -1, -1))
+        lo, hi = avg.amin(dim=(2, 3), keepdim=True), avg.amax(dim=(2, 3), keepdim=True)
+        latents.append(F.interpolate((avg - lo) / (hi - lo + 1e-8) * 2 - 1, size=32, mode="nearest").expand(-1, 3, -1, -1))
     big = lambda x: F.interpolate(x, scale_factor=2, mode="nearest")  # noqa: E731  32 px is small on screen
     data_lib.save_grid(big(torch.cat(rows).flatten(0, 1)), os.path.join(args.out, "fig3_partial_channels.png"),
                        nrow=1 + len(args.c_primes))
@@ -159,33 +168,40 @@ def run_diffusion(ae_dir, aug, seed, clf, real_feats, s, args):
         steps = s["diff_steps"] * k // s["evals"]
         train_diffusion.main(train_diffusion.parse_args([
             "--model", "USiT-tiny", "--ae", ae_dir, "--out", run, "--cache", os.path.join(ae_dir, "latents"),
-            "--toy-size", str(s["toy_size"]), "--aug", aug, "--steps", str(steps), "--seed", str(seed),
-            "--save-every", str(steps), "--grid-every", "0", "--log-every", "100", "--num-workers", "0",
-            "--no-bf16"]))  # bf16 autocast halves the speed of this tiny model on a CPU
+            "--toy-size", str(s["toy_size"]), "--aug", aug, "--batch-size", str(BATCH // 2 if aug == "extra" else BATCH),
+            "--steps", str(steps), "--seed", str(seed), "--save-every", str(steps), "--grid-every", "0",
+            "--log-every", "100", "--num-workers", "0", "--no-bf16"]))  # bf16 halves this tiny model's CPU speed
         curve.append(evaluate_samples(run, steps, clf, real_feats, s, args, seed))
-    return curve
+    return run, curve
 
 
 # ------------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------------
 
-def mean_std(values):
-    a = np.array(values, dtype=float)
+def mean_std(values, scale=1.0):
+    a = scale * np.array(values, dtype=float)
     return f"{a.mean():.2f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.2f}"
 
 
 def report(recon, cells, clf_acc, s, args, wall):
-    lines = [f"# Toy reproduction ({'quick' if args.quick else 'full'} run)", "",
-             f"`python toy.py{' --quick' if args.quick else ''}{'' if args.ae == DEFAULT_AE else ' --ae ' + args.ae}` "
-             f"— AE seed {args.seed}, {args.ae} on 32 px toy images, {s['ae_steps']} AE steps; USiT-tiny "
-             f"{s['diff_steps']} steps, diffusion seeds {s['seeds']}, {s['samples']} samples per evaluation "
-             f"({args.sample_steps} Euler steps); wall time {wall / 60:.1f} min on {torch.get_num_threads()} CPU threads.", "",
-             "## Reconstruction from the first c' channels (Fig. 3 / Table 1)", "",
-             "| AE | " + " | ".join(f"PSNR c'={cp}" for cp in args.c_primes) + " |",
-             "|---|" + "---:|" * len(args.c_primes)]
+    quick = " --quick" if args.quick else ""
+    lines = [f"# Toy reproduction ({'quick' if args.quick else 'full'} run)", ""]
+    if args.quick:
+        lines += ["**A smoke run: a few dozen steps per model. These numbers show that the pipeline runs; they are "
+                  "not evidence for or against the paper.**", ""]
+    lines += [f"`python toy.py{quick}{'' if args.ae == DEFAULT_AE else ' --ae ' + args.ae}` — {args.ae} on 32 px toy "
+              f"images, AE seed {args.seed}, {s['ae_steps']} AE steps of batch 32; USiT-tiny {s['diff_steps']} steps "
+              f"of {BATCH} forward samples, diffusion seeds {s['seeds']}, {s['samples']} samples per evaluation "
+              f"({args.sample_steps} Euler steps); wall time {wall / 60:.1f} min on {torch.get_num_threads()} CPU "
+              f"threads.", "",
+              f"## Reconstruction from the first c' channels (Fig. 3 / Table 1), {s['eval_images']} held-out images",
+              "", "| AE | " + " | ".join(f"PSNR c'={cp}" for cp in args.c_primes) + " |",
+              "|---|" + "---:|" * len(args.c_primes)]
     for name, rows in recon.items():
         lines.append(f"| {name} | " + " | ".join(f"{r['psnr']:.2f}" for r in rows) + " |")
+    lines += ["", "K: c' per AE step, one encode and K masked decodes (DC-Gen's num_sample_latent_channels); \"with c\": "
+              "c' = c is always one of them. K = 2 costs about 1.35x the AE time of K = 1."]
     if all(r["lpips"] is not None for rows in recon.values() for r in rows):  # eval.json: null without VGG weights
         lines += ["", "| AE | " + " | ".join(f"LPIPS c'={cp}" for cp in args.c_primes) + " |",
                   "|---|" + "---:|" * len(args.c_primes)]
@@ -193,57 +209,80 @@ def report(recon, cells, clf_acc, s, args, wall):
             lines.append(f"| {name} | " + " | ".join(f"{r['lpips']:.4f}" for r in rows) + " |")
     else:
         lines += ["", "LPIPS: not measured (no pretrained VGG16 weights on this machine)."]
+    fid_col = args.inception_weights is not None
     lines += ["", "## Generation (Table 5): FD_toy and classifier accuracy of class-conditional samples", "",
               f"FD_toy is a Frechet distance in the 128-d feature space of a small classifier trained on the toy data "
-              f"(test accuracy {clf_acc:.1%}), **not** the Inception FID. Mean ± std over seeds {s['seeds']}, at the "
-              f"last step ({s['diff_steps']}).", "",
-              "| structured AE | augmented training | FD_toy ↓ | acc ↑ |" + (" FID ↓ |" if args.inception_weights else ""),
-              "|---|---|---:|---:|" + ("---:|" if args.inception_weights else "")]
+              f"(test accuracy {clf_acc:.1%}), **not** the Inception FID. Mean ± std over seeds {s['seeds']} at the "
+              f"last step ({s['diff_steps']}). Every cell has the same budget: {s['diff_steps']} steps of {BATCH} "
+              f"forward samples; without augmented training these are {BATCH} images, with it (`--aug extra`, the "
+              f"official always_sample_max_channel) {BATCH // 2} images each at c' = c and at a drawn c'. The "
+              f"structured AE is the \"{DIFFUSION_AES[1]}\" one.", "",
+              "| structured AE | augmented training | FD_toy ↓ | acc ↑ |" + (" FID ↓ |" if fid_col else ""),
+              "|---|---|---:|---:|" + ("---:|" if fid_col else "")]
     for (ae_name, aug), runs in cells.items():
         last = [curve[-1] for curve in runs]
-        lines.append(f"| {'✓' if ae_name == 'structured' else ''} | {'✓' if aug == 'extra' else ''} | "
-                     f"{mean_std([r['fd_toy'] for r in last])} | {mean_std([100 * r['acc'] for r in last])}% |"
-                     + (f" {mean_std([r['fid'] for r in last])} |" if args.inception_weights else ""))
-    lines += ["", "## Training curves (Fig. 5b): FD_toy (mean over seeds) against diffusion steps", "",
-              "| structured AE | augmented | " + " | ".join(str(r["step"]) for r in next(iter(cells.values()))[0]) + " |",
-              "|---|---|" + "---:|" * s["evals"]]
+        lines.append(f"| {'✓' if ae_name != 'unstructured' else ''} | {'✓' if aug == 'extra' else ''} | "
+                     f"{mean_std([r['fd_toy'] for r in last])} | {mean_std([r['acc'] for r in last], 100)}% |"
+                     + (f" {mean_std([r['fid'] for r in last])} |" if fid_col else ""))
+    steps = [r["step"] for r in next(iter(cells.values()))[0]]
+    lines += ["", "## Training curves (Fig. 5b): FD_toy, mean ± std over seeds, against diffusion steps", "",
+              "| structured AE | augmented | " + " | ".join(str(t) for t in steps) + " |",
+              "|---|---|" + "---:|" * len(steps)]
     for (ae_name, aug), runs in cells.items():
-        means = np.mean([[r["fd_toy"] for r in curve] for curve in runs], axis=0)
-        lines.append(f"| {'✓' if ae_name == 'structured' else ''} | {'✓' if aug == 'extra' else ''} | "
-                     + " | ".join(f"{m:.2f}" for m in means) + " |")
+        lines.append(f"| {'✓' if ae_name != 'unstructured' else ''} | {'✓' if aug == 'extra' else ''} | " +
+                     " | ".join(mean_std([curve[i]["fd_toy"] for curve in runs]) for i in range(len(steps))) + " |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "toy_results.md"), "w") as fh:
         fh.write(text)
     print("\n" + text)
 
 
-def main(args):
-    s = SETTINGS["quick" if args.quick else "full"]
+def check_args(args):
     c = ae_lib.AE_CONFIGS[args.ae]["c"]
     args.c_primes = args.c_primes or [c // 8, c // 4, c // 2, c]
+    if any(not 1 <= cp <= c for cp in args.c_primes):
+        raise ValueError(f"--c-primes {args.c_primes} must lie in [1, c={c}] for {args.ae}")
+    if args.sample_steps < 1:
+        raise ValueError(f"--sample-steps must be >= 1, got {args.sample_steps}")
+    if args.inception_weights not in (None, "random") and not os.path.isfile(args.inception_weights):
+        raise ValueError(f"--inception-weights not found: {args.inception_weights}")
+
+
+def main(args):
+    try:
+        check_args(args)
+    except ValueError as e:
+        fsdp.fail(str(e))
+    s = SETTINGS["quick" if args.quick else "full"]
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
-    clf, real_feats, clf_acc = train_classifier(s, args)
+    clf, real_feats, clf_acc = train_classifier(s)
     print(f"toy classifier: test accuracy {clf_acc:.1%} (its features define FD_toy)")
-    ae_dirs = {"unstructured": os.path.join(args.out, "ae_unstructured"),
-               "structured": os.path.join(args.out, "ae_structured")}
-    recon = {name: run_ae(folder, name == "structured", s, args) for name, folder in ae_dirs.items()}
+    ae_dirs = {name: os.path.join(args.out, "ae_" + name.replace(", ", "_").replace(" = ", "").replace(" ", "_"))
+               for name in AES}
+    recon = {name: run_ae(ae_dirs[name], flags, s, args) for name, flags in AES.items()}
     ae_figures(ae_dirs, args)
-    cells = {}
-    for name, folder in ae_dirs.items():  # Table 5: {unstructured, structured} x {off, extra}
+    cells, runs = {}, {}
+    for name in DIFFUSION_AES:  # Table 5: {unstructured, structured} x {off, extra}
         for aug in ("off", "extra"):
-            cells[(name, aug)] = [run_diffusion(folder, aug, seed, clf, real_feats, s, args) for seed in s["seeds"]]
+            results = [run_diffusion(ae_dirs[name], aug, seed, clf, real_feats, s, args) for seed in s["seeds"]]
+            runs[(name, aug)], cells[(name, aug)] = results[0][0], [curve for _, curve in results]
+    # The sample grid of the structured + augmented model (seed 0): rows are the ten classes.
+    grid = sample.main(sample.parse_args(["--ckpt", runs[(DIFFUSION_AES[1], "extra")], "--out", args.out,
+                                          "--sampler", "euler", "--steps", str(args.sample_steps)]))["grid"]
+    os.replace(grid, os.path.join(args.out, "toy_samples_structured_aug.png"))
     report(recon, cells, clf_acc, s, args, time.time() - t0)
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run in about 3 minutes (CI)")
-    p.add_argument("--out", default="runs/toy")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a smoke run of about a minute (CI); not evidence")
+    p.add_argument("--out", default="runs/toy", help="output folder: runs, figures, toy_results.md")
     p.add_argument("--seed", type=int, default=0, help="seed of the AE runs")
     p.add_argument("--ae", default=DEFAULT_AE, choices=[n for n in ae_lib.AE_CONFIGS if n.endswith("-tiny")],
                    help="the knob 'latent channels per pixel': dc-ae-f8c16-tiny has 4x fewer")
-    p.add_argument("--c-primes", type=int, nargs="+", default=None, help="default: 4 values up to c")
+    p.add_argument("--c-primes", type=int, nargs="+", default=None, help="c' of the reconstruction table "
+                   "(default: c/8, c/4, c/2, c)")
     p.add_argument("--sample-steps", type=int, default=25, help="Euler steps per sample")
     p.add_argument("--inception-weights", default=None, help="also report the real FID (pt_inception-...pth)")
     main(p.parse_args())

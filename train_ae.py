@@ -1,47 +1,118 @@
 """Train a DC-AE with the structured latent space of DC-AE 1.5 (paper Sec. 3.2, Eq. 1, Fig. 4; Sec. 4.1).
 
-Each step samples c' from the candidate list [c1, c1 + step, ..., c] (one draw per step and rank, as the official
-trainer does), reconstructs from z * mask_{c,c'} (Eq. 1) and minimises l(x, D(z * mask)) = L1 + LPIPS (+ GAN
-in phase 3). `--no-structured` trains the plain DC-AE baseline (always c' = c) for the Table 5 comparison.
+Each step draws c' from the candidate list [c1, c1 + step, ..., c] (per rank, as the official trainer does; K of
+them with --num-c-primes, one encode and K masked decodes), reconstructs from z * mask_{c,c'} (Eq. 1) and minimises
+l(x, D(z * mask)) = L1 + LPIPS (+ GAN in phase 3). `--no-structured` trains the plain DC-AE baseline (always c' = c)
+for the Table 5 comparison. Reconstruction metrics per c' and the Fig. 2a / Fig. 3 pictures: eval_ae.py.
 
 The three DC-AE phases (Sec. 4.1, following DC-AE):
   --phase 1  low-resolution full training, L1 + LPIPS                     (all parameters)
   --phase 2  high-resolution latent adaptation, L1 + LPIPS               (the stages next to the latent)
   --phase 3  low-resolution local refinement, L1 + LPIPS + PatchGAN      (the decoder head only)
 
-    python train_ae.py                                                   # tiny AE on the toy data, ~1 min CPU
-    python train_ae.py --eval toy --resume runs/ae/ckpt_0000300.pt         # Fig. 3 / Table 1 metrics per c'
+    python train_ae.py                                                   # tiny AE on the toy data (CPU, minutes)
     torchrun --nproc_per_node 8 train_ae.py --model dc-ae-f32c128-1.5 --data /data/imagenet/train --phase 1
     torchrun --nproc_per_node 8 train_ae.py --model dc-ae-f32c128-1.5 --data /data/imagenet/train --phase 2 \\
-        --init runs/ae-p1/ckpt_XXXXXXX.pt --out runs/ae-p2
-    python train_ae.py --model dc-ae-f32c128-1.5 --eval /data/imagenet/val --resume runs/ae-p3/ckpt_XXXXXXX.pt \\
-        --inception-weights pt_inception-2015-12-05-6726825d.pth
+        --init runs/ae-p1 --out runs/ae-p2
 """
 import argparse
-import contextlib
-import json
-import math
 import os
-import sys
-import time
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 import ae as ae_lib
 import data as data_lib
 import fsdp
 
-# Recipes. The official AE trainer is unreleased: these are our choices, stated in the README.
+# Recipes. The official AE trainer and loss are unreleased: these are our choices, stated in the README.
 # The tiny CPU recipe is L1 only: LPIPS needs pretrained VGG weights (no download here) and costs more than the
-# tiny AE itself; pass --w-lpips 1 to add it.
-# EMA: DC-Gen's trainer warm-up (fsdp.ema_update); the tiny runs of a few thousand steps use a shorter horizon.
+# tiny AE itself; pass --w-lpips 1 to add it. EMA: DC-Gen's trainer warm-up (fsdp.ema_update); the tiny runs of a
+# few thousand steps use a shorter horizon.
+# c' per step: DC-Gen's default is one (K = 1), kept for the paper's models; on the toy data two with c always among
+# them (K = 2, --always-max) halve the cost at c' = c of the structured latent (README: toy results), at 1.35x time.
 TINY_RECIPE = dict(resolution=32, batch_size=32, lr=3e-4, steps=1500, warmup=20, w_lpips=0.0,  # lr 1e-3 stalls
-                   ema_decay=0.999, ema_warmup=200)
-PAPER = dict(ema_decay=0.9999, ema_warmup=2000, w_lpips=1.0)
+                   ema_decay=0.999, ema_warmup=200, save_minutes=2, num_c_primes=2, always_max=True)
+PAPER = dict(ema_decay=0.9999, ema_warmup=2000, w_lpips=1.0, save_minutes=30, num_c_primes=1, always_max=False)
 PAPER_RECIPE = {1: dict(PAPER, resolution=256, batch_size=256, lr=1e-4, steps=200_000, warmup=1000),
                 2: dict(PAPER, resolution=512, batch_size=64, lr=5e-5, steps=50_000, warmup=500),
                 3: dict(PAPER, resolution=256, batch_size=256, lr=5e-5, steps=50_000, warmup=500)}
 
+
+# ------------------------------------------------------------------------------------------------
+# The AE loss (Sec. 3.2): weighted L1 + LPIPS + GAN on D(z * mask)
+# ------------------------------------------------------------------------------------------------
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (pix2pix's NLayerDiscriminator, as in taming/SD): 4x4 convs, LeakyReLU 0.2, BatchNorm.
+    x (N, 3, H, W) -> logits (N, 1, H/8 - 2, W/8 - 2) for n_layers = 3."""
+
+    def __init__(self, width=64, n_layers=3):
+        super().__init__()
+        layers = [nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        w = width
+        for i in range(1, n_layers + 1):
+            w_next = width * min(2 ** i, 8)
+            stride = 2 if i < n_layers else 1
+            layers += [nn.Conv2d(w, w_next, 4, stride, 1, bias=False), nn.BatchNorm2d(w_next), nn.LeakyReLU(0.2)]
+            w = w_next
+        layers.append(nn.Conv2d(w, 1, 4, 1, 1))
+        self.main = nn.Sequential(*layers)
+        for m in self.modules():  # DCGAN init, as pix2pix
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.main(x)
+
+
+class AELoss(nn.Module):
+    """l(x, D(z * mask)) = w_l1 * L1 + w_lpips * LPIPS + w_gan * GAN (Sec. 3.2; three DC-AE phases, Sec. 4.1).
+
+    The official loss code is unreleased; defaults and their sources:
+    - w_l1 = 1.0: the pixel term is the anchor; every DC-AE phase uses it (efficientvit issue #143).
+    - w_lpips = 1.0: LPIPS(VGG) with weight 1.0, as SD's LPIPSWithDiscriminator (community DC-AE
+      reproductions use 0.25-1.0); phases 1 and 2 use L1 + perceptual only (issue #143).
+    - w_gan = 0.1 with a hinge loss and a PatchGAN, from gan_start on: DC-AE adds the GAN only in phase 3
+      (local refinement). A fixed weight instead of taming's adaptive one, because the adaptive weight needs
+      gradients of the decoder's last layer, which FSDP shards; 0.1 is the common fixed choice (e.g. MaskGIT).
+    No KL term: DC-AE is a plain autoencoder (efficientvit issue #155).
+    """
+
+    def __init__(self, lpips_net, discriminator=None, w_l1=1.0, w_lpips=1.0, w_gan=0.1, gan_start=0):
+        super().__init__()
+        self.lpips = lpips_net  # frozen helper net: stays outside FSDP (None: L1 only, the tiny CPU recipe)
+        self.discriminator = discriminator
+        self.w_l1, self.w_lpips, self.w_gan, self.gan_start = w_l1, w_lpips, w_gan, gan_start
+
+    def forward(self, x, x_rec, step=0):
+        """Generator-side loss. x, x_rec (N, 3, H, W) in [-1, 1]. Returns (loss, {term: float tensor})."""
+        l1 = (x_rec - x).abs().mean()
+        loss, terms = self.w_l1 * l1, {"l1": l1.detach()}
+        if self.lpips is not None and self.w_lpips > 0:
+            lp = self.lpips(x_rec.float(), x.float()).mean()  # LPIPS expects [-1, 1]
+            loss = loss + self.w_lpips * lp
+            terms["lpips"] = lp.detach()
+        if self.discriminator is not None and step >= self.gan_start:
+            gan = -self.discriminator(x_rec).mean()  # hinge generator loss
+            loss = loss + self.w_gan * gan
+            terms["gan"] = gan.detach()
+        return loss, terms
+
+    def discriminator_loss(self, x, x_rec):
+        """Hinge loss for the PatchGAN: mean(relu(1 - D(x))) + mean(relu(1 + D(x_rec))), halved."""
+        real = self.discriminator(x)
+        fake = self.discriminator(x_rec.detach())
+        return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+
+
+# ------------------------------------------------------------------------------------------------
+# The DC-AE phases and the arguments
+# ------------------------------------------------------------------------------------------------
 
 def trainable_prefixes(ae, phase):
     """Which parameters train in each DC-AE phase."""
@@ -58,367 +129,209 @@ def set_phase(ae, phase):
     prefixes = trainable_prefixes(ae, phase)
     for name, p in ae.named_parameters():
         p.requires_grad_(any(name.startswith(q) for q in prefixes))
-    n_train = sum(p.numel() for p in ae.parameters() if p.requires_grad)
-    return prefixes, n_train
+    return prefixes, sum(p.numel() for p in ae.parameters() if p.requires_grad)
 
 
 def check_args(args, ae):
-    """Fail before any compute with a message naming the bad value."""
-    if args.resolution % ae.f:
-        raise ValueError(f"--resolution {args.resolution} is not a multiple of {ae.name}'s f={ae.f}")
+    """What depends on the AE, before any compute (the checks both trainers share are in fsdp.start_run)."""
+    if args.resolution < 1 or args.resolution % ae.f:
+        raise ValueError(f"--resolution {args.resolution} is not a positive multiple of {ae.name}'s f={ae.f}")
     if not (1 <= args.c_prime_start <= ae.c) or args.c_prime_step < 1:
         raise ValueError(f"c' list must lie in [1, c={ae.c}]: got --c-prime-start {args.c_prime_start} "
                          f"--c-prime-step {args.c_prime_step}")
     if args.num_c_primes < 1 + args.always_min_max or (args.always_max and args.always_min_max):
         raise ValueError(f"--num-c-primes {args.num_c_primes} must be >= 1 (>= 2 with --always-min-max), and "
                          f"--always-max and --always-min-max exclude each other")
-    for cp in args.eval_c_primes or []:
-        if not 1 <= cp <= ae.c:
-            raise ValueError(f"--eval-c-primes {cp} is outside [1, c={ae.c}]")
     if args.data != "toy" and not os.path.isdir(args.data):
         raise ValueError(f"--data folder not found: {args.data}")
-    if args.eval and args.eval != "toy" and not os.path.isdir(args.eval):
-        raise ValueError(f"--eval folder not found: {args.eval}")
-    for name in ("accum", "steps", "save_every", "log_every"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.batch_size % (args.world_size * args.accum):
-        raise ValueError(f"--batch-size {args.batch_size} must be divisible by world size x --accum "
-                         f"({args.world_size} x {args.accum})")
-    for path in (args.resume, args.init):
-        if path and not os.path.isfile(path):
-            raise ValueError(f"checkpoint not found: {path}")
-    if args.inception_weights not in (None, "random") and not os.path.isfile(args.inception_weights):
-        raise ValueError(f"--inception-weights not found: {args.inception_weights}")
 
 
-def check_checkpoint(ckpt, args, path):
-    if ckpt["args"].get("model") != args.model:
-        raise ValueError(f"{path} is a checkpoint of {ckpt['args'].get('model')!r}, not --model {args.model}")
+def read_init(args):
+    """--init: the EMA weights of a previous phase (a checkpoint or its run folder), unless this run resumes."""
+    if not args.init or fsdp.resume_path(args):
+        return None
+    path = fsdp.latest_checkpoint(args.init) if os.path.isdir(args.init) else args.init
+    if path is None or not os.path.isfile(path):
+        raise ValueError(f"--init {args.init}: checkpoint not found")
+    init = fsdp.read_checkpoint(path)
+    if init["args"].get("model") != args.model:
+        raise ValueError(f"{path} is a checkpoint of {init['args'].get('model')!r}, not --model {args.model}")
+    return init.get("ema") or init["model"]
 
-
-# ------------------------------------------------------------------------------------------------
-# Evaluation: the quantitative Fig. 3 / Table 1 (rFID, PSNR, LPIPS per c') and the pictures of Fig. 2a / 3
-# ------------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def evaluate(model, args, device, rank, world_size, log):
-    import fid as fid_lib
-    ds = data_lib.build_dataset(args.eval, args.resolution, flip=False, toy_size=args.eval_images, seed=1)
-    n = min(len(ds), args.eval_images)
-    ds = torch.utils.data.Subset(ds, range(n))
-    loader = data_lib.make_loader(ds, args.eval_batch, rank, world_size, shuffle=False, drop_last=False,
-                                  num_workers=args.num_workers, pin_memory=device.type == "cuda")
-    try:
-        lp = ae_lib.build_lpips(random_weights=args.lpips_random).to(device)
-    except RuntimeError as e:
-        lp = None
-        log.message(f"LPIPS skipped: {e}")
-    inception = None
-    if args.inception_weights or not args.no_rfid:
-        try:
-            inception = fid_lib.load_inception(args.inception_weights, device)
-        except FileNotFoundError as e:
-            log.message(f"rFID skipped: {e}")
-    c_primes = args.eval_c_primes or model.c_prime_candidates
-    sums = {cp: {"psnr": 0.0, "lpips": 0.0} for cp in c_primes}
-    recs = {cp: [] for cp in c_primes}
-    originals, skipped, count = [], 0, 0
-    # DistributedSampler pads shards by repeating indices; eval on the padded set is off by at most world-1 images.
-    for x, _, bad in loader:
-        x = x.to(device)
-        skipped += int(bad.sum())
-        count += x.shape[0]
-        originals.append(data_lib.to_uint8(x).permute(0, 3, 1, 2))  # (N, 3, H, W) uint8
-        with torch.autocast(device.type, torch.bfloat16, enabled=args.ae_bf16):  # fp32 unless asked: these are metrics
-            z = model.encode(x)  # (N, c, h, w)
-        for cp in c_primes:
-            with torch.autocast(device.type, torch.bfloat16, enabled=args.ae_bf16):
-                x_rec = model.decode(z[:, :cp]).float().clamp(-1, 1)
-            mse = ((x_rec - x) ** 2).flatten(1).mean(1)  # (N,) in [-1, 1] units: peak-to-peak 2
-            sums[cp]["psnr"] += float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).sum())
-            sums[cp]["lpips"] += float(lp(x_rec, x).sum()) if lp is not None else float("nan")
-            recs[cp].append(data_lib.to_uint8(x_rec).permute(0, 3, 1, 2))
-    total, skipped = fsdp.all_sum(count), fsdp.all_sum(skipped)
-    results = []
-    ref_stats = None
-    if inception is not None:
-        ref_stats = fid_lib.statistics(torch.cat(originals), inception, device=device, keep=False)[0]
-    for cp in c_primes:
-        row = {"c_prime": cp, "psnr": fsdp.all_sum(sums[cp]["psnr"]) / total,
-               "lpips": fsdp.all_sum(sums[cp]["lpips"]) / total}
-        if inception is not None:
-            st = fid_lib.statistics(torch.cat(recs[cp]), inception, device=device, keep=False)[0]
-            row["rfid"] = fid_lib.frechet_distance(*st.mu_sigma(), *ref_stats.mu_sigma())
-        results.append(row)
-    if rank == 0:
-        tag = "" if not args.lpips_random else " (LPIPS with a RANDOM VGG: not meaningful)"
-        print(f"\n{model.name}: reconstruction from the first c' channels, {total} images at {args.resolution}px"
-              f" ({skipped} unreadable skipped){tag}")
-        print("| c' | PSNR (dB) | LPIPS | rFID |\n|---:|---:|---:|---:|")
-        for r in results:
-            lp = "-" if math.isnan(r["lpips"]) else f"{r['lpips']:.4f}"
-            rfid = f"{r['rfid']:.2f}" if "rfid" in r else "-"
-            print(f"| {r['c_prime']} | {r['psnr']:.2f} | {lp} | {rfid} |")
-        rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in results]
-        with open(os.path.join(args.out, "eval.json"), "w") as fh:  # strict JSON: a skipped LPIPS is null, not NaN
-            json.dump({"images": total, "resolution": args.resolution, "skipped": skipped, "results": rows}, fh,
-                      indent=2)
-    # Every rank runs the figures' forward passes: the EMA is sharded, so each encode/decode is collective.
-    save_figures(model, torch.cat(originals)[:8], c_primes, args, device, rank)
-    return results
-
-
-@torch.no_grad()
-def save_figures(model, x_uint8, c_primes, args, device, rank=0):
-    """Fig. 3: rows = images, columns = [input, decode(z[:, :c']) for each c']. Fig. 2a: channel-averaged z."""
-    x = (x_uint8.to(device).float() / 127.5 - 1)  # (n, 3, H, W) in [-1, 1]
-    z = model.encode(x)  # (n, c, h, w)
-    cols = [x] + [model.decode(z[:, :cp]).float().clamp(-1, 1) for cp in c_primes]
-    grid = torch.stack(cols, 1).flatten(0, 1)  # (n * (1 + len(c')), 3, H, W), row-major by image
-    if rank != 0:
-        return
-    data_lib.save_grid(grid, os.path.join(args.out, "fig3_partial_channels.png"), nrow=len(cols))
-    avg = z.float().mean(1, keepdim=True)  # (n, 1, h, w): the channel-wise average feature of Fig. 2a
-    lo, hi = avg.amin(dim=(1, 2, 3), keepdim=True), avg.amax(dim=(1, 2, 3), keepdim=True)
-    avg = ((avg - lo) / (hi - lo + 1e-8) * 2 - 1).expand(-1, 3, -1, -1)  # per image to [-1, 1], gray
-    avg = torch.nn.functional.interpolate(avg, size=x.shape[-2:], mode="nearest")
-    data_lib.save_grid(torch.stack([x, avg], 1).flatten(0, 1), os.path.join(args.out, "fig2a_latent_mean.png"), nrow=2)
-
-
-# ------------------------------------------------------------------------------------------------
-# Training
-# ------------------------------------------------------------------------------------------------
 
 def main(args):
+    # Setup: process group, recipe, checks, the run folder (lock, resume checkpoint), all before any compute.
     rank, world_size, device = fsdp.setup()
-    args.world_size = world_size
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    recipe = TINY_RECIPE if "tiny" in args.model else PAPER_RECIPE[args.phase]
-    for k, v in recipe.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.structured is None:  # DC-AE 1.5 entries and tiny ones are structured; 1.0 / 1.1 baselines are not
-        args.structured = not args.model.endswith(("-1.0", "-1.1"))
-    cfg = ae_lib.AE_CONFIGS.get(args.model)
-    if cfg is None:
-        fsdp.fail(f"unknown --model {args.model}", rank)
-    # `is None`, not `or`: an explicit bad value (0) must reach check_args, not silently become the default.
-    if args.c_prime_start is None:
-        args.c_prime_start = cfg.get("c_prime_start", 16)
-    if args.c_prime_step is None:
-        args.c_prime_step = cfg.get("c_prime_step", 4)
-
-    # Validate everything before any compute; every rank reaches the same verdict.
-    with torch.device("meta"):
-        meta = ae_lib.build_ae(args.model)
-    error, ckpt, init = None, None, None
-    ckpt_path = args.resume or fsdp.latest_checkpoint(args.out)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if args.always_min_max and args.always_max is None:  # the min-max option replaces the recipe's always-max
+        args.always_max = False
+    fsdp.fill_recipe(args, TINY_RECIPE if "tiny" in args.model else PAPER_RECIPE[args.phase])
+    cfg = ae_lib.AE_CONFIGS[args.model]
+    args.structured = not args.model.endswith(("-1.0", "-1.1")) if args.structured is None else args.structured
+    if not args.structured:  # c' = c always: K decodes would be K copies of one
+        args.num_c_primes, args.always_max, args.always_min_max = 1, False, False
+    args.c_prime_start = cfg["c_prime_start"] if args.c_prime_start is None else args.c_prime_start
+    args.c_prime_step = cfg["c_prime_step"] if args.c_prime_step is None else args.c_prime_step
+    args.gan_start = 0 if args.phase == 3 and args.gan_start is None else args.gan_start
+    args.compile = device.type == "cuda" if args.compile is None else args.compile
+    error, init, dataset = None, None, None
     try:
-        check_args(args, meta)
-        if args.eval and ckpt_path is None and args.init is None:
-            raise ValueError(f"--eval needs trained weights: no ckpt_*.pt in --out {args.out}; pass --resume or --init")
-        if ckpt_path and rank == 0:  # rank 0 reads; load_checkpoint broadcasts
-            ckpt = fsdp.read_checkpoint(ckpt_path)
-            check_checkpoint(ckpt, args, ckpt_path)
-        if args.init and ckpt_path is None:
-            init = fsdp.read_checkpoint(args.init)
-            check_checkpoint(init, args, args.init)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+        with torch.device("meta"):
+            check_args(args, ae_lib.build_ae(args.model))
+        init = read_init(args)
+        # The toy data are one fixed dataset (seed 0; eval_ae.py holds out seed 1), whatever the training --seed.
+        dataset = data_lib.build_dataset(args.data, args.resolution, toy_size=args.toy_size, seed=0)
+    except ValueError as e:
         error = str(e)
-    error = fsdp.agree(error)
-    if error:
-        fsdp.fail(error, rank)
+    fsdp.stop_if(error, rank)
+    ckpt_path, ckpt = fsdp.start_run(args, rank, world_size, dict(model=args.model))
 
-    torch.manual_seed(args.seed)  # same seed on every rank: FSDP2 has no sync_module_states
-    kw = dict(c_prime_start=args.c_prime_start, c_prime_step=args.c_prime_step)
-    model = ae_lib.build_ae(args.model, **kw).to(device)
-    if init is not None:  # weights of the previous phase (EMA), no optimizer state
-        model.load_state_dict(init.get("ema") or init["model"])
+    # Model and EMA (FSDP2), optimizers (and the PatchGAN), every rank's own RNG streams, then the checkpoint.
+    def build():  # the previous phase's weights (--init) go in before sharding
+        model = ae_lib.build_ae(args.model, c_prime_start=args.c_prime_start, c_prime_step=args.c_prime_step)
+        if init is not None:
+            model.load_state_dict(init)
+        return model.to(device)
+    model, ema = fsdp.build_with_ema(build, args.seed, methods=("encode", "decode"))
     prefixes, n_train = set_phase(model, args.phase)
-    ema = ae_lib.build_ae(args.model, **kw).to(device)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    for m in (model, ema):
-        fsdp.shard(m, [s for s in list(m.encoder.down_blocks) + list(m.decoder.up_blocks) if len(s)],
-                   methods=("encode", "decode"))
     opt = fsdp.adamw(model, args.lr, 0.0, (0.9, 0.999))
     modules, optimizers = {"model": model, "ema": ema}, {"opt": (opt, model)}
-    use_gan = args.phase == 3 or args.gan_start is not None
     disc = None
-    if use_gan:
-        disc = ae_lib.PatchDiscriminator(width=16 if "tiny" in args.model else 64).to(device)
-        fsdp.shard(disc, [])
-        opt_d = fsdp.adamw(disc, args.disc_lr or args.lr, 0.0, (0.5, 0.9))
-        modules["disc"], optimizers["opt_disc"] = disc, (opt_d, disc)
-
-    step = 0
-    if ckpt_path is not None:
-        step = fsdp.load_checkpoint(ckpt, modules, optimizers, rank)
-    log = fsdp.RunLog(args.out, args, rank, args.steps, step, "eval_args.json" if args.eval else "args.json")
-    if ckpt_path is not None:
-        log.message(f"resumed from {ckpt_path} at step {step}")
-    elif args.init:
-        log.message(f"initialised from {args.init} (phase {args.phase})")
-    del ckpt, init
-
-    if args.eval:
-        evaluate(ema, args, device, rank, world_size, log)
-        log.close()
-        fsdp.cleanup()
-        return
-
+    if args.gan_start is not None:
+        disc = fsdp.shard(PatchDiscriminator(width=16 if "tiny" in args.model else 64).to(device), [])
+        modules["disc"], optimizers["opt_disc"] = disc, (fsdp.adamw(disc, args.disc_lr or args.lr, 0.0, (0.5, 0.9)), disc)
+    torch.manual_seed(args.seed * 1000 + rank)  # c' draws and flips differ across ranks
+    step, data_state = fsdp.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
+    ckpt = init = None  # free the host copies of the weights
+    log = fsdp.RunLog(args.out, args, rank, args.steps, step if ckpt_path else None)
+    log.message(f"resumed from {ckpt_path} at step {step}" if ckpt_path else
+                f"initialised from {args.init} (phase {args.phase})" if args.init else "started from random weights")
     lp = None
     if args.w_lpips > 0:
         try:
             lp = ae_lib.build_lpips(random_weights=args.lpips_random).to(device)
         except RuntimeError as e:
             fsdp.fail(str(e), rank)
-        if args.lpips_random:
-            log.message("WARNING: LPIPS has a random VGG trunk (--lpips-random): not a perceptual loss")
-    loss_fn = ae_lib.AELoss(lp, disc, args.w_l1, args.w_lpips, args.w_gan,
-                            gan_start=args.gan_start if args.gan_start is not None else 0)
-    train_model = torch.compile(model) if args.compile else model
-    # The toy data are one fixed dataset (seed 0; eval uses held-out seed 1), whatever the training --seed.
-    dataset = data_lib.build_dataset(args.data, args.resolution, flip=True, seed=0, toy_size=args.toy_size)
-    micro = args.batch_size // (world_size * args.accum)
-    if len(dataset) // world_size < micro:  # drop_last would leave no batch at all and forever() would spin
-        fsdp.fail(f"{args.data} has {len(dataset)} images: fewer than one micro-batch of {micro} per rank "
-                  f"({world_size} ranks); lower --batch-size", rank)
-    loader = data_lib.make_loader(dataset, micro, rank, world_size, seed=args.seed, num_workers=args.num_workers,
-                                  pin_memory=device.type == "cuda")
-    batches = data_lib.forever(loader, epoch=step * args.batch_size // max(len(dataset), 1))
-    gen = torch.Generator().manual_seed(args.seed * 1000 + rank + step)  # c' draws differ across ranks
-    candidates = model.c_prime_candidates if args.structured else [model.c]
-    fixed = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
+    loss_fn = AELoss(lp, disc, args.w_l1, args.w_lpips, args.w_gan, gan_start=args.gan_start or 0)
 
-    n_local = fsdp.local_numel(model)
-    if rank == 0:
-        log.log({"params": ae_lib.count_params(model), "params_local": n_local}, show=False)
-        log.message(f"{args.model}: {ae_lib.count_params(model) / 1e6:.2f}M params ({n_local / 1e6:.2f}M on rank 0), "
-                    f"phase {args.phase}, training {n_train / 1e6:.2f}M in {prefixes}; "
-                    f"structured={args.structured} c' in {candidates}; {world_size} rank(s) on {device}, "
-                    f"global batch {args.batch_size} ({micro} x {args.accum} x {world_size}), {args.resolution}px, "
-                    f"GAN {'on' if use_gan else 'off'}")
-    skipped, t_last, n_last = 0, time.time(), 0
+    # Data: this rank's batches, from where the checkpoint left them.
+    micro = args.batch_size // (world_size * args.accum)
+    try:
+        batches = data_lib.Batches(dataset, micro, rank, world_size, args.seed, args.num_workers,
+                                   device.type == "cuda", state=data_state)
+    except ValueError as e:
+        fsdp.fail(str(e), rank)
+    fixed = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
+    candidates = model.c_prime_candidates if args.structured else [model.c]
+    train_model = torch.compile(model) if args.compile else model
+    sync, meter = fsdp.SyncPoints(args, device, step), fsdp.Meter()
+    log.log({"params": ae_lib.count_params(model), "params_local": fsdp.local_numel(model)}, show=False)
+    log.message(f"{args.model}: {ae_lib.count_params(model) / 1e6:.2f}M params, phase {args.phase}, training "
+                f"{n_train / 1e6:.2f}M in {prefixes}; structured={args.structured} c' in {candidates}, "
+                f"{args.num_c_primes} per step{' with c' if args.always_max else ''}"
+                f"{' with the smallest and c' if args.always_min_max else ''}; {world_size} rank(s) on {device}"
+                f"{' sharded with FSDP2' if fsdp.is_distributed() else ''}, "
+                f"global batch {args.batch_size} ({micro} x {args.accum} x {world_size}), {args.resolution}px, "
+                f"GAN from step {args.gan_start}, EMA {args.ema_decay} warm-up {args.ema_warmup}")
+
+    # Training loop. The host waits for the device only at sync points (every --log-every steps and at saves).
     model.train()
     while step < args.steps:
-        lr = fsdp.lr_at(step, args.lr, args.warmup)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        # K c' per step (DC-Gen's num_sample_latent_channels), drawn per rank: one encode, K masked decodes.
-        c_primes = ae_lib.sample_step_c_primes(candidates, args.num_c_primes, args.always_max, args.always_min_max, gen)
-        terms_sum = {}
+        lr = fsdp.set_lr(opt, step, args.lr, args.warmup)
+        # K c' per step (DC-Gen's num_sample_latent_channels) on the training RNG: one encode, K masked decodes.
+        c_primes = ae_lib.sample_step_c_primes(candidates, args.num_c_primes, args.always_max, args.always_min_max)
         for i in range(args.accum):
             x, _, bad = next(batches)
-            skipped += int(bad.sum())
+            if args.data != "toy":  # random horizontal flips, drawn from the training RNG (exact resume)
+                x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(3), x)  # (N, 3, H, W)
             x = x.to(device, non_blocking=True)
-            if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-batch
-                model.set_requires_gradient_sync(i == args.accum - 1)
             c_prime = torch.tensor(c_primes).repeat_interleave(len(x))  # (K N,): block k keeps c_primes[k] channels
+            if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-step
+                model.set_requires_gradient_sync(i == args.accum - 1)
             with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                 x_rec, _ = train_model(x, c_prime=c_prime)  # reconstruct from z * mask_{c,c'} (Eq. 1, Fig. 4)
                 # The mean over the K blocks: the mean of the K losses, each against the same images.
                 loss, terms = loss_fn(x.repeat(len(c_primes), 1, 1, 1), x_rec.float(), step)
-            # Decided collectively (one tiny all-reduce, NaN if any rank's loss is): every rank stops at the same
-            # step instead of one rank exiting while the others wait in the next collective.
-            loss_mean = fsdp.all_mean(loss.item())
-            if not math.isfinite(loss_mean):
-                log.message(f"non-finite loss {loss_mean} at step {step + 1} (c'={c_primes}); stopping. The last "
-                            f"checkpoint is untouched: {fsdp.latest_checkpoint(args.out)}")
-                log.close()
-                fsdp.cleanup()
-                sys.exit(3)
             (loss / args.accum).backward()
-            for k, v in terms.items():
-                terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / args.accum
-            if use_gan and step >= loss_fn.gan_start:
-                opt_d.zero_grad(set_to_none=True)
+            meter.add({"loss": loss, **terms}, 1 / args.accum)
+            meter.count("skipped", bad.sum())
+            if disc is not None and step >= loss_fn.gan_start:
+                optimizers["opt_disc"][0].zero_grad(set_to_none=True)
                 with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                     d_loss = loss_fn.discriminator_loss(x, x_rec.float())
                 d_loss.backward()
-                opt_d.step()
-                terms_sum["disc"] = terms_sum.get("disc", 0.0) + d_loss.item() / args.accum
-        gnorm = fsdp.optimizer_step(model, opt, ema, step, args.grad_clip, args.ema_decay, args.ema_warmup)
+                optimizers["opt_disc"][0].step()
+                meter.add({"disc": d_loss}, 1 / args.accum)
+        meter.add({"grad_norm": fsdp.optimizer_step(model, opt, ema, step, args)})
+        meter.end_step()
         step += 1
-        n_last += args.batch_size
-
-        if step % args.log_every == 0 or step == args.steps:
-            dt = time.time() - t_last
-            rec = {"step": step, "c_prime": c_primes if len(c_primes) > 1 else c_primes[0], **{k: fsdp.all_mean(v) for k, v in terms_sum.items()},
-                   "grad_norm": gnorm, "lr": lr, "img_per_s": n_last / dt, "skipped": fsdp.all_sum(skipped)}
-            log.log(rec)
-            t_last, n_last = time.time(), 0
         if args.grid_every and (step % args.grid_every == 0 or step == args.steps):
-            shown = candidates[:: max(1, len(candidates) // 6)] + [model.c]  # a few c' and always c
-            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-                z = ema.encode(fixed)  # (8, c, h, w)
-                cols = [fixed] + [ema.decode(z[:, :cp]).float().clamp(-1, 1) for cp in shown]
-            if rank == 0:  # rows: images; columns: input, then decode(z[:, :c']) as in Fig. 3
-                data_lib.save_grid(torch.stack(cols, 1).flatten(0, 1).float(),
-                                   os.path.join(args.out, f"grid_{step:07d}.png"), nrow=len(cols))
-        if step % args.save_every == 0 or step == args.steps:
-            extra = {"c_prime_candidates": candidates, "structured": args.structured}
-            path = fsdp.save_checkpoint(args.out, step, modules, optimizers, args, extra)
-            log.message(f"saved {path}")
-    log.close()
-    fsdp.cleanup()
+            save_grid(ema, fixed, candidates, args, device, os.path.join(args.out, f"grid_{step:07d}.png"), rank)
+        extra = {"c_prime_candidates": candidates, "structured": args.structured, "data": batches.state()}
+        sync.after_step(step, meter, log, lambda: fsdp.save_checkpoint(args.out, step, modules, optimizers, args,
+                                                                       extra), lr=lr, c_prime=c_primes if len(c_primes) > 1 else c_primes[0])
+    sync.finish(log)
+
+
+@torch.no_grad()
+def save_grid(ema, fixed, candidates, args, device, path, rank):
+    """Rows: the fixed images; columns: the input, then decode(z[:, :c']) for a few c' and c, as in Fig. 3. Every rank
+    runs the forward passes (the EMA is sharded); rank 0 writes the PNG."""
+    shown = candidates[:: max(1, len(candidates) // 6)] + [candidates[-1]]
+    with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+        z = ema.encode(fixed)  # (8, c, h, w)
+        cols = [fixed] + [ema.decode(z[:, :cp]).float().clamp(-1, 1) for cp in shown]
+    if rank == 0:
+        data_lib.save_grid(torch.stack(cols, 1).flatten(0, 1).float(), path, nrow=len(cols))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f8c64-tiny")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    p.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f8c64-tiny", help="AE (ae.py)")
     p.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder (class subfolders)")
     p.add_argument("--toy-size", type=int, default=50_000, help="images of the toy dataset")
     p.add_argument("--resolution", type=int, default=None, help="default: 256 (phases 1, 3), 512 (phase 2); toy 32")
-    p.add_argument("--phase", type=int, choices=[1, 2, 3], default=1)
+    p.add_argument("--phase", type=int, choices=[1, 2, 3], default=1, help="the DC-AE training phase")
     p.add_argument("--structured", action=argparse.BooleanOptionalAction, default=None,
                    help="train with the channel mask of Eq. 1 (default: on, except for -1.0/-1.1 baselines)")
     p.add_argument("--c-prime-start", type=int, default=None, help="first c' of the list (paper: 16)")
     p.add_argument("--c-prime-step", type=int, default=None, help="step of the c' list (paper: 4)")
-    p.add_argument("--num-c-primes", type=int, default=1, help="K c' per step: one encode, K masked decodes, the mean "
-                   "loss (DC-Gen's num_sample_latent_channels, default 1)")
-    p.add_argument("--always-max", action="store_true", help="c is always one of the K (always_sample_max_channel)")
+    p.add_argument("--num-c-primes", type=int, default=None, help="K c' per step: one encode, K masked decodes, the "
+                   "mean loss (DC-Gen's num_sample_latent_channels). Default: 1 (paper models, DC-Gen), 2 (tiny)")
+    p.add_argument("--always-max", action=argparse.BooleanOptionalAction, default=None,
+                   help="c is always one of the K (always_sample_max_channel). Default: off (paper models), on (tiny)")
     p.add_argument("--always-min-max", action="store_true", help="the smallest c' and c are always two of the K "
                    "(always_sample_min_max_channel)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default: the recipe's)")
     p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the recipe's)")
+    p.add_argument("--warmup", type=int, default=None, help="linear LR warm-up steps (default: the recipe's)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0: no clipping)")
     p.add_argument("--ema-decay", type=float, default=None, help="default: 0.9999 (paper models), 0.999 (tiny)")
     p.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
                    "0: constant decay. Default: 2000 (paper models), 200 (tiny)")
-    p.add_argument("--w-l1", type=float, default=1.0)
-    p.add_argument("--w-lpips", type=float, default=None, help="default 1.0 (paper models), 0.0 (tiny recipe)")
-    p.add_argument("--w-gan", type=float, default=0.1)
+    p.add_argument("--w-l1", type=float, default=1.0, help="weight of the L1 term")
+    p.add_argument("--w-lpips", type=float, default=None, help="weight of LPIPS; default 1.0 (paper), 0.0 (tiny)")
+    p.add_argument("--w-gan", type=float, default=0.1, help="weight of the hinge GAN term")
     p.add_argument("--gan-start", type=int, default=None, help="step at which the GAN loss starts (phase 3: 0)")
-    p.add_argument("--disc-lr", type=float, default=None)
+    p.add_argument("--disc-lr", type=float, default=None, help="discriminator learning rate (default: --lr)")
     p.add_argument("--lpips-random", action="store_true",
                    help="random VGG trunk for LPIPS (offline smoke runs; not a perceptual loss)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast (training)")
-    p.add_argument("--ae-bf16", action="store_true", help="--eval under bf16 autocast (default fp32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--out", default="runs/ae")
-    p.add_argument("--resume", default=None, help="checkpoint to resume (default: the newest in --out)")
-    p.add_argument("--init", default=None, help="weights from a previous phase's checkpoint")
-    p.add_argument("--save-every", type=int, default=1000)
-    p.add_argument("--grid-every", type=int, default=1000)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval", default=None, help="evaluate only: a validation folder or 'toy'")
-    p.add_argument("--eval-c-primes", type=int, nargs="+", default=None, help="default: the candidate list")
-    p.add_argument("--eval-images", type=int, default=50_000)
-    p.add_argument("--eval-batch", type=int, default=32)
-    p.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth for rFID")
-    p.add_argument("--no-rfid", action="store_true", help="skip rFID (no Inception weights at hand)")
-    args = p.parse_args(argv)
-    if args.phase == 3 and args.gan_start is None:
-        args.gan_start = 0
-    return args
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: on with CUDA, off on CPU)")
+    p.add_argument("--out", default="runs/ae", help="run folder: args, metrics, grids, checkpoints")
+    p.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
+    p.add_argument("--init", default=None, help="weights (EMA) of a previous phase: a checkpoint or its run folder")
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
+    p.add_argument("--save-minutes", type=float, default=None, help="... and at least every M minutes of wall time "
+                   "(default: 2 for tiny models, 30 for paper models)")
+    p.add_argument("--grid-every", type=int, default=1000, help="Fig. 3 grid of the EMA every N steps (0: never)")
+    p.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    p.add_argument("--seed", type=int, default=0, help="model init and the per-rank random streams")
+    return p.parse_args(argv)
 
 
 if __name__ == "__main__":

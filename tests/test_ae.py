@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 import ae as ae_lib
+import train_ae
 from ae import AE_CONFIGS, build_ae, channel_candidates, channel_mask
 
 TINY = ["dc-ae-f8c16-tiny", "dc-ae-f8c64-tiny", "dc-ae-f8c16-tiny-1.0"]
@@ -112,8 +113,8 @@ def test_masked_channels_get_zero_gradient():
 def test_loss_runs_backward_with_offline_lpips_and_gan_after_start():
     torch.manual_seed(0)
     m = build_ae("dc-ae-f8c16-tiny")
-    disc = ae_lib.PatchDiscriminator(width=8)
-    loss_fn = ae_lib.AELoss(ae_lib.build_lpips(random_weights=True), disc, gan_start=10)
+    disc = train_ae.PatchDiscriminator(width=8)
+    loss_fn = train_ae.AELoss(ae_lib.build_lpips(random_weights=True), disc, gan_start=10)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     x_rec, _ = m(x, c_prime=8)
     loss, terms = loss_fn(x, x_rec, step=0)
@@ -146,10 +147,13 @@ def test_estimate_scaling_factor():
     batches = [torch.rand(4, 3, 16, 16) * 2 - 1 for _ in range(3)]
     with torch.no_grad():
         z = torch.cat([m.encode(b) for b in batches])
-    s = ae_lib.estimate_scaling_factor(m, batches)
+    with torch.no_grad():
+        s = ae_lib.estimate_scaling_factor(m.encode(b) for b in batches)
     assert abs(s - 1 / z.double().std(unbiased=False).item()) < 1e-6 * s
+    halves = ae_lib.estimate_scaling_factor([z[:6]], reduce=lambda v: 2 * v)  # a "reduce" over two equal ranks
+    assert abs(halves - 1 / z[:6].double().std(unbiased=False).item()) < 1e-6 * halves
     with pytest.raises(ValueError):
-        ae_lib.estimate_scaling_factor(m, [])
+        ae_lib.estimate_scaling_factor([])
 
 
 # ---- bad input: a clear error before any compute ----
@@ -291,7 +295,7 @@ def test_k_decodes_from_one_encode_equal_k_separate_masked_decodes():
     m = randomize_norms(build_ae("dc-ae-f8c16-tiny"))
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     c_primes = [16, 4, 8]
-    loss_fn = ae_lib.AELoss(None)  # L1 (the LPIPS and GAN terms are means over the batch as well)
+    loss_fn = train_ae.AELoss(None)  # L1 (the LPIPS and GAN terms are means over the batch as well)
     x_rec, _ = m(x, c_prime=torch.tensor(c_primes).repeat_interleave(3))  # (K N,) -> (K N, 3, H, W)
     loss, _ = loss_fn(x.repeat(3, 1, 1, 1), x_rec)
     grads = torch.autograd.grad(loss, list(m.parameters()))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data import (ImageFolder, ToyShapes, build_dataset, center_crop_arr, forever, make_loader, save_grid,
+from data import (Batches, ImageFolder, ToyShapes, build_dataset, center_crop_arr, make_loader, save_grid, shard_order,
                   to_tensor, to_uint8)  # fmt: skip
 
 # -------------------------------------------------------------------------------------------------
@@ -112,54 +112,13 @@ def test_folder_flat_and_bad_input(tmp_path, folder):
     broken = tmp_path / "broken"
     os.makedirs(broken)
     (broken / "x.png").write_bytes(b"\x89PNG garbage")
-    with pytest.raises(RuntimeError, match="no readable image"):
-        ImageFolder(str(broken), 8)[0]
-
-
-def test_folder_flip(tmp_path):
-    arr = np.zeros((8, 8, 3), np.uint8)
-    arr[:, :4] = 255  # white left half
-    os.makedirs(tmp_path / "f")
-    Image.fromarray(arr).save(tmp_path / "f" / "a.png")
-    assert all(ImageFolder(str(tmp_path / "f"), 8)[0][0][:, :, 0].min() == 1 for _ in range(5))
-    torch.manual_seed(0)
-    ds = ImageFolder(str(tmp_path / "f"), 8, flip=True)
-    lefts = {ds[0][0][0, 0, 0].item() for _ in range(20)}
-    assert lefts == {-1.0, 1.0}
-
-
-@pytest.mark.parametrize("size", [(300, 100), (100, 300), (600, 520), (40, 20)])
-def test_center_crop_arr(size):
-    # A white square in the middle of a black canvas: the crop keeps the middle, drops the sides.
-    W, H = size
-    s = min(W, H)
-    arr = np.zeros((H, W, 3), np.uint8)
-    arr[(H - s) // 2 : (H - s) // 2 + s, (W - s) // 2 : (W - s) // 2 + s] = 255
-    out = center_crop_arr(Image.fromarray(arr), 32)
-    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
-    assert out[2:-2, 2:-2].min() > 200  # bicubic may ring at the very border
-    # The whole image squeezed to 32 px would be half black: it must be a crop, not a resize.
-    assert out.mean() > 230
-
-
-def test_center_crop_matches_box_then_bicubic():
-    # 600x520 at 64: BOX halvings while the short side >= 128: 300x260, 150x130, 75x65; bicubic to
-    # round(75 * 64/65) = 74 x 64; crop columns (74 - 64) // 2 = 5 .. 69.
-    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (520, 600, 3), dtype=np.uint8))
-    ref = img
-    for size in [(300, 260), (150, 130), (75, 65)]:
-        ref = ref.resize(size, Image.BOX)
-    ref = ref.resize((74, 64), Image.BICUBIC)
-    assert np.array_equal(center_crop_arr(img, 64), np.asarray(ref)[:, 5:69])
-
-
-def test_uint8_round_trip():
-    a = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16, 1).expand(1, 16, 16, 3).numpy()
-    x = to_tensor(a[0])[None]  # (1, 3, 16, 16)
-    assert x.min() == -1 and x.max() == 1
-    assert np.array_equal(to_uint8(x).numpy(), a)
-    assert to_uint8(torch.full((1, 3, 2, 2), 5.0)).unique().tolist() == [255]
-    assert to_uint8(torch.zeros(1, 3, 1, 1)).flatten().tolist() == [128] * 3  # clamp(127.5 x + 128), not + 127.5
+    with pytest.raises(ValueError, match="none of its 1 image files can be read"):
+        ImageFolder(str(broken), 8)  # found when the folder is opened, before any training
+    classes_without_images = tmp_path / "classes"
+    os.makedirs(classes_without_images / "a")
+    (classes_without_images / "a" / "notes.txt").write_text("no image")
+    with pytest.raises(ValueError, match="no images .* in its 1 subfolders"):
+        ImageFolder(str(classes_without_images), 8)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -169,7 +128,7 @@ def test_uint8_round_trip():
 
 def test_build_dataset(folder, tmp_path):
     assert isinstance(build_dataset("toy", 32, toy_size=7), ToyShapes) and len(build_dataset("toy", 32, toy_size=7)) == 7
-    assert isinstance(build_dataset(folder, 16, flip=True), ImageFolder)
+    assert isinstance(build_dataset(folder, 16), ImageFolder)
     with pytest.raises(ValueError, match="nowhere"):
         build_dataset(str(tmp_path / "nowhere"), 32)
 
@@ -183,31 +142,39 @@ class Indices(torch.utils.data.Dataset):
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_loader_shards_two_ranks(shuffle):
-    shards = []
-    for rank in range(2):
-        loader = make_loader(Indices(), 4, rank, 2, seed=0, num_workers=0, shuffle=shuffle, drop_last=False)
-        shards.append(torch.cat(list(loader)).tolist())
+def test_shard_order_covers_the_data_in_equal_shards(shuffle):
+    shards = [shard_order(23, rank, 2, epoch=0, seed=0, shuffle=shuffle) for rank in range(2)]
     assert len(shards[0]) == len(shards[1]) == 12  # 23 padded to 24
     assert set(shards[0]) | set(shards[1]) == set(range(23))
     assert len(set(shards[0]) & set(shards[1])) <= 1  # only the one padding repeat may overlap
+    loader = make_loader(Indices(), 5, 1, 2, num_workers=0)  # one pass, in order, the last batch partial
+    assert torch.cat(list(loader)).tolist() == shard_order(23, 1, 2, shuffle=False)
     with pytest.raises(ValueError):
         make_loader(Indices(), 4, rank=2, world_size=2)
 
 
-def test_loader_reshuffles_each_epoch():
-    loader = make_loader(Indices(), 8, 0, 1, seed=0, num_workers=0, drop_last=True)
-    batches = forever(loader)
-    epoch0 = torch.cat([next(batches) for _ in range(2)]).tolist()  # 23 // 8 = 2 full batches
-    epoch1 = torch.cat([next(batches) for _ in range(2)]).tolist()
-    assert epoch0 != epoch1 and len(epoch0) == 16
+def test_batches_reshuffle_each_epoch_and_resume_mid_epoch():
+    batches = Batches(Indices(), 8, seed=0)  # 23 // 8 = 2 full batches per epoch
+    epochs = [torch.cat([next(batches) for _ in range(2)]).tolist() for _ in range(3)]
+    assert epochs[0] != epochs[1] and all(len(e) == 16 and len(set(e)) == 16 for e in epochs)
+    stream = Batches(Indices(), 8, seed=0)
+    taken = [next(stream) for _ in range(3)]  # epoch 1, position 1
+    assert stream.state() == {"epoch": 1, "position": 1}
+    resumed = Batches(Indices(), 8, seed=0, state=stream.state())
+    assert torch.equal(next(resumed), next(stream)) and torch.equal(next(resumed), next(stream))
+    assert torch.cat(taken[:2]).tolist() == epochs[0]
+    with pytest.raises(ValueError, match="fewer than one micro-batch of 24"):
+        Batches(Indices(), 24)
 
 
-def test_loader_workers_give_the_same_toy_data():
+def test_batches_with_workers_give_the_same_toy_data():
     ds = ToyShapes(12, 16, seed=1)
-    x, y, bad = next(iter(make_loader(ds, 12, 0, 1, seed=0, num_workers=2, shuffle=False)))
+    x, y, bad = next(iter(make_loader(ds, 12, 0, 1, num_workers=2)))
     assert x.shape == (12, 3, 16, 16) and y.tolist() == [i % 10 for i in range(12)] and bad.sum() == 0
     assert torch.equal(x, torch.stack([ds[i][0] for i in range(12)]))
+    a, b = Batches(ds, 4, seed=3, num_workers=2), Batches(ds, 4, seed=3, num_workers=0)
+    for _ in range(4):
+        assert torch.equal(next(a)[0], next(b)[0])
 
 
 def test_save_grid(tmp_path):

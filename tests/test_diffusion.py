@@ -223,7 +223,7 @@ def test_sample_c_prime_and_augment_batch():
     x0, y = batch()
     _, _, c_prime = diffusion.augment_batch(x0, y, candidates, "replace")
     assert c_prime.shape == (6,) and set(c_prime.tolist()) <= set(candidates)
-    assert diffusion.augment_batch(x0, y, candidates, "none")[2] is None
+    assert diffusion.augment_batch(x0, y, candidates, "off")[2] is None
     with pytest.raises(ValueError, match="mode"):
         diffusion.augment_batch(x0, y, candidates, "both")
     with pytest.raises(ValueError, match="exceed"):

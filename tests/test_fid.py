@@ -1,6 +1,6 @@
-"""Tests of fid.py: the Inception port (keys, counts, strict loading), the metrics against closed forms
-and brute force, the three input formats, bad inputs, and sharded statistics under torchrun (gloo).
-Random Inception weights throughout (the real ones cannot be downloaded here); few, small images."""
+"""Tests of fid.py and inception.py: the Inception port (keys, counts, strict loading), the metrics against closed
+forms and brute force, the three input formats, the ADM .npz writer, bad inputs, and sharded statistics under
+torchrun (gloo). Random Inception weights throughout (the real ones cannot be downloaded here); few, small images."""
 import os
 import subprocess
 import sys
@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import data  # noqa: E402
 import fid  # noqa: E402
+import inception  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +25,7 @@ def weights(tmp_path_factory):
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = fid.load_inception("random")
+        model = inception.load_inception("random")
     path = str(tmp_path_factory.mktemp("w") / "inception_random.pth")
     torch.save(model.state_dict(), path)
     return path
@@ -31,7 +33,7 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(weights):
-    return fid.load_inception(weights)
+    return inception.load_inception(weights)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def images(tmp_path_factory):
 
 def test_inception_counts_match_the_released_file():
     with torch.device("meta"):
-        model = fid.InceptionV3()
+        model = inception.InceptionV3()
     keys = model.state_dict().keys()
     assert sum(p.numel() for p in model.parameters()) == 23_850_960
     assert len(keys) == 566 and sum(k.endswith("num_batches_tracked") for k in keys) == 94
@@ -65,28 +67,28 @@ def test_inception_counts_match_the_released_file():
 
 def test_pool_branches_are_the_tf_graphs():
     x = torch.ones(1, 2, 5, 5)
-    assert torch.equal(fid.pool_branch(x, "avg"), x)  # padding not counted: borders stay 1 (torchvision: 4/9)
+    assert torch.equal(inception.pool_branch(x, "avg"), x)  # padding not counted: borders stay 1 (torchvision: 4/9)
     y = torch.randn(1, 2, 5, 5)
-    assert torch.equal(fid.pool_branch(y, "max"), torch.nn.functional.max_pool2d(y, 3, 1, 1))
+    assert torch.equal(inception.pool_branch(y, "max"), torch.nn.functional.max_pool2d(y, 3, 1, 1))
 
 
 def test_state_dict_round_trips_strictly(weights, model, tmp_path):
     state = torch.load(weights, weights_only=True)
-    fresh = fid.InceptionV3()
+    fresh = inception.InceptionV3()
     fresh.load_state_dict(state, strict=True)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
     # The released file has no num_batches_tracked: tolerated.
     no_nbt = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    assert torch.equal(fid.load_inception(no_nbt).fc.weight, state["fc.weight"])
+    assert torch.equal(inception.load_inception(no_nbt).fc.weight, state["fc.weight"])
     # Anything else missing, extra or misshapen is not the FID Inception.
     for bad in ({**state, "AuxLogits.fc.weight": torch.zeros(1)},
                 {k: v for k, v in state.items() if k != "Mixed_7c.branch_pool.conv.weight"},
                 {**state, "fc.weight": torch.zeros(1000, 2048)}):
         with pytest.raises(ValueError, match="not the FID Inception"):
-            fid.load_inception(bad)
+            inception.load_inception(bad)
     with pytest.raises(FileNotFoundError, match="not found"):
-        fid.load_inception(str(tmp_path / "missing.pth"))
+        inception.load_inception(str(tmp_path / "missing.pth"))
 
 
 def test_features_uint8_float_and_layouts_agree(model, images):
@@ -116,6 +118,14 @@ def test_parity_with_pytorch_fid(weights, model, images, monkeypatch):
 
 # ----------------------------------------------------------------------------- FID
 
+def frechet_distance_sqrtm(mu1, sigma1, mu2, sigma2):
+    """The textbook formula with scipy.linalg.sqrtm (deprecated `disp`, complex round-off): the reference."""
+    import scipy.linalg
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
 def random_spd(d, rng):
     a = rng.standard_normal((d, 2 * d))
     return a @ a.T / (2 * d)
@@ -128,7 +138,7 @@ def test_fid_zero_symmetric_and_matches_sqrtm():
     assert abs(fid.frechet_distance(mu1, s1, mu1, s1)) < 1e-9
     f12, f21 = fid.frechet_distance(mu1, s1, mu2, s2), fid.frechet_distance(mu2, s2, mu1, s1)
     assert f12 > 1 and abs(f12 - f21) < 1e-9 * f12
-    assert abs(f12 - fid.frechet_distance_sqrtm(mu1, s1, mu2, s2)) < 1e-6 * f12
+    assert abs(f12 - frechet_distance_sqrtm(mu1, s1, mu2, s2)) < 1e-6 * f12
     # Singular Sigma (N < D, as with few images): x vs x is still 0.
     feats = rng.standard_normal((10, d))
     s = np.cov(feats, rowvar=False)
@@ -136,7 +146,7 @@ def test_fid_zero_symmetric_and_matches_sqrtm():
     s_pd = s + 0.1 * np.eye(d)  # rank 9 vs full rank, either order, vs sqrtm
     f = fid.frechet_distance(mu1, s, mu2, s_pd)
     assert abs(f - fid.frechet_distance(mu2, s_pd, mu1, s)) < 1e-8 * f
-    assert abs(f - fid.frechet_distance_sqrtm(mu1, s, mu2, s_pd)) < 1e-6 * f
+    assert abs(f - frechet_distance_sqrtm(mu1, s, mu2, s_pd)) < 1e-6 * f
 
 
 def test_fid_of_diagonal_gaussians_is_the_closed_form():
@@ -241,14 +251,14 @@ def test_folder_npz_and_stats_npz_give_the_same_statistics(model, images, tmp_pa
 def test_center_crop_and_mixed_size_batches():
     rng = np.random.default_rng(4)
     square = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    assert np.array_equal(fid.center_crop_arr(Image.fromarray(square), 32), square)  # identity at R x R
+    assert np.array_equal(data.center_crop_arr(Image.fromarray(square), 32), square)  # identity at R x R
     wide = Image.fromarray(rng.integers(0, 256, (70, 150, 3), dtype=np.uint8))
-    assert fid.center_crop_arr(wide, 32).shape == (32, 32, 3)  # box-halved once, bicubic, center crop
+    assert data.center_crop_arr(wide, 32).shape == (32, 32, 3)  # box-halved once, bicubic, center crop
     a, b = torch.from_numpy(square).permute(2, 0, 1), torch.zeros(3, 20, 30, dtype=torch.uint8)
-    x, skipped = fid.collate_images([a, None, b])
+    x, skipped = data.collate_images([a, None, b])
     assert skipped == 1 and x.shape == (2, 3, 299, 299) and x.dtype == torch.float32
     assert 0 <= x.min() and x.max() <= 1
-    x_same, _ = fid.collate_images([a, a])
+    x_same, _ = data.collate_images([a, a])
     assert x_same.dtype == torch.uint8 and x_same.shape == (2, 3, 32, 32)  # resized by the model
 
 
@@ -295,10 +305,39 @@ def test_unreadable_files_are_skipped_and_counted(model, images, tmp_path):
     assert skipped == 2 and pool.shape[0] == 2 and stats.n.item() == 2
 
 
-def test_cli_exits_nonzero_with_a_message(tmp_path):
+def test_cli_refuses_bad_input_with_one_line(tmp_path, images, capsys):
+    arr, root = images
+    np.savez(tmp_path / "nan.npz", mu=np.full(2048, np.nan), sigma=np.eye(2048))
+    np.savez(tmp_path / "good.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+    cases = [([str(tmp_path / "missing"), str(root / "folder")], "no such file or folder"),
+             ([str(root / "arr.npz"), str(root / "folder"), "--batch-size", "-2"], "--batch-size -2"),
+             ([str(root / "arr.npz"), str(tmp_path / "nan.npz")], "NaN or inf"),
+             ([str(root / "arr.npz")], "expected SAMPLES REF"),
+             ([str(tmp_path / "good.npz"), str(root / "arr.npz")], "SAMPLES must be images")]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            fid.main(fid.parse_args(argv + ["--inception-weights", "random"]))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     out = subprocess.run([sys.executable, os.path.join(REPO, "fid.py"), str(tmp_path / "missing"), str(tmp_path)],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0 and "no such file or folder" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"error: no such file or folder: {tmp_path / 'missing'}"]
+    help_text = subprocess.run([sys.executable, os.path.join(REPO, "fid.py"), "--help"], capture_output=True,
+                               text=True, timeout=60).stdout
+    assert "(default: 50)" in help_text and "docstring" not in help_text
+
+
+def test_write_npz_streams_the_adm_format(tmp_path, images):
+    arr, _ = images
+    chunks = [(arr[:3], np.array([1, 2, 3])), (arr[3:], np.array([4]))]
+    fid.write_npz(str(tmp_path / "s.npz"), iter(chunks), arr.shape)
+    with np.load(tmp_path / "s.npz") as f:
+        assert np.array_equal(f["arr_0"], arr) and f["arr_1"].tolist() == [1, 2, 3, 4]
+    assert fid.NpzArray(str(tmp_path / "s.npz")).mmap is not None  # stored: fid.py memory-maps it
+    with pytest.raises(ValueError, match="hold 3 images, expected 4"):
+        fid.write_npz(str(tmp_path / "t.npz"), iter(chunks[:1]), arr.shape)
+    assert not os.path.exists(tmp_path / "t.npz")
 
 
 def test_sharded_statistics_under_torchrun_equal_one_process(weights, model, images, tmp_path):

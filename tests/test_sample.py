@@ -6,6 +6,7 @@ train_diffusion.py -> sample.py --fid run. Tiny checkpoints are built in the tra
     python -m pytest -q tests/test_sample.py
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -134,7 +135,7 @@ def test_two_gloo_processes_match_one(ckpts, tmp_path):
 # Resume
 # ------------------------------------------------------------------------------------------------
 
-def test_interrupted_run_resumes(ckpts, tmp_path, monkeypatch):
+def test_interrupted_run_resumes(ckpts, tmp_path, monkeypatch, capsys):
     args = ("--num-samples", "7", "--batch-size", "2")
     ref = load_npz(run(ckpts["USiT-tiny"], tmp_path / "ref", *args)["npz"])
     real, done = sample.generate_chunk, []
@@ -148,8 +149,9 @@ def test_interrupted_run_resumes(ckpts, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(ckpts["USiT-tiny"], tmp_path / "run", *args)
     assert sorted(os.listdir(tmp_path / "run" / "shards")) == ["chunk_000000.npz", "chunk_000001.npz"]
-    with pytest.raises(ValueError, match="another configuration"):  # other settings must not mix with the shards
+    with pytest.raises(SystemExit):  # other settings must not mix with the shards
         run(ckpts["USiT-tiny"], tmp_path / "run", *args, "--seed", "3")
+    assert "another configuration" in capsys.readouterr().err
 
     done.clear()
     monkeypatch.setattr(sample, "generate_chunk", lambda *a: done.append(a[4]) or real(*a))
@@ -200,14 +202,18 @@ def test_partial_channel_zeros_before_decoding(ckpts, tmp_path, monkeypatch):
 # Bad inputs: clear messages before any sampling
 # ------------------------------------------------------------------------------------------------
 
-def test_bad_inputs(ckpts, tmp_path):
+def test_bad_inputs(ckpts, tmp_path, capsys):
     ok = ckpts["USiT-tiny"]
     ae_ckpt = tmp_path / "ae.pt"
     torch.save({"model": {}, "args": {"model": "dc-ae-f8c16-tiny"}}, ae_ckpt)
+    truncated = str(tmp_path / "truncated.pt")
+    with open(ok, "rb") as src, open(truncated, "wb") as dst:
+        dst.write(src.read()[:5000])
     cases = [
         ([str(tmp_path / "missing.pt")], "not found"),
         ([str(tmp_path)], "no ckpt_"),
         ([str(ae_ckpt)], "not a train_diffusion.py checkpoint"),
+        ([truncated], "is not a readable checkpoint"),
         ([make_ckpt(tmp_path / "other.pt", latent_shape=[C, 8, 8])], "do not match USiT-tiny"),
         ([make_ckpt(tmp_path / "noae.pt", ae=str(tmp_path / "gone"))], "not found: pass --ae"),
         ([ok, "--model", "DiT-tiny"], "checkpoint of USiT-tiny, not --model DiT-tiny"),
@@ -222,8 +228,10 @@ def test_bad_inputs(ckpts, tmp_path):
         ([ckpts["DiT-tiny"], "--steps", "1001"], "--steps 1001"),
     ]
     for argv, message in cases:
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(SystemExit) as e:
             sample.main(sample.parse_args(["--ckpt", *argv, "--out", str(tmp_path / "o")]))
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        assert e.value.code == 2 and len(errors) == 1 and re.search(message, errors[0]), (message, errors)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,7 +256,7 @@ def test_end_to_end_train_sample_fid(tmp_path):
     assert os.path.isfile(tmp_path / "s" / "metrics.json")
     p = subprocess.run([sys.executable, os.path.join(REPO, "sample.py"), "--ckpt", str(run_dir), "--c-prime", "99"],
                        env=ENV, capture_output=True, text=True, timeout=60)
-    assert p.returncode != 0 and "--c-prime 99 is outside [1, c=16]" in p.stderr
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == "error: --c-prime 99 is outside [1, c=16]"
 
 
 def test_the_ae_decodes_in_fp32_unless_asked(ckpts, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""toy.py --quick end to end (CI): both tables, the figures, and a result per Table 5 cell and seed."""
+"""toy.py --quick end to end (CI): all tables, the figures, the sample grid, a result per Table 5 cell and seed."""
 import os
 import re
 import subprocess
@@ -7,27 +7,29 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_toy_quick_produces_both_tables(tmp_path):
+def test_toy_quick_produces_every_table_and_picture(tmp_path):
     out = tmp_path / "toy"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "toy.py"), "--quick", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = (out / "toy_results.md").read_text()
     assert text in proc.stdout  # the tables are printed too
+    assert "A smoke run" in text and "not evidence" in text
     # Table 1 / Fig. 3: one PSNR row per AE, one column per c'
-    for name in ("unstructured", "structured"):
-        row = re.search(rf"^\| {name} \|(.*)\|$", text, re.M)
+    for name in ("unstructured", "structured, K = 1", "structured, K = 2 with c"):
+        row = re.search(rf"^\| {re.escape(name)} \|(.*)\|$", text, re.M)
         assert row is not None, text
         psnr = [float(v) for v in row.group(1).split("|")]
         assert len(psnr) == 4 and all(5 < p < 60 for p in psnr)
-    # Table 5: four cells (structured x augmented), FD_toy and accuracy as mean ± std over 2 seeds
+    # Table 5: four cells (structured x augmented), FD_toy and accuracy as mean ± std over 3 seeds
     cells = re.findall(r"^\| (✓?) \| (✓?) \| ([\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+)% \|$", text, re.M)
     assert sorted(c[:2] for c in cells) == [("", ""), ("", "✓"), ("✓", ""), ("✓", "✓")], text
-    assert "FD_toy" in text and "not** the Inception FID" in text
-    for name in ("fig3_partial_channels.png", "fig2a_latent_mean.png"):
+    assert "FD_toy" in text and "not** the Inception FID" in text and "seeds [0, 1, 2]" in text
+    for name in ("fig3_partial_channels.png", "fig2a_latent_mean.png", "toy_samples_structured_aug.png"):
         assert (out / name).stat().st_size > 0
     # every diffusion run was evaluated at each point of the curve
     runs = [d for d in os.listdir(out) if d.startswith("usit_")]
-    assert len(runs) == 8
+    assert len(runs) == 12
     for d in runs:
         assert len([s for s in os.listdir(out / d) if s.startswith("samples_")]) == 2
+    assert proc.stderr.count("Downloading") <= 1  # LPIPS tries the VGG weights once, says so once
