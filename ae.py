@@ -301,7 +301,7 @@ class DCAE(nn.Module):
                              f"released DC-AE configs), got {enc_depths} / {dec_depths}")
         self.name, self.c, self.f = name, c, 2 ** (len(widths) - 1)
         self.scaling_factor = scaling_factor  # None where no value is published: see estimate_scaling_factor
-        self.c_prime_candidates = channel_candidates(c, c_prime_start, c_prime_step)
+        self.c_prime_candidates = channel_candidates(c, min(c_prime_start, c), c_prime_step)  # c < 16: just [c]
         self.encoder = Encoder(c, widths, enc_depths, enc_blocks, latent_shortcut)
         self.decoder = Decoder(c, widths, dec_depths, dec_blocks, dec_norms, dec_acts, latent_shortcut, out_act)
 
@@ -457,6 +457,10 @@ def config_from_diffusers(d):
         raise ValueError("encoder and decoder widths differ: not supported")
     if any(len(m) for m in list(d.get("encoder_qkv_multiscales", [])) + list(d.get("decoder_qkv_multiscales", []))):
         raise ValueError("multi-scale attention (qkv_multiscales) is not used by any DC-AE ImageNet model: not supported")
+    if d.get("attention_head_dim", 32) != 32 and "EfficientViTBlock" in str(d.get("encoder_block_types", "")) + \
+            str(d.get("decoder_block_types", "")):
+        raise ValueError(f"attention_head_dim {d['attention_head_dim']}: every DC-AE model uses 32, the only value ae.py "
+                         f"implements")
     if d.get("downsample_block_type", "pixel_unshuffle") != "pixel_unshuffle" or \
             d.get("upsample_block_type", "pixel_shuffle") != "pixel_shuffle":
         raise ValueError("only pixel_unshuffle / pixel_shuffle resampling is supported")

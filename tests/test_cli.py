@@ -1,0 +1,127 @@
+"""Every bad input gets one line and exit status 2, before any compute; every option's --help shows its default.
+(More cases sit with their scripts: test_train.py, test_sample.py, test_fid.py, test_runs.py.)
+
+    python -m pytest -q tests/test_cli.py
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import ae as ae_lib
+import eval_ae
+import train_ae
+import train_diffusion
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+
+def one_error_line(capsys, exc):
+    """The SystemExit of a script's main: status 2 and exactly one `error: ...` line on stderr."""
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("WARNING")]
+    assert exc.value.code == 2 and len(errors) == 1 and errors[0].startswith("error: "), errors
+    return errors[0]
+
+
+@pytest.fixture
+def folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "no_images" / "n01").mkdir(parents=True)
+    (tmp_path / "no_images" / "n01" / "readme.txt").write_text("no images here")
+    (tmp_path / "broken" / "n01").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "broken" / "n01" / f"{i}.jpg").write_bytes(b"not a jpeg" * 20)
+    return tmp_path
+
+
+@pytest.mark.parametrize("folder, message", [
+    ("empty", "has no images with extensions"),
+    ("no_images", "has no images with extensions .* in its 1 subfolders"),
+    ("broken", "none of its 3 image files can be read"),
+])
+@pytest.mark.parametrize("script", ["train_ae", "train_diffusion"])
+def test_bad_data_folders(folders, capsys, script, folder, message):
+    import re
+    lib = {"train_ae": train_ae, "train_diffusion": train_diffusion}[script]
+    extra = ["--ae", "dc-ae-f8c16-tiny"] if script == "train_diffusion" else []
+    with pytest.raises(SystemExit) as e:
+        lib.main(lib.parse_args(["--data", str(folders / folder), "--out", str(folders / "out"), *extra]))
+    assert re.search(message, one_error_line(capsys, e))
+    assert not (folders / "out").exists()  # before any compute: nothing was written
+
+
+@pytest.mark.parametrize("batch", ["0", "-4"])
+def test_batch_size_is_checked_before_the_latent_cache(tmp_path, capsys, batch):
+    with pytest.raises(SystemExit) as e:
+        train_diffusion.main(train_diffusion.parse_args(["--ae", "dc-ae-f8c16-tiny", "--batch-size", batch,
+                                                         "--out", str(tmp_path / "d")]))
+    assert one_error_line(capsys, e) == f"error: --batch-size must be >= 1, got {batch}"
+    assert not (tmp_path / "d").exists()  # no latent was encoded
+    with pytest.raises(SystemExit) as e:
+        train_ae.main(train_ae.parse_args(["--batch-size", batch, "--out", str(tmp_path / "a")]))
+    assert one_error_line(capsys, e) == f"error: --batch-size must be >= 1, got {batch}"
+
+
+def test_eval_ae_bad_inputs(tmp_path, capsys):
+    for argv, message in [(["--ae", "dc-ae-f8c16-tiny", "--c-primes", "0", "99"], "--c-primes [0, 99] must lie in"),
+                          (["--ae", str(tmp_path / "nope")], "not found"),
+                          (["--ae", "dc-ae-f8c16-tiny", "--images", "0"], "--images 0"),
+                          (["--ae", "dc-ae-f8c16-tiny", "--resolution", "20"], "--resolution 20 is not a multiple")]:
+        with pytest.raises(SystemExit) as e:
+            eval_ae.main(eval_ae.parse_args(argv + ["--out", str(tmp_path / "o")]))
+        assert message in one_error_line(capsys, e)
+
+
+def test_toy_refuses_bad_c_primes_before_training(tmp_path):
+    p = subprocess.run([sys.executable, str(REPO / "toy.py"), "--quick", "--c-primes", "0", "999", "--out",
+                        str(tmp_path)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["error: --c-primes [0, 999] must lie in [1, c=64] for dc-ae-f8c64-tiny"]
+    assert not list(tmp_path.iterdir())  # nothing trained
+
+
+def diffusers_folder(path, **overrides):
+    """A diffusers AutoencoderDC folder of dc-ae-f8c16-tiny-1.0 (EfficientViT blocks), with config overrides."""
+    model = ae_lib.build_ae("dc-ae-f8c16-tiny-1.0")
+    cfg = ae_lib.AE_CONFIGS["dc-ae-f8c16-tiny-1.0"]
+    S = len(cfg["widths"])
+    config = {"_class_name": "AutoencoderDC", "latent_channels": cfg["c"], "attention_head_dim": 32,
+              "encoder_block_types": ["ResBlock" if b == "res" else "EfficientViTBlock" for b in cfg["enc_blocks"]],
+              "decoder_block_types": ["ResBlock" if b == "res" else "EfficientViTBlock" for b in cfg["dec_blocks"]],
+              "encoder_block_out_channels": cfg["widths"], "decoder_block_out_channels": cfg["widths"],
+              "encoder_layers_per_block": cfg["enc_depths"], "decoder_layers_per_block": cfg["dec_depths"],
+              "encoder_qkv_multiscales": [[]] * S, "decoder_qkv_multiscales": [[]] * S,
+              "decoder_norm_types": ["rms_norm" if n == "rms" else "batch_norm" for n in cfg["dec_norms"]],
+              "decoder_act_fns": cfg["dec_acts"], "encoder_out_shortcut": True, "decoder_in_shortcut": True,
+              "decoder_conv_act_fn": cfg["out_act"], **overrides}
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config))
+    save_file(model.state_dict(), str(path / "diffusion_pytorch_model.safetensors"))
+    return str(path)
+
+
+def test_diffusers_config_with_another_head_dim_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="attention_head_dim 16: every DC-AE model uses 32"):
+        ae_lib.load_pretrained(diffusers_folder(tmp_path / "ae", attention_head_dim=16))
+
+
+def test_fewer_than_16_latent_channels_train_with_the_full_latent_only():
+    model = ae_lib.build_ae("dc-ae-f8c16-tiny", c=8, c_prime_start=16)  # a c8 AE with the paper's list [16, 20, ...]
+    assert model.c_prime_candidates == [8]
+    x_rec, _ = model(torch.zeros(1, 3, 16, 16), c_prime=8)
+    assert x_rec.shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize("script", ["train_ae.py", "train_diffusion.py", "sample.py", "eval_ae.py", "fid.py", "toy.py"])
+def test_help_shows_every_default(script):
+    p = subprocess.run([sys.executable, str(REPO / script), "--help"], cwd=REPO, env=ENV, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and "(default:" in p.stdout and "docstring" not in p.stdout
+    options = [line for line in p.stdout.splitlines() if line.strip().startswith("--") and "--help" not in line]
+    assert options  # every option has a help line (ArgumentDefaultsHelpFormatter prints it with the default)
