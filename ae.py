@@ -1,22 +1,16 @@
 """DC-AE autoencoders with the structured latent space of DC-AE 1.5 (paper Sec. 3.2, Eq. 1, Fig. 3-4).
 
-A deep compression autoencoder maps an image x (N, 3, H, W) in [-1, 1] to a latent z (N, c, H/f, W/f) and
-back. DC-AE 1.5 trains it to reconstruct from the first c' latent channels only (the channel mask of Eq. 1),
-so that the front channels carry object structure and the later ones add detail (Fig. 3). This file holds:
-
-  building blocks -> Encoder / Decoder / DCAE -> channel mask (Eq. 1) -> AE loss (L1 + LPIPS + PatchGAN)
-  -> latent scaling -> checkpoint import (diffusers and DC-Gen formats) -> registry of the paper's models.
-
-Module names mirror diffusers' `AutoencoderDC`, so its checkpoints load without renaming; DC-Gen checkpoints
-(`dc-ai/dc-ae-f64c128-1.5`) are renamed on load.
+A deep compression autoencoder maps an image x (N, 3, H, W) in [-1, 1] to a latent z (N, c, H/f, W/f) and back.
+DC-AE 1.5 trains it to reconstruct from the first c' latent channels only (the channel mask of Eq. 1), so that the
+front channels carry object structure and the later ones add detail (Fig. 3). In reading order: building blocks ->
+Encoder / Decoder -> channel mask (Eq. 1) -> DCAE -> LPIPS -> latent scaling -> registry -> loading. The loss
+is in train_ae.py. Module names mirror diffusers' `AutoencoderDC` (its checkpoints load as they are; DC-Gen's are
+renamed by formats.py).
 
     python ae.py                                    # parameter counts of every registry entry (meta device)
-    python ae.py --model dc-ae-f8c16-tiny --image-size 64   # encode/decode a random batch at each c'
     python -c "import ae; m, s = ae.load_pretrained('path/to/dc-ae-f64c128-1.5')"
 """
-import argparse
 import glob
-import hashlib
 import json
 import os
 import sys
@@ -24,6 +18,8 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import formats
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,14 +103,9 @@ class UpBlock(nn.Module):
 
 
 class LinearAttention(nn.Module):
-    """EfficientViT's ReLU linear attention (DC-AE 1.0 deep stages), residual, computed in fp32.
-
-    The official layer is one 1x1 conv producing 3*inner channels that are read per head as consecutive
-    [q | k | v] groups of `head_dim`; diffusers splits that conv into `to_q`, `to_k`, `to_v` (its three
-    thirds), so concatenating them back and grouping by 3*head_dim reproduces the official channel order.
-    The official code switches to the (mathematically equal) quadratic form when H*W <= head_dim; we always
-    use the linear form.
-    """
+    """EfficientViT's ReLU linear attention (DC-AE 1.0 deep stages), residual, in fp32. The official 1x1 qkv conv is
+    read per head as [q | k | v] groups of head_dim; diffusers' to_q / to_k / to_v are its thirds, concatenated back
+    here. The official code takes the (equal) quadratic form when H*W <= head_dim; we always use the linear one."""
 
     def __init__(self, channels, head_dim=32, norm="rms", eps=1e-15):
         super().__init__()
@@ -262,29 +253,17 @@ def channel_mask(c, c_prime, n=None, device=None):
     return (torch.arange(c, device=keep.device) < keep).float()[:, :, None, None]  # (N, c, 1, 1)
 
 
-def sample_c_prime(candidates, n=None, generator=None):
-    """c' uniform over the candidate list (Sec. 4.1): an int (n None: one draw per step and rank, as the official AE
-    trainer does), or a CPU tensor (n,) of per-sample draws. generator: a CPU torch.Generator or None (global RNG)."""
+def sample_c_prime(candidates, n, generator=None):
+    """A CPU tensor (n,) of c' drawn uniformly from the candidate list (Sec. 4.1), with replacement as DC-Gen's
+    trainers do; generator: a CPU torch.Generator or None (the global RNG, saved in every checkpoint)."""
     if len(candidates) == 0 or min(candidates) < 1:
         raise ValueError(f"candidates must be a non-empty list of positive channel counts, got {candidates}")
-    idx = torch.randint(len(candidates), (1 if n is None else n,), generator=generator)  # (n,)
-    return int(candidates[int(idx[0])]) if n is None else torch.tensor(candidates)[idx]
-
-
-def sample_step_c_primes(candidates, k=1, always_max=False, always_min_max=False, generator=None):
-    """The K c' of one AE training step (DC-Gen aecore/trainer.py, prepare_batch): draws with replacement from the
-    candidates; always_max makes the first one c, always_min_max the first two the smallest and c."""
-    fixed = [candidates[0], candidates[-1]] if always_min_max else [candidates[-1]] if always_max else []
-    if k < max(len(fixed), 1):
-        raise ValueError(f"{k} c' per step cannot include {fixed}")
-    return fixed + (sample_c_prime(candidates, k - len(fixed), generator).tolist() if k > len(fixed) else [])
+    return torch.tensor(candidates)[torch.randint(len(candidates), (n,), generator=generator)]  # (n,)
 
 
 def channel_candidates(c, start=16, step=4):
-    """The c' the AE is trained to support: [start, start + step, ..., c] (Sec. 4.1: [16, 20, 24, ..., c]).
-
-    c itself is always included, so full-channel reconstruction is one of the training objectives.
-    """
+    """The c' the AE is trained to support: [start, start + step, ..., c] (Sec. 4.1: [16, 20, 24, ..., c]), c always
+    included, so full-channel reconstruction is one of the training objectives."""
     if not (1 <= start <= c and step >= 1):
         raise ValueError(f"need 1 <= start <= c and step >= 1, got start={start}, step={step}, c={c}")
     return sorted(set(range(start, c + 1, step)) | {c})
@@ -308,13 +287,6 @@ class DCAE(nn.Module):
     def fsdp_units(self):
         """The modules a trainer wraps with `fully_shard` one by one (before the root): the non-empty stages."""
         return [s for s in list(self.encoder.down_blocks) + list(self.decoder.up_blocks) if len(s)]
-
-    def fingerprint(self):
-        """A short hash of the weights next to the latent: two different AEs give different fingerprints."""
-        h = hashlib.sha256()
-        for t in (self.encoder.conv_out.weight, self.encoder.conv_out.bias, self.decoder.conv_in.weight):
-            h.update(t.detach().float().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
 
     def check_image(self, x):
         if x.ndim != 4 or x.shape[1] != 3:
@@ -357,7 +329,7 @@ class DCAE(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# LPIPS: the perceptual loss and metric (the L1 + LPIPS + GAN loss itself is in train_ae.py)
+# LPIPS (the perceptual loss and metric; the L1 + LPIPS + GAN loss is in train_ae.py) and latent scaling
 # ------------------------------------------------------------------------------------------------
 
 def build_lpips(random_weights=False):
@@ -386,14 +358,11 @@ def build_lpips(random_weights=False):
 build_lpips.failed = None
 
 
-# ------------------------------------------------------------------------------------------------
-# Latent scaling: z_diffusion = scaling_factor * z (one scalar for all channels)
-# ------------------------------------------------------------------------------------------------
-
 @torch.no_grad()
 def estimate_scaling_factor(latents, reduce=None):
-    """1 / std of the latents over data, the official recipe where no factor is published. latents: an iterable of
-    z (N, c, h, w), e.g. (model.encode(x) for x in images); reduce: sums a float over ranks (fsdp.all_sum)."""
+    """The latent scaling (z_diffusion = factor * z, one scalar) where no factor is published: 1 / std of the latents
+    over data, as the official code. latents: an iterable of z (N, c, h, w), e.g. (model.encode(x) for x in images);
+    reduce: sums a float over ranks (fsdp.all_sum)."""
     n, s1, s2 = 0, 0.0, 0.0
     for z in latents:
         n, s1, s2 = n + z.numel(), s1 + z.double().sum(), s2 + z.double().pow(2).sum()  # device sums: no sync per batch
@@ -447,92 +416,13 @@ def build_ae(name, **overrides):
 
 
 # ------------------------------------------------------------------------------------------------
-# Checkpoint import: diffusers folders, DC-Gen folders, and our own train_ae.py checkpoints
+# Loading: our train_ae.py checkpoints, released DC-Gen and diffusers folders (formats.py), the scripts' --ae
 # ------------------------------------------------------------------------------------------------
 
-def config_from_diffusers(d):
-    """Our DCAE kwargs from a diffusers `AutoencoderDC` config.json dict."""
-    widths = list(d["encoder_block_out_channels"])
-    if list(d["decoder_block_out_channels"]) != widths:
-        raise ValueError("encoder and decoder widths differ: not supported")
-    if any(len(m) for m in list(d.get("encoder_qkv_multiscales", [])) + list(d.get("decoder_qkv_multiscales", []))):
-        raise ValueError("multi-scale attention (qkv_multiscales) is not used by any DC-AE ImageNet model: not supported")
-    if d.get("attention_head_dim", 32) != 32 and "EfficientViTBlock" in str(d.get("encoder_block_types", "")) + \
-            str(d.get("decoder_block_types", "")):
-        raise ValueError(f"attention_head_dim {d['attention_head_dim']}: every DC-AE model uses 32, the only value ae.py "
-                         f"implements")
-    if d.get("downsample_block_type", "pixel_unshuffle") != "pixel_unshuffle" or \
-            d.get("upsample_block_type", "pixel_shuffle") != "pixel_shuffle":
-        raise ValueError("only pixel_unshuffle / pixel_shuffle resampling is supported")
-    S = len(widths)
-    per_stage = lambda v: [v] * S if isinstance(v, str) else list(v)  # noqa: E731
-    kind = {"ResBlock": "res", "EfficientViTBlock": "evit"}
-    norm = {"rms_norm": "rms", "batch_norm": "bn"}
-    if d.get("encoder_out_shortcut", True) != d.get("decoder_in_shortcut", True):
-        raise ValueError("encoder_out_shortcut and decoder_in_shortcut must agree")
-    return dict(c=d["latent_channels"], widths=widths, enc_depths=list(d["encoder_layers_per_block"]),
-                dec_depths=list(d["decoder_layers_per_block"]),
-                enc_blocks=[kind[b] for b in per_stage(d.get("encoder_block_types", "ResBlock"))],
-                dec_blocks=[kind[b] for b in per_stage(d.get("decoder_block_types", "ResBlock"))],
-                dec_norms=[norm[n] for n in per_stage(d.get("decoder_norm_types", "rms_norm"))],
-                dec_acts=per_stage(d.get("decoder_act_fns", "silu")),
-                latent_shortcut=d.get("encoder_out_shortcut", True), out_act=d.get("decoder_conv_act_fn", "relu"),
-                scaling_factor=d.get("scaling_factor"))
-
-
-# DC-Gen / efficientvit module paths -> ours (= diffusers'). Prefixes first, then block internals.
-DCGEN_RENAMES = [
-    ("main.", ""), ("op_list.", ""),
-    ("encoder.project_in.", "encoder.conv_in."), ("encoder.stages.", "encoder.down_blocks."),
-    ("encoder.project_out.0.conv.", "encoder.conv_out."),
-    ("decoder.project_in.conv.", "decoder.conv_in."), ("decoder.stages.", "decoder.up_blocks."),
-    ("decoder.project_out.0.", "decoder.norm_out."), ("decoder.project_out.2.", "decoder.conv_out."),
-    ("context_module.", "attn."), ("local_module.", "conv_out."),
-    ("conv1.conv.", "conv1."), ("conv2.conv.", "conv2."), ("conv2.norm.", "norm."),
-    ("inverted_conv.conv.", "conv_inverted."), ("depth_conv.conv.", "conv_depth."),
-    ("point_conv.conv.", "conv_point."), ("point_conv.norm.", "norm."),
-    ("proj.conv.", "to_out."), ("proj.norm.", "norm_out."), ("conv.conv.", "conv."),
-]
-
-
-def rename_dcgen(state_dict):
-    """Rename a DC-Gen state dict to our keys; split EfficientViT's qkv 1x1 conv into to_q/to_k/to_v."""
-    out = {}
-    for k, v in state_dict.items():
-        for old, new in DCGEN_RENAMES:
-            k = k.replace(old, new)
-        if k.endswith("qkv.conv.weight"):
-            q, kk, vv = v.flatten(1).chunk(3, dim=0)  # (3C, C, 1, 1) -> three (C, C)
-            base = k[: -len("qkv.conv.weight")]
-            out.update({base + "to_q.weight": q, base + "to_k.weight": kk, base + "to_v.weight": vv})
-        elif k.endswith("to_out.weight"):
-            out[k] = v.flatten(1)  # 1x1 conv (C, C, 1, 1) -> linear (C, C)
-        else:
-            out[k] = v
-    return out
-
-
-def load_state_dict_strict(model, state_dict, source):
-    """load_state_dict(strict=True) that names what is missing or unexpected (BatchNorm counters excepted)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
-              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError(f"{source} does not match {model.name}: {len(missing)} missing {missing[:8]}, "
-                         f"{len(unexpected)} unexpected {unexpected[:8]}, {len(shapes)} wrong shapes {shapes[:4]}")
-    model.load_state_dict(state_dict, strict=False)
-
-
 def load_pretrained(path, device="cpu"):
-    """Load an AE and return (model, scaling_factor). path is one of:
-    (a) a diffusers folder: config.json (AutoencoderDC) + diffusion_pytorch_model.safetensors;
-    (b) a DC-Gen folder: config.json {"model_name": ...} + model.safetensors (e.g. dc-ai/dc-ae-f64c128-1.5);
-    (c) a train_ae.py checkpoint (.pt): its recorded model name and EMA weights.
-    A Hugging Face id can be fetched first with `huggingface_hub.snapshot_download(id)` (not a dependency).
-    scaling_factor is None when unknown: estimate it with estimate_scaling_factor.
-    """
+    """(model, scaling_factor or None) from a diffusers folder (config.json + diffusion_pytorch_model.safetensors), a
+    DC-Gen folder (config.json {"model_name": ...} + model.safetensors, e.g. dc-ai/dc-ae-f64c128-1.5; fetch with
+    huggingface_hub.snapshot_download) or a train_ae.py checkpoint (.pt: its model name and EMA weights)."""
     from safetensors.torch import load_file
     if os.path.isfile(path) and path.endswith((".pt", ".pth")):
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -544,7 +434,7 @@ def load_pretrained(path, device="cpu"):
                              + (" (a diffusion checkpoint: pass it to --ckpt)" if "latent_shape" in ckpt else ""))
         model = build_ae(args["model"], **({"c_prime_start": args["c_prime_start"], "c_prime_step": args[
             "c_prime_step"]} if "c_prime_start" in args else {}))
-        load_state_dict_strict(model, ckpt.get("ema") or ckpt["model"], path)
+        formats.load_state_dict_strict(model, ckpt.get("ema") or ckpt["model"], path)
         # A released factor belongs to the released weights: our own training gives other latents, so the factor is
         # the one measured on them, or None (then train_diffusion.py uses 1 / std of its latent cache).
         model.scaling_factor = ckpt.get("scaling_factor")
@@ -559,16 +449,16 @@ def load_pretrained(path, device="cpu"):
         name = cfg["model_name"].split("/")[-1]
         model = build_ae(name)
         weights = os.path.join(path, "model.safetensors")
-        load_state_dict_strict(model, rename_dcgen(load_file(weights)), weights)
+        formats.load_state_dict_strict(model, formats.rename_dcgen(load_file(weights)), weights)
     else:  # diffusers
         if cfg.get("_class_name", "AutoencoderDC") != "AutoencoderDC":
             raise ValueError(f"{cfg_path}: _class_name {cfg['_class_name']!r} is not AutoencoderDC")
         name = os.path.basename(os.path.normpath(path)).removesuffix("-diffusers")
-        model = DCAE(name, **config_from_diffusers(cfg))
+        model = DCAE(name, **formats.config_from_diffusers(cfg))
         if name in AE_CONFIGS and model.scaling_factor in (None, 1.0):
             model.scaling_factor = AE_CONFIGS[name]["scaling_factor"]
         weights = os.path.join(path, "diffusion_pytorch_model.safetensors")
-        load_state_dict_strict(model, load_file(weights), weights)
+        formats.load_state_dict_strict(model, load_file(weights), weights)
     return model.to(device).eval(), model.scaling_factor
 
 
@@ -596,31 +486,15 @@ def load_ae(spec, device="cpu"):
     return model.requires_grad_(False), scaling, os.path.abspath(spec)
 
 
-def count_params(module):
-    return sum(p.numel() for p in module.parameters())
-
-
 @torch.no_grad()
-def main(args):
-    if args.model is None:  # parameter counts, built on the meta device (no memory)
-        for name in AE_CONFIGS:
-            with torch.device("meta"):
-                m = build_ae(name)
-            print(f"{name:24s} f{m.f:<3d} c{m.c:<4d} {count_params(m) / 1e6:8.2f}M params  "
-                  f"scaling_factor={m.scaling_factor}  c' in {m.c_prime_candidates[:3]}...{m.c}")
-        return
-    torch.manual_seed(0)
-    ae = build_ae(args.model).eval()
-    x = torch.rand(2, 3, args.image_size, args.image_size) * 2 - 1
-    z = ae.encode(x)
-    print(f"x {tuple(x.shape)} -> z {tuple(z.shape)}")
-    for cp in ae.c_prime_candidates:
-        x_rec = ae.decode(z[:, :cp])
-        print(f"c'={cp:4d}: decode(z[:, :c']) -> {tuple(x_rec.shape)}")
+def main():
+    """The registry on the meta device (no memory): f, c, parameters, scaling factor, c' list."""
+    for name in AE_CONFIGS:
+        with torch.device("meta"):
+            m = build_ae(name)
+        print(f"{name:24s} f{m.f:<3d} c{m.c:<4d} {sum(p.numel() for p in m.parameters()) / 1e6:8.2f}M params  "
+              f"scaling_factor={m.scaling_factor}  c' in {m.c_prime_candidates[:3]}...{m.c}")
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(AE_CONFIGS), default=None)
-    p.add_argument("--image-size", type=int, default=64)
-    main(p.parse_args())
+    main()

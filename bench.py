@@ -30,6 +30,7 @@ import ae as ae_lib
 import diffusion
 import fid
 import fsdp
+import run
 import inception
 import models
 
@@ -77,7 +78,7 @@ def tokens(args):
         x0, y = torch.randn(args.batch, c, side, side, device=device), torch.randint(0, 1000, (args.batch,), device=device)
         runs[name] = (model, x0, y)
         print(f"{name}: latent {side}x{side}x{c}, {model.num_tokens} tokens, {models.count_params(model) / 1e6:.2f}M "
-              f"params, {3 * models.flops_per_image(model) / 1e9:.2f} GFLOP per training image")
+              f"params, {3 * model.flops_per_image() / 1e9:.2f} GFLOP per training image")
 
     def step(model, x0, y):
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
@@ -99,14 +100,14 @@ def tokens(args):
     print(f"{where(device)}, batch {args.batch}, bf16 {args.bf16}, median of {args.rounds} rounds")
     for name in SHAPES:
         print(f"{name}: {med[name]:8.2f} images/s  (rounds: {', '.join(f'{r:.2f}' for r in rates[name])})")
-    flop_ratio = models.flops_per_image(runs["f32c32"][0]) / models.flops_per_image(runs["f64c128"][0])
+    flop_ratio = runs["f32c32"][0].flops_per_image() / runs["f64c128"][0].flops_per_image()
     print(f"speed-up f64c128 / f32c32: {med['f64c128'] / med['f32c32']:.2f}x (FLOP ratio {flop_ratio:.2f}x)")
 
 
 def train(args):
     """Full training steps (autocast forward, backward, AdamW) of backbones on both latents and of the AE."""
     device = torch.device(args.device)
-    peak = next((v for k, v in fsdp.PEAK_BF16_FLOPS.items() if k in where(device)), None)
+    peak = next((v for k, v in run.PEAK_BF16_FLOPS.items() if k in where(device)), None)
     print(f"{where(device)}, bf16 autocast {args.bf16}, batch {args.batch}, median of {args.steps}")
     print("| model | latent | params | images/s | peak mem (GiB) | MFU |\n|---|---|---:|---:|---:|---:|")
     for name in args.models:
@@ -136,9 +137,9 @@ def train(args):
                 synchronize(device)
                 times.append(time.perf_counter() - t0)
             rate[shape] = args.batch / statistics.median(times)
-            mfu = f"{3 * models.flops_per_image(model) * rate[shape] / peak:.1%}" if peak else "-"
+            mfu = f"{3 * model.flops_per_image() * rate[shape] / peak:.1%}" if peak else "-"
             print(f"| {name} | {side}x{side}x{c} ({shape}) | {models.count_params(model) / 1e6:.1f}M | "
-                  f"{rate[shape]:.1f} | {fsdp.peak_memory_gib(device):.2f} | {mfu} |", flush=True)
+                  f"{rate[shape]:.1f} | {run.peak_memory_gib(device):.2f} | {mfu} |", flush=True)
         print(f"| {name} | f64c128 / f32c32 throughput ratio | | **{rate['f64c128'] / rate['f32c32']:.2f}x** | | |")
     for name in ("USiT-2B", "USiT-3B"):  # FSDP2 state per rank: fp32 params, grads, AdamW moments, EMA = 20 bytes
         n = models.count_params(models.create_model(name, in_channels=128, input_size=8, device="meta"))
@@ -151,7 +152,7 @@ def train(args):
 # ------------------------------------------------------------------------------------------------
 
 def diffusers_kwargs(cfg):
-    """The AutoencoderDC config equivalent to one of our registry entries (inverse of ae.config_from_diffusers)."""
+    """The AutoencoderDC config equivalent to one of our registry entries (inverse of formats.config_from_diffusers)."""
     kind, norm, S = {"res": "ResBlock", "evit": "EfficientViTBlock"}, {"rms": "rms_norm", "bn": "batch_norm"}, len(
         cfg["widths"])
     return dict(in_channels=3, latent_channels=cfg["c"], attention_head_dim=32,
@@ -178,7 +179,7 @@ def ae(args):
             m.bias.uniform_(-0.1, 0.1)
     x = torch.rand(args.batch, 3, args.image_size, args.image_size) * 2 - 1
     run_ours = lambda: ours.decode(ours.encode(x))  # noqa: E731
-    print(f"{args.model}: {ae_lib.count_params(ours) / 1e6:.2f}M params, x {tuple(x.shape)}, {where(x.device)}")
+    print(f"{args.model}: {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M params, x {tuple(x.shape)}, {where(x.device)}")
     try:
         from diffusers import AutoencoderDC
     except ImportError:

@@ -21,6 +21,7 @@ DataLoader worker processes (no shared counters).
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -368,6 +369,7 @@ def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_s
     incomplete and is rebuilt. Returns meta."""
     import ae as ae_lib  # the scaling factor's definition
     import fsdp
+    import run
     loader = make_loader(dataset, batch_size, rank, world_size, num_workers=num_workers, pin_memory=device.type == "cuda")
     n = sum(len(b) for b in loader.batch_sampler)
     x0 = dataset[0][0]
@@ -393,9 +395,17 @@ def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_s
                 num_classes=getattr(dataset, "num_classes", None))
     fsdp.barrier()
     if rank == 0:
-        fsdp.atomic_write(os.path.join(folder, "meta.json"), lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
+        run.atomic_write(os.path.join(folder, "meta.json"), lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
     fsdp.barrier()
     return meta
+
+
+def fingerprint(ae):
+    """A short hash of the AE's weights next to the latent: a cache made by another AE is told apart."""
+    h = hashlib.sha256()
+    for t in (ae.encoder.conv_out.weight, ae.encoder.conv_out.bias, ae.decoder.conv_in.weight):
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class LatentCache(Dataset):

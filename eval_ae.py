@@ -23,6 +23,7 @@ import ae as ae_lib
 import data as data_lib
 import fid as fid_lib
 import fsdp
+import run
 
 
 def check_args(args):
@@ -39,7 +40,7 @@ def default_out(spec):
     """A train_ae.py run keeps its evaluation; anything else writes to runs/eval_ae."""
     if spec.endswith(".pt"):
         return os.path.dirname(os.path.abspath(spec))
-    return spec if os.path.isdir(spec) and fsdp.latest_checkpoint(spec) else "runs/eval_ae"
+    return spec if os.path.isdir(spec) and run.latest_checkpoint(spec) else "runs/eval_ae"
 
 
 @torch.no_grad()
@@ -146,7 +147,7 @@ def main(args):
         rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in results]
         report = {"ae": source, "images": total, "resolution": resolution, "skipped": skipped, "bf16": args.bf16,
                   "results": rows}
-        fsdp.atomic_write(os.path.join(out, "eval.json"), lambda fh: fh.write(json.dumps(report, indent=2).encode()))
+        run.atomic_write(os.path.join(out, "eval.json"), lambda fh: fh.write(json.dumps(report, indent=2).encode()))
         x = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
         save_figures(model, x, c_primes, out)
         print(f"wrote {out}/eval.json, fig3_partial_channels.png, fig2a_latent_mean.png")

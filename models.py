@@ -1,25 +1,18 @@
-"""
-Diffusion backbones of DC-AE 1.5: DiT, UViT, and their flow-matching twins SiT (= DiT) and USiT (= UViT).
+"""Diffusion backbones of DC-AE 1.5: DiT, UViT, and their flow-matching twins SiT (= DiT) and USiT (= UViT).
 
-Paper: Sec. 4.1 (the four settings DiT, UViT, SiT, USiT and the new USiT-3B), Tables 2-4. All DC-AE
-backbones use patch size 1, `in_channels = c` and an input size of resolution / f, so a 512 px image
-through DC-AE-1.5-f64c128 is an 8x8 grid of 128-channel tokens.
-
-Every backbone has the same contract, so objectives and samplers never look inside:
+Paper: Sec. 4.1 (the four settings DiT, UViT, SiT, USiT and the new USiT-3B), Tables 2-4. All DC-AE backbones use
+patch size 1, `in_channels = c` and an input size of resolution / f: a 512 px image through DC-AE-1.5-f64c128 is an
+8x8 grid of 128-channel tokens. One contract, so objectives and samplers never look inside:
 
     out = model(x_t, t, y)    # x_t (N, c, H, W), t float (N,), y long (N,) -> out (N, c or 2c, H, W)
 
-The objective decides the scale of t (diffusion.py): DDPM feeds integer-valued timesteps 0..999,
-the SD-style eps objective 1..1000 (also fractional ones while sampling), flow matching t in [0, 1]
-*unscaled*, exactly as SiT and the official USiT do. All of them go through the same sinusoidal
-embedding (max period 10000), so for flow models only the lowest-index frequencies move much.
+The objective decides the scale of t (diffusion.py): DDPM 0..999, U-ViT's eps objective 1..1000 (fractional while
+sampling), flow matching t in [0, 1] unscaled, as SiT and DC-Gen's USiT; all through one sinusoidal embedding.
+Key names are the released code's: DiT/SiT facebookresearch/DiT's (`x_embedder.proj`, `t_embedder.mlp`,
+`blocks.N.attn.qkv`, ...), UViT/USiT DC-Gen's `uvit.py` (`patch_embed.proj`, `label_emb.embedding_table`,
+`in_blocks.N`, `mid_block`, `out_blocks.N.skip_linear`, `decoder_pred`): the 14 released DC-Gen class-to-image
+folders load strictly (`load_pretrained`, Tables 3-4).
 
-Key names follow the released code: DiT/SiT as facebookresearch/DiT (`x_embedder.proj`, `t_embedder.mlp`,
-`y_embedder.embedding_table`, `blocks.N.attn.qkv`, ..., `final_layer.linear`); UViT/USiT as DC-Gen's `uvit.py`
-(`patch_embed.proj`, `label_emb.embedding_table`, `in_blocks.N`, `mid_block`, `out_blocks.N.skip_linear`, `norm`,
-`decoder_pred`). So the 14 released DC-Gen class-to-image folders load strictly (`load_pretrained`, Tables 3-4).
-
-    python -m pytest -q tests/test_models.py
     python -c "import models; m = models.create_model('USiT-H', device='meta'); print(models.count_params(m))"
     python -c "import models; m, info = models.load_pretrained('dc-ae-f64c128-1.5-usit-2b-in-512px'); print(info)"
 """
@@ -65,11 +58,8 @@ class TimestepEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """Class embedding with one extra row, the null class (id = num_classes), for classifier-free guidance.
-
-    In training, a fraction `dropout_prob` of labels is replaced by the null class (DiT: "important!
-    this enables CFG"); samplers get the unconditional branch by passing y = num_classes explicitly.
-    """
+    """Class embedding with one extra row, the null class (id = num_classes): in training a fraction dropout_prob of
+    labels becomes it (DiT: "important! this enables CFG"); samplers pass y = num_classes for the unconditional."""
 
     def __init__(self, num_classes, hidden_size, dropout_prob):
         super().__init__()
@@ -98,8 +88,7 @@ class PatchEmbed(nn.Module):
 
 
 def sincos_pos_embed_2d(dim, grid_size):
-    """DiT's fixed 2-D sin-cos table (T, dim): first half encodes the column (x), second half the row (y),
-    each half [sin | cos] with frequencies 1 / 10000^(k / (dim/4))."""
+    """DiT's fixed 2-D sin-cos table (T, dim): the column (x), then the row (y), each [sin | cos] at 1 / 10000^(k/(dim/4))."""
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # (dim/4,)
     coords = torch.arange(grid_size, dtype=torch.float64)
     rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # (g, g) each, token order is row-major
@@ -125,8 +114,7 @@ def unpatchify(x, p, c):
 #################################################################################
 
 class Attention(nn.Module):
-    """Multi-head self-attention through F.scaled_dot_product_attention (flash/memory-efficient kernels on
-    GPU, bf16-autocast safe). qkv layout (3, heads, head_dim) matches timm and U-ViT checkpoints."""
+    """Multi-head self-attention by F.scaled_dot_product_attention (flash kernels on GPU); qkv as timm and U-ViT."""
 
     def __init__(self, dim, num_heads, qkv_bias):
         super().__init__()
@@ -359,7 +347,7 @@ class UViT(nn.Module):
 
 
 #################################################################################
-#                              Counting and FLOPs                                #
+#                      Counting, FLOPs and the registry                          #
 #################################################################################
 
 def count_params(model, trainable_only=True):
@@ -368,13 +356,10 @@ def count_params(model, trainable_only=True):
 
 
 def count_flops(model, tokens, per_image=()):
-    """Forward FLOPs for one image (multiply-add = 2 FLOPs) of a backbone whose blocks see `tokens` tokens.
-
-    Counted: every matmul, as 2 * in * out per row it is applied to, where a row is a token, or the image for the
-    linears whose names contain a `per_image` part (DiT's t-MLP and adaLN act on the (N, D) condition), plus
-    attention's two T x T products, 4 * T^2 * D per block. Not counted: norms, activations, softmax, embeddings
-    (< 1%). Matches torch.utils.flop_counter (test_models.py).
-    """
+    """Forward FLOPs for one image (multiply-add = 2) of a backbone whose blocks see `tokens` tokens; training is
+    about 3x. Counted: every matmul as 2 * in * out per row (a token, or the image for linears whose name contains a
+    `per_image` part), and attention's two T x T products, 4 T^2 D per block; not norms, activations, softmax,
+    embeddings (< 1%). Equals torch.utils.flop_counter (test_models.py). MFU = 3 * FLOPs * images/s / peak."""
     flops = 0
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear):
@@ -386,15 +371,6 @@ def count_flops(model, tokens, per_image=()):
             flops += 4 * tokens * tokens * model.hidden_size  # q k^T and attn v, each 2 T^2 D
     return flops
 
-
-def flops_per_image(model):
-    """Forward FLOPs per image; training is about 3x this. MFU = 3 * this * images/s / peak FLOP/s."""
-    return model.flops_per_image()
-
-
-#################################################################################
-#                                   Registry                                     #
-#################################################################################
 
 # Training recipes (DESIGN.md §5). Global batch 1024 for every model (Sec. 4.1: "we increase the training batch size
 # from 256 to 1024 for all DiT and SiT models"). EMA: decay 0.9999 with DC-Gen's warm-up decay * (1 - e^(-step / W)),
@@ -413,8 +389,7 @@ class Entry(NamedTuple):
     recipe: dict
 
 
-# SiT/USiT are the DiT/UViT architectures; SiT drops the learned-sigma half of the output (the paper's setting; the
-# SiT repo keeps it in the weights and discards it in forward - 36.9K params at c=32).
+# SiT/USiT are the DiT/UViT architectures; SiT drops the learned-sigma output half (the SiT repo keeps it unused).
 MODELS = {
     "DiT-XL": Entry(partial(DiT, depth=28, hidden_size=1152, num_heads=16, learn_sigma=True), "ddpm", DIT),
     "SiT-XL": Entry(partial(DiT, depth=28, hidden_size=1152, num_heads=16, learn_sigma=False), "flow", DIT),
@@ -446,10 +421,9 @@ def create_model(name, in_channels=32, input_size=16, num_classes=1000, patch_si
 #              Released class-to-image checkpoints (DC-Gen, Tables 3-4)          #
 #################################################################################
 
-# DC-Gen's c2i_model_zoo.py: folder name -> (our model, its AE). All: ImageNet 512 px, 1000 classes (null class 1000),
-# patch size 1, latent scaling factor of the AE (ae.AE_CONFIGS). The 1.5 USiTs are "adaptive channel" models: they
-# slice the patch embedding to the input's first c' channels and decoder_pred to its first c' rows, which at patch
-# size 1 is exactly our zero-masking (zero-pad a c'-channel latent to c, keep the first c' output channels).
+# DC-Gen's c2i_model_zoo.py: folder name -> (our model, its AE). All ImageNet 512 px, 1000 classes (+ null), patch
+# size 1, the AE's scaling factor. The 1.5 USiTs have "adaptive channels": the patch embedding sliced to the input's
+# c' channels and decoder_pred to c' rows, which at patch size 1 is our zero-masking (tests/test_pretrained.py).
 F32C32, F64C128, F64C128_15 = "dc-ae-f32c32-in-1.0", "dc-ae-f64c128-in-1.0", "dc-ae-f64c128-1.5"
 DCGEN_MODELS = {
     **{f"{F32C32}-{k}-in-512px": (v, F32C32) for k, v in [("dit-xl", "DiT-XL"), ("sit-xl", "SiT-XL"),
@@ -490,12 +464,14 @@ def convert_dcgen_state_dict(state_dict):
 
 
 def from_dcgen(name, state_dict, device="cpu"):
-    """(model in eval mode, info) for a released name and its state dict; info carries the AE, the latent, the
-    objective and the paper's evaluation protocol (diffusion.py: the objective's first sampler, its default steps)."""
+    """(model in eval mode, info) for a released name and its state dict; info: the AE, the latent, the objective and
+    the paper's evaluation protocol (the objective's first sampler and steps, DC-Gen's documented CFG scale)."""
     if name not in DCGEN_MODELS:
         raise ValueError(f"unknown DC-Gen model {name!r}; released: {sorted(DCGEN_MODELS)}")
     import ae as ae_lib  # the AE registry: latent channels, f and the released scaling factor
+    import diffusion  # the objectives' protocols
     ours, ae_name = DCGEN_MODELS[name]
+    sampler, steps = next(iter(diffusion.OBJECTIVES[MODELS[ours].objective].samplers.items()))
     cfg = ae_lib.AE_CONFIGS[ae_name]
     c, side = cfg["c"], 512 // 2 ** (len(cfg["widths"]) - 1)
     model = create_model(ours, in_channels=c, input_size=side, num_classes=1000, device="meta")
@@ -505,14 +481,14 @@ def from_dcgen(name, state_dict, device="cpu"):
         raise ValueError(f"{name}: weights do not fit {ours} at c={c}, {side}x{side}: {str(e)[:400]}") from e
     info = dict(model=ours, dcgen_name=name, objective=MODELS[ours].objective, ae=None, ae_name=ae_name,
                 latent_shape=[c, side, side], scaling_factor=cfg["scaling_factor"], num_classes=1000, null_class=1000,
-                adaptive=ae_name == F64C128_15, cfg_scale=1.3 if ours == "DiT-XL" else 1.5, step=None, patch_size=1)
+                adaptive=ae_name == F64C128_15, sampler=sampler, steps=steps, cfg_scale=1.3 if ours == "DiT-XL" else 1.5,
+                guidance_interval=None, step=None, patch_size=1)
     return model.to(device).eval().requires_grad_(False), info
 
 
 def load_pretrained(path, device="cpu"):
-    """Load a released DC-Gen class-to-image folder -> (model, info): config.json {"model_name": ...} +
-    model.safetensors with `diffusion_model.<key>` (e.g. dc-ai/dc-ae-f64c128-1.5-usit-2b-in-512px, fetched with
-    huggingface_hub.snapshot_download). The AE is not in that file: load it with ae.load_pretrained."""
+    """A released DC-Gen class-to-image folder (config.json {"model_name": ...} + model.safetensors with keys
+    `diffusion_model.<key>`) -> (model, info). The AE is not in that file: ae.load_pretrained loads it."""
     config, weights = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
     if not (os.path.isfile(config) and os.path.isfile(weights)):
         raise ValueError(f"{path}: a DC-Gen model folder holds config.json and model.safetensors")

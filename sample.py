@@ -42,6 +42,7 @@ import data as data_lib
 import diffusion
 import fid
 import fsdp
+import run
 import models
 
 # ImageNet classes of DC-AE's demo grid (the official demo_dc_ae_diffusion_model prompts).
@@ -76,7 +77,7 @@ def load_diffusion(spec, device, weights="ema", expect_model=None, resolution=51
         return model, info
     path = spec
     if os.path.isdir(spec):
-        path = fsdp.latest_checkpoint(spec)
+        path = run.latest_checkpoint(spec)
         if path is None:
             raise ValueError(f"--ckpt {spec}: no ckpt_*.pt in this folder (train one with train_diffusion.py) and no "
                              f"config.json (a released DC-Gen folder)")
@@ -201,7 +202,7 @@ def shard_path(out, k):
 
 def write_shard(path, images, labels):
     """Atomic: a crash leaves at most a temp file, never a truncated chunk that resume would trust."""
-    fsdp.atomic_write(path, lambda fh: np.savez(fh, images=images, labels=labels))
+    run.atomic_write(path, lambda fh: np.savez(fh, images=images, labels=labels))
 
 
 def read_shards(paths):

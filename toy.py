@@ -35,6 +35,7 @@ import data as data_lib
 import eval_ae
 import fid as fid_lib
 import fsdp
+import run
 import sample
 import train_ae
 import train_diffusion
@@ -125,7 +126,7 @@ def ae_figures(ae_dirs, args):
     x = torch.stack([ds[i][0] for i in (0, 2, 4, 7)])  # 4 classes (item i has class i % 10)
     rows, latents = [], [x]
     for folder in ae_dirs.values():
-        model, _ = ae_lib.load_pretrained(fsdp.latest_checkpoint(folder))
+        model, _ = ae_lib.load_pretrained(run.latest_checkpoint(folder))
         z = model.encode(x)  # (4, c, 4, 4)
         rows.append(torch.stack([x] + [model.decode(z[:, :cp]).clamp(-1, 1) for cp in args.c_primes], 1))
         avg = z.mean(1, keepdim=True)  # (4, 1, 4, 4): Fig. 2a
@@ -142,9 +143,9 @@ def ae_figures(ae_dirs, args):
 # Step 3: diffusion on each AE's latents, with and without augmented diffusion training
 # ------------------------------------------------------------------------------------------------
 
-def evaluate_samples(run, step, clf, real_feats, s, args, seed):
-    out = os.path.join(run, f"samples_{step:07d}")
-    sample.main(sample.parse_args(["--ckpt", run, "--out", out, "--num-samples", str(s["samples"]),
+def evaluate_samples(run_dir, step, clf, real_feats, s, args, seed):
+    out = os.path.join(run_dir, f"samples_{step:07d}")
+    sample.main(sample.parse_args(["--ckpt", run_dir, "--out", out, "--num-samples", str(s["samples"]),
                                    "--batch-size", "100", "--sampler", "euler", "--steps", str(args.sample_steps),
                                    "--seed", str(seed)]))
     with np.load(os.path.join(out, "samples.npz")) as npz:
@@ -162,17 +163,17 @@ def evaluate_samples(run, step, clf, real_feats, s, args, seed):
 
 
 def run_diffusion(ae_dir, aug, seed, clf, real_feats, s, args):
-    run = os.path.join(args.out, f"usit_{os.path.basename(ae_dir)}_aug-{aug}_seed{seed}")
+    run_dir = os.path.join(args.out, f"usit_{os.path.basename(ae_dir)}_aug-{aug}_seed{seed}")
     curve = []
     for k in range(1, s["evals"] + 1):  # train in segments; each re-run resumes from the newest checkpoint
         steps = s["diff_steps"] * k // s["evals"]
         train_diffusion.main(train_diffusion.parse_args([
-            "--model", "USiT-tiny", "--ae", ae_dir, "--out", run, "--cache", os.path.join(ae_dir, "latents"),
+            "--model", "USiT-tiny", "--ae", ae_dir, "--out", run_dir, "--cache", os.path.join(ae_dir, "latents"),
             "--toy-size", str(s["toy_size"]), "--aug", aug, "--batch-size", str(BATCH // 2 if aug == "extra" else BATCH),
             "--steps", str(steps), "--seed", str(seed), "--save-every", str(steps), "--grid-every", "0",
             "--log-every", "100", "--num-workers", "0", "--no-bf16"]))  # bf16 halves this tiny model's CPU speed
-        curve.append(evaluate_samples(run, steps, clf, real_feats, s, args, seed))
-    return run, curve
+        curve.append(evaluate_samples(run_dir, steps, clf, real_feats, s, args, seed))
+    return run_dir, curve
 
 
 # ------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import ae as ae_lib
 import data as data_lib
 import fsdp
+import run
 
 # Recipes. The official AE trainer and loss are unreleased: these are our choices, stated in the README.
 # The tiny CPU recipe is L1 only: LPIPS needs pretrained VGG weights (no download here) and costs more than the
@@ -110,6 +111,15 @@ class AELoss(nn.Module):
         return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
 
 
+def sample_step_c_primes(candidates, k=1, always_max=False, always_min_max=False, generator=None):
+    """The K c' of one AE training step (DC-Gen aecore/trainer.py, prepare_batch): draws with replacement from the
+    candidates (ae.sample_c_prime); always_max makes the first one c, always_min_max the first two the smallest and c."""
+    fixed = [candidates[0], candidates[-1]] if always_min_max else [candidates[-1]] if always_max else []
+    if k < max(len(fixed), 1):
+        raise ValueError(f"{k} c' per step cannot include {fixed}")
+    return fixed + (ae_lib.sample_c_prime(candidates, k - len(fixed), generator).tolist() if k > len(fixed) else [])
+
+
 # ------------------------------------------------------------------------------------------------
 # The DC-AE phases and the arguments
 # ------------------------------------------------------------------------------------------------
@@ -133,7 +143,7 @@ def set_phase(ae, phase):
 
 
 def check_args(args, ae):
-    """What depends on the AE, before any compute (the checks both trainers share are in fsdp.start_run)."""
+    """What depends on the AE, before any compute (the checks both trainers share are in run.start_run)."""
     if args.resolution < 1 or args.resolution % ae.f:
         raise ValueError(f"--resolution {args.resolution} is not a positive multiple of {ae.name}'s f={ae.f}")
     if not (1 <= args.c_prime_start <= ae.c) or args.c_prime_step < 1:
@@ -148,12 +158,12 @@ def check_args(args, ae):
 
 def read_init(args):
     """--init: the EMA weights of a previous phase (a checkpoint or its run folder), unless this run resumes."""
-    if not args.init or fsdp.resume_path(args):
+    if not args.init or run.resume_path(args):
         return None
-    path = fsdp.latest_checkpoint(args.init) if os.path.isdir(args.init) else args.init
+    path = run.latest_checkpoint(args.init) if os.path.isdir(args.init) else args.init
     if path is None or not os.path.isfile(path):
         raise ValueError(f"--init {args.init}: checkpoint not found")
-    init = fsdp.read_checkpoint(path)
+    init = run.read_checkpoint(path)
     if init["args"].get("model") != args.model:
         raise ValueError(f"{path} is a checkpoint of {init['args'].get('model')!r}, not --model {args.model}")
     return init.get("ema") or init["model"]
@@ -165,7 +175,7 @@ def main(args):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if args.always_min_max and args.always_max is None:  # the min-max option replaces the recipe's always-max
         args.always_max = False
-    fsdp.fill_recipe(args, TINY_RECIPE if "tiny" in args.model else PAPER_RECIPE[args.phase])
+    run.fill_recipe(args, TINY_RECIPE if "tiny" in args.model else PAPER_RECIPE[args.phase])
     cfg = ae_lib.AE_CONFIGS[args.model]
     args.structured = not args.model.endswith(("-1.0", "-1.1")) if args.structured is None else args.structured
     if not args.structured:  # c' = c always: K decodes would be K copies of one
@@ -184,7 +194,7 @@ def main(args):
     except ValueError as e:
         error = str(e)
     fsdp.stop_if(error, rank)
-    ckpt_path, ckpt = fsdp.start_run(args, rank, world_size, dict(model=args.model))
+    ckpt_path, ckpt = run.start_run(args, rank, world_size, dict(model=args.model))
 
     # Model and EMA (FSDP2), optimizers (and the PatchGAN), every rank's own RNG streams, then the checkpoint.
     def build():  # the previous phase's weights (--init) go in before sharding
@@ -201,9 +211,9 @@ def main(args):
         disc = fsdp.shard(PatchDiscriminator(width=16 if "tiny" in args.model else 64).to(device), [])
         modules["disc"], optimizers["opt_disc"] = disc, (fsdp.adamw(disc, args.disc_lr or args.lr, 0.0, (0.5, 0.9)), disc)
     torch.manual_seed(args.seed * 1000 + rank)  # c' draws and flips differ across ranks
-    step, data_state = fsdp.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
+    step, data_state = run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
     ckpt = init = None  # free the host copies of the weights
-    log = fsdp.RunLog(args.out, args, rank, args.steps, step if ckpt_path else None)
+    log = run.RunLog(args.out, args, rank, args.steps, step if ckpt_path else None)
     log.message(f"resumed from {ckpt_path} at step {step}" if ckpt_path else
                 f"initialised from {args.init} (phase {args.phase})" if args.init else "started from random weights")
     lp = None
@@ -224,9 +234,9 @@ def main(args):
     fixed = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
     candidates = model.c_prime_candidates if args.structured else [model.c]
     train_model = torch.compile(model) if args.compile else model
-    sync, meter = fsdp.SyncPoints(args, device, step), fsdp.Meter()
-    log.log({"params": ae_lib.count_params(model), "params_local": fsdp.local_numel(model)}, show=False)
-    log.message(f"{args.model}: {ae_lib.count_params(model) / 1e6:.2f}M params, phase {args.phase}, training "
+    sync, meter = run.SyncPoints(args, device, step), run.Meter()
+    log.log({"params": sum(p.numel() for p in model.parameters()), "params_local": fsdp.local_numel(model)}, show=False)
+    log.message(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, phase {args.phase}, training "
                 f"{n_train / 1e6:.2f}M in {prefixes}; structured={args.structured} c' in {candidates}, "
                 f"{args.num_c_primes} per step{' with c' if args.always_max else ''}"
                 f"{' with the smallest and c' if args.always_min_max else ''}; {world_size} rank(s) on {device}"
@@ -239,7 +249,7 @@ def main(args):
     while step < args.steps:
         lr = fsdp.set_lr(opt, step, args.lr, args.warmup)
         # K c' per step (DC-Gen's num_sample_latent_channels) on the training RNG: one encode, K masked decodes.
-        c_primes = ae_lib.sample_step_c_primes(candidates, args.num_c_primes, args.always_max, args.always_min_max)
+        c_primes = sample_step_c_primes(candidates, args.num_c_primes, args.always_max, args.always_min_max)
         for i in range(args.accum):
             x, _, bad = next(batches)
             if args.data != "toy":  # random horizontal flips, drawn from the training RNG (exact resume)
@@ -268,7 +278,7 @@ def main(args):
         if args.grid_every and (step % args.grid_every == 0 or step == args.steps):
             save_grid(ema, fixed, candidates, args, device, os.path.join(args.out, f"grid_{step:07d}.png"), rank)
         extra = {"c_prime_candidates": candidates, "structured": args.structured, "data": batches.state()}
-        sync.after_step(step, meter, log, lambda: fsdp.save_checkpoint(args.out, step, modules, optimizers, args,
+        sync.after_step(step, meter, log, lambda: run.save_checkpoint(args.out, step, modules, optimizers, args,
                                                                        extra), lr=lr, c_prime=c_primes if len(c_primes) > 1 else c_primes[0])
     sync.finish(log)
 

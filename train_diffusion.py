@@ -24,11 +24,12 @@ import ae as ae_lib
 import data as data_lib
 import diffusion
 import fsdp
+import run
 import models
 
 
 def check_args(args, ae):
-    """What depends on the AE, before any compute (the checks both trainers share are in fsdp.start_run)."""
+    """What depends on the AE, before any compute (the checks both trainers share are in run.start_run)."""
     if args.resolution < 1 or args.resolution % ae.f:
         raise ValueError(f"--resolution {args.resolution} is not a positive multiple of the AE's f={ae.f} ({ae.name})")
     if any(not 1 <= cp <= ae.c for cp in args.aug_c_primes):
@@ -40,7 +41,7 @@ def check_args(args, ae):
 def latent_cache(ae, source, args):
     """(identity, meta.json of a usable cache or None, the dataset to encode or None): a cache is used only if the
     same AE, data, resolution and precision made it; one made by anything else is refused (ValueError)."""
-    identity = dict(ae=source, ae_name=ae.name, ae_fingerprint=ae.fingerprint(), data=os.path.abspath(args.data)
+    identity = dict(ae=source, ae_name=ae.name, ae_fingerprint=data_lib.fingerprint(ae), data=os.path.abspath(args.data)
                     if args.data != "toy" else f"toy:{args.toy_size}", resolution=args.resolution, ae_bf16=args.ae_bf16)
     path = os.path.join(args.cache, "meta.json")
     meta = json.load(open(path)) if os.path.isfile(path) else None
@@ -74,7 +75,7 @@ def main(args):
     # Setup: process group, recipe, the frozen AE, the run folder (lock, resume checkpoint), all before any compute.
     rank, world_size, device = fsdp.setup()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    fsdp.fill_recipe(args, models.MODELS[args.model].recipe)
+    run.fill_recipe(args, models.MODELS[args.model].recipe)
     args.compile = device.type == "cuda" if args.compile is None else args.compile
     args.cache = args.cache or os.path.join(args.out, "latents")
     error, ae = None, None
@@ -87,7 +88,7 @@ def main(args):
         error = str(e)
     fsdp.stop_if(error, rank)
     side = args.resolution // ae.f
-    ckpt_path, ckpt = fsdp.start_run(args, rank, world_size, dict(model=args.model, latent_shape=[ae.c, side, side]))
+    ckpt_path, ckpt = run.start_run(args, rank, world_size, dict(model=args.model, latent_shape=[ae.c, side, side]))
 
     # Latents, encoded once; the scale that makes them unit-std: the released factor of released weights, else 1 / std.
     if meta is None:
@@ -103,9 +104,9 @@ def main(args):
     opt = fsdp.adamw(model, args.lr, args.weight_decay, tuple(args.betas))
     modules, optimizers = {"model": model, "ema": ema}, {"opt": (opt, model)}
     torch.manual_seed(args.seed * 1000 + rank)  # noise, t, c' and label dropout differ across ranks
-    step, data_state = fsdp.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
+    step, data_state = run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
     del ckpt
-    log = fsdp.RunLog(args.out, args, rank, args.steps, step if ckpt_path else None)
+    log = run.RunLog(args.out, args, rank, args.steps, step if ckpt_path else None)
     if ckpt_path:
         log.message(f"resumed from {ckpt_path} at step {step}")
     micro = args.batch_size // (world_size * args.accum)
@@ -116,8 +117,8 @@ def main(args):
         fsdp.fail(str(e), rank)
     objective = diffusion.make_objective(models.MODELS[args.model].objective)
     train_model = torch.compile(model) if args.compile else model
-    flops = 3 * models.flops_per_image(ema) * (2 if args.aug == "extra" else 1)  # fwd + bwd per training image
-    sync, meter = fsdp.SyncPoints(args, device, step, flops), fsdp.Meter()
+    flops = 3 * ema.flops_per_image() * (2 if args.aug == "extra" else 1)  # fwd + bwd per training image
+    sync, meter = run.SyncPoints(args, device, step, flops), run.Meter()
     std = meta["latent_std"]
     log.log({"params": models.count_params(model, trainable_only=False), "params_local": fsdp.local_numel(model)},
             show=False)
@@ -156,7 +157,7 @@ def main(args):
                          num_classes, rank)
         extra = {"ae": source, "ae_name": ae.name, "scaling_factor": scale, "num_classes": num_classes,
                  "latent_shape": [ae.c, side, side], "data": batches.state()}
-        sync.after_step(step, meter, log, lambda: fsdp.save_checkpoint(args.out, step, modules, optimizers, args,
+        sync.after_step(step, meter, log, lambda: run.save_checkpoint(args.out, step, modules, optimizers, args,
                                                                        extra), lr=lr)
     sync.finish(log)
 

@@ -122,6 +122,45 @@ def test_folder_flat_and_bad_input(tmp_path, folder):
 
 
 # -------------------------------------------------------------------------------------------------
+# ADM center crop, pixels <-> tensors
+# -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(300, 100), (100, 300), (600, 520), (40, 20)])
+def test_center_crop_arr(size):
+    # A white square in the middle of a black canvas: the crop keeps the middle, drops the sides.
+    W, H = size
+    s = min(W, H)
+    arr = np.zeros((H, W, 3), np.uint8)
+    arr[(H - s) // 2 : (H - s) // 2 + s, (W - s) // 2 : (W - s) // 2 + s] = 255
+    out = center_crop_arr(Image.fromarray(arr), 32)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert out[2:-2, 2:-2].min() > 200  # bicubic may ring at the very border
+    # The whole image squeezed to 32 px would be half black: it must be a crop, not a resize.
+    assert out.mean() > 230
+
+
+def test_center_crop_matches_box_then_bicubic():
+    # 600x520 at 64: BOX halvings while the short side >= 128: 300x260, 150x130, 75x65; bicubic to
+    # round(75 * 64/65) = 74 x 64; crop columns (74 - 64) // 2 = 5 .. 69.
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (520, 600, 3), dtype=np.uint8))
+    ref = img
+    for size in [(300, 260), (150, 130), (75, 65)]:
+        ref = ref.resize(size, Image.BOX)
+    ref = ref.resize((74, 64), Image.BICUBIC)
+    assert np.array_equal(center_crop_arr(img, 64), np.asarray(ref)[:, 5:69])
+
+
+def test_uint8_round_trip():
+    a = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16, 1).expand(1, 16, 16, 3).numpy()
+    x = to_tensor(a[0])[None]  # (1, 3, 16, 16)
+    assert x.min() == -1 and x.max() == 1
+    assert np.array_equal(to_uint8(x).numpy(), a)
+    assert to_uint8(torch.full((1, 3, 2, 2), 5.0)).unique().tolist() == [255]
+    assert to_uint8(torch.zeros(1, 3, 1, 1)).flatten().tolist() == [128] * 3  # clamp(127.5 x + 128), not + 127.5
+
+
+# -------------------------------------------------------------------------------------------------
 # Builders, loaders, grids
 # -------------------------------------------------------------------------------------------------
 

@@ -247,11 +247,11 @@ def test_flops_per_image_matches_flop_counter(name, patch):
     # The math SDPA backend decomposes attention into matmuls that the counter sees.
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(x, t, y)
-    assert counter.get_total_flops() == 2 * models.flops_per_image(model)
+    assert counter.get_total_flops() == 2 * model.flops_per_image()
 
 
 def test_flops_scale_with_tokens():
     # The paper's Table 4 argument: f64c128 (8x8 tokens) vs f32c32 (16x16) at 512 px, same backbone.
-    f64 = models.flops_per_image(models.create_model("USiT-2B", in_channels=128, input_size=8, device="meta"))
-    f32 = models.flops_per_image(models.create_model("USiT-2B", in_channels=32, input_size=16, device="meta"))
+    f64 = models.create_model("USiT-2B", in_channels=128, input_size=8, device="meta").flops_per_image()
+    f32 = models.create_model("USiT-2B", in_channels=32, input_size=16, device="meta").flops_per_image()
     assert 3.8 < f32 / f64 < 4.5

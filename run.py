@@ -1,0 +1,411 @@
+"""The life of one training run in its folder, shared by train_ae.py and train_diffusion.py (paper Sec. 4.1): the
+arguments both check, one run per folder (an OS lock), files written atomically through temp files unique to their
+writer, checkpoints that resume bit for bit (weights, optimizer, every RNG stream, the position in the epoch),
+metrics.jsonl that tells one history, and the sync points where ranks agree.
+
+The host syncs with the device only at sync points (every --log-every steps, and where a checkpoint is due): one
+all-reduce carries the logged means, a non-finite-loss flag, a stop signal (SIGTERM / SIGINT: save, then stop) and the
+wall-clock save. A run killed at any moment leaves complete checkpoints; re-running the same command resumes.
+
+    python train_ae.py --steps 3000               # a run in runs/ae; Ctrl-C saves and stops; the same command resumes
+    python train_ae.py --resume runs/ae --out runs/ae2   # resume another folder's newest checkpoint
+"""
+import fcntl
+import glob
+import json
+import os
+import random
+import resource
+import signal
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_model_state_dict,
+                                                     set_optimizer_state_dict)
+
+from fsdp import barrier, cleanup, is_distributed, stop_if
+
+
+# ------------------------------------------------------------------------------------------------
+# Arguments, the run folder, its lock and atomic files
+# ------------------------------------------------------------------------------------------------
+
+def fill_recipe(args, recipe):
+    """Arguments left at None take the recipe's value; explicit values (even bad ones) are kept for the checks."""
+    for k, v in recipe.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if getattr(args, "save_every", 0) is None:  # 10% of the run, so an interrupted run never loses much
+        args.save_every = max(1, args.steps // 10)
+
+
+def check_training_args(args, world_size):
+    """The checks both trainers share, before any compute; raises ValueError naming the value."""
+    for name in ("steps", "batch_size", "accum", "save_every", "log_every", "num_workers"):
+        value = getattr(args, name)
+        if value < (0 if name == "num_workers" else 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name == 'num_workers' else 1}, got {value}")
+    if args.save_minutes <= 0:
+        raise ValueError(f"--save-minutes must be > 0, got {args.save_minutes}")
+    if args.batch_size % (world_size * args.accum):
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by world size x --accum "
+                         f"({world_size} x {args.accum})")
+    if args.resume and not os.path.exists(args.resume):
+        raise ValueError(f"checkpoint not found: {args.resume}")
+
+
+def lock_run(out):
+    """Hold an OS lock on OUT/.lock for the life of this process (the kernel drops it when the process dies, however
+    it dies). Returns None, or the error when another live process holds it. POSIX record locks are not inherited by
+    DataLoader workers, so the lock goes with the run's main process."""
+    os.makedirs(out, exist_ok=True)
+    fd = os.open(os.path.join(out, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        return f"{out} is in use by another run (pid {holder}); wait for it, stop it, or pass another --out"
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    lock_run.held.append(fd)  # keep it open (and locked) until exit
+    for stale in glob.glob(os.path.join(out, "*.tmp")):  # temp files of writers that died; none is alive now
+        os.remove(stale)
+    return None
+
+
+lock_run.held = []
+
+
+def atomic_write(path, write):
+    """write(file object) into a temp file unique to this writer, fsync, then rename over `path`: a reader sees the old
+    file or the complete new one, never a partial one, and two writers never share a temp file."""
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def latest_checkpoint(out):
+    paths = sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))
+    return paths[-1] if paths else None
+
+
+def resume_path(args):
+    """--resume FILE, --resume FOLDER (its newest checkpoint) or, by default, the newest checkpoint in --out."""
+    if args.resume and os.path.isdir(args.resume):
+        path = latest_checkpoint(args.resume)
+        if path is None:
+            raise ValueError(f"--resume {args.resume}: no ckpt_*.pt in this folder")
+        return path
+    return args.resume or latest_checkpoint(args.out)
+
+
+def start_run(args, rank, world_size, expect):
+    """The start both trainers share, before any compute, every rank reaching the same verdict: the common argument
+    checks, the run folder's lock (rank 0) and the checkpoint to resume (read on rank 0; load_checkpoint broadcasts),
+    which must have been written with the values in `expect` (e.g. the model name and latent shape).
+    Returns (checkpoint path or None, checkpoint or None)."""
+    error, path, ckpt = None, None, None
+    try:
+        check_training_args(args, world_size)
+        # An existing folder is locked first (is another run in it?); a new one only once all is checked, so that a
+        # run refused for bad input leaves nothing behind.
+        error = lock_run(args.out) if rank == 0 and os.path.isdir(args.out) else None
+        path = resume_path(args)
+        if path and rank == 0 and not error:
+            ckpt = read_checkpoint(path)
+            for key, want in expect.items():
+                have = ckpt["args"].get(key) if key == "model" else ckpt.get(key, want)
+                if have != want:
+                    raise ValueError(f"{path} is a checkpoint of {have!r}, not --model {want}" if key == "model" else
+                                     f"{path} was trained with {key} {have}, this run has {want}")
+        if rank == 0 and not error and not lock_run.held:
+            error = lock_run(args.out)
+    except ValueError as e:
+        error = str(e)
+    stop_if(error, rank)
+    return path, ckpt
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints: full state dicts, written by rank 0 atomically, resumable bit for bit
+# ------------------------------------------------------------------------------------------------
+
+def rng_state():
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(out, step, modules, optimizers, args, extra=None, keep=2):
+    """Gather full state dicts (collective: every rank calls this) and write `out/ckpt_{step:07d}.pt` on rank 0
+    with atomic_write, so a crash mid-write leaves only a temp file that the next run removes. Keeps the newest
+    `keep` checkpoints. Loadable with plain torch.load: {"model", "ema", "opt", "step", "args", "rng", ...}.
+    Returns (path, size in bytes, seconds) on rank 0."""
+    t0 = time.time()
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    ckpt = {name: get_model_state_dict(m, options=opts) for name, m in modules.items()}
+    for name, (opt, m) in optimizers.items():
+        ckpt[name] = get_optimizer_state_dict(m, opt, options=opts)
+    rngs = [None] * (dist.get_world_size() if is_distributed() else 1)
+    if is_distributed():
+        dist.all_gather_object(rngs, rng_state())
+    else:
+        rngs[0] = rng_state()
+    ckpt.update(step=step, args=vars(args) if not isinstance(args, dict) else args, rng=rngs, **(extra or {}))
+    path = os.path.join(out, f"ckpt_{step:07d}.pt")
+    size = 0
+    if not is_distributed() or dist.get_rank() == 0:
+        atomic_write(path, lambda fh: torch.save(ckpt, fh))
+        size = os.path.getsize(path)
+        for old in sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))[:-keep]:
+            os.remove(old)
+    barrier()
+    return path, size, time.time() - t0
+
+
+def read_checkpoint(path):
+    """torch.load of one of our checkpoints; a file that is not one (truncated, another format) -> ValueError."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own file: RNG states need pickle
+    except Exception as e:  # truncated zip, pickle garbage, ...: the message names the file, not the unpickler
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("args"), dict) or "model" not in ckpt:
+        raise ValueError(f"{path} is not a checkpoint of train_ae.py / train_diffusion.py (no 'args' and 'model')")
+    return ckpt
+
+
+def load_checkpoint(ckpt, modules, optimizers, rank=0):
+    """Load full state dicts into (possibly sharded) modules and optimizers; returns (step, data position). Under
+    torchrun only rank 0 needs to have read the file (others pass None): weights are broadcast from rank 0, so N ranks
+    do not hold N copies of a multi-GB checkpoint in host memory. With the same world size every rank continues its
+    own RNG streams; with another one the resume is not bit-exact (the data order changes too) and says so."""
+    bcast = is_distributed()
+    opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=bcast, strict=True)
+    has = ckpt is not None and (rank == 0 or not bcast)
+    for name, m in modules.items():
+        set_model_state_dict(m, ckpt[name] if has else {}, options=opts)
+    for name, (opt, m) in optimizers.items():
+        set_optimizer_state_dict(m, opt, ckpt[name] if has else {}, options=opts)
+    meta = [ckpt["step"], ckpt.get("rng"), ckpt.get("data")] if has else [None, None, None]
+    if bcast:
+        dist.broadcast_object_list(meta, src=0)
+    step, rngs, data = meta
+    world = dist.get_world_size() if bcast else 1
+    if rngs is not None and len(rngs) == world:
+        set_rng_state(rngs[rank])
+    elif rank == 0:
+        print(f"WARNING: the checkpoint was written by {len(rngs or [])} rank(s), this run has {world}: it continues "
+              f"from the same weights and step, with other random streams and data order", file=sys.stderr)
+        data = None
+    return step, data
+
+
+# ------------------------------------------------------------------------------------------------
+# Sync points: what the host reads from the device, and when the ranks stop or save
+# ------------------------------------------------------------------------------------------------
+
+class Meter:
+    """Sums of the logged terms as device tensors (no host sync per step), a count of non-finite losses, and counts
+    logged as running totals (e.g. skipped files)."""
+
+    def __init__(self):
+        self.sums, self.counts, self.steps = {}, {}, 0
+
+    def count(self, name, value):
+        self.counts[name] = self.counts.get(name, 0) + value
+
+    def add(self, terms, weight=1.0):
+        for k, v in terms.items():
+            v = torch.as_tensor(v).detach().float()
+            self.sums[k] = self.sums.get(k, 0) + v * weight
+            if k == "loss":
+                self.sums["nonfinite"] = self.sums.get("nonfinite", 0) + (~torch.isfinite(v)).float()
+
+    def end_step(self):
+        self.steps += 1
+
+
+class SyncPoints:
+    """Every --log-every steps, at save steps and at the last step, all ranks meet in one all-reduce of the logged
+    sums and three flags (a non-finite loss, a stop signal, a checkpoint due by wall time). Between them the
+    training loop never waits for the device. SIGTERM / SIGINT ask for a checkpoint and a clean stop there (a
+    second SIGINT interrupts at once)."""
+
+    def __init__(self, args, device, start_step, train_flops_per_image=None):
+        self.args, self.device = args, device
+        self.last_save, self.t_last, self.step_last, self.totals = time.time(), time.time(), start_step, {}
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+        self.mfu_per_image = train_flops_per_image / (peak * (dist.get_world_size() if is_distributed() else 1)) \
+            if peak and train_flops_per_image else None
+        self.signal = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.on_signal)
+
+    def on_signal(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def due(self, step):
+        a = self.args
+        return step % a.log_every == 0 or step % a.save_every == 0 or step == a.steps or self.signal is not None
+
+    def sync(self, step, meter):
+        """-> (record with the means since the last sync point, non-finite?, stop?, save?)."""
+        keys, counts = sorted(k for k in meter.sums if k != "nonfinite"), sorted(meter.counts)
+        flags = [self.signal is not None, time.time() - self.last_save > 60 * self.args.save_minutes]
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(self.device) for v in
+                              [meter.sums[k] for k in keys] + [meter.sums.get("nonfinite", 0.0)] +
+                              [meter.counts[k] for k in counts] + flags])
+        world = 1
+        if is_distributed():
+            dist.all_reduce(values)
+            world = dist.get_world_size()
+        values = values.tolist()  # the one host sync of the interval
+        n = max(meter.steps, 1) * world
+        for k, v in zip(counts, values[len(keys) + 1:]):
+            self.totals[k] = self.totals.get(k, 0) + int(v)
+        now = time.time()
+        record = {"step": step, **{k: v / n for k, v in zip(keys, values)}, **self.totals,
+                  "img_per_s": (step - self.step_last) * self.args.batch_size / max(now - self.t_last, 1e-9),
+                  "mem_gib": peak_memory_gib(self.device)}
+        if self.mfu_per_image:
+            record["mfu"] = record["img_per_s"] * self.mfu_per_image
+        self.t_last, self.step_last = now, step
+        meter.sums, meter.counts, meter.steps = {}, {}, 0
+        nonfinite, stop, late = values[len(keys)] > 0, values[-2] > 0, values[-1] > 0
+        save = stop or late or step % self.args.save_every == 0 or step == self.args.steps
+        return record, nonfinite, stop, save
+
+    def after_step(self, step, meter, log, save, **extra):
+        """At a sync point: log the means since the last one; on a non-finite loss stop with exit status 3 and write
+        nothing (the last checkpoint stays the last good state); write a checkpoint when due (save() -> (path, bytes,
+        seconds)); after a stop signal, stop once it is written (exit status 128 + the signal's number)."""
+        if not self.due(step):
+            return
+        record, nonfinite, stop, save_due = self.sync(step, meter)
+        if nonfinite:
+            log.message(f"non-finite loss by step {step}; stopping. The last checkpoint is untouched: "
+                        f"{latest_checkpoint(self.args.out)}")
+            self.finish(log, 3)
+        log.log({**record, **extra})
+        if save_due:
+            path, size, seconds = save()
+            log.message(f"saved {path} ({size / 2 ** 30:.2f} GiB in {seconds:.1f}s)")
+            self.last_save = time.time()
+        if stop:
+            log.message(f"stopped by {signal.Signals(self.signal).name} at step {step} after saving; run the same "
+                        f"command again to resume")
+            self.finish(log, 128 + self.signal)
+
+    def finish(self, log, code=None):
+        """The end of a run: signals back to Python, log closed, process group down; exit with `code` if given."""
+        self.close()
+        log.close()
+        cleanup()
+        if code is not None:
+            sys.exit(code)
+
+    def close(self):
+        """Give SIGTERM / SIGINT back to Python's defaults (main() may run in-process, e.g. in tests)."""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s, for MFU
+
+
+def peak_memory_gib(device):
+    """Peak memory: the CUDA caching allocator's high-water mark, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
+
+
+# ------------------------------------------------------------------------------------------------
+# Run folder: args.json, metrics.jsonl, progress
+# ------------------------------------------------------------------------------------------------
+
+class RunLog:
+    """Rank 0 writes args.json (`args_file`) and appends JSON lines to metrics.jsonl; prints plain lines (a progress
+    bar only on a terminal). A resumed run first drops the records after its checkpoint's step, so metrics.jsonl
+    tells one history. An evaluation of a run passes another args_file so that it keeps the run's args.json."""
+
+    def __init__(self, out, args, rank, total_steps, start_step, args_file="args.json"):
+        self.rank, self.out = rank, out
+        self.bar = None
+        if rank != 0:
+            return
+        os.makedirs(out, exist_ok=True)
+        atomic_write(os.path.join(out, args_file), lambda fh: fh.write(json.dumps(vars(args), indent=2).encode()))
+        path = os.path.join(out, "metrics.jsonl")
+        if start_step is not None and os.path.isfile(path):
+            keep = []
+            with open(path) as fh:
+                for line in fh:
+                    try:
+                        if json.loads(line).get("step", 0) > start_step:
+                            break
+                    except ValueError:  # a line cut by a kill
+                        break
+                    keep.append(line)
+            atomic_write(path, lambda fh: fh.write("".join(keep).encode()))
+        self.fh = open(path, "a")
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total_steps, initial=start_step or 0, dynamic_ncols=True)
+
+    def log(self, record, show=True):
+        if self.rank != 0:
+            return
+        self.fh.write(json.dumps(record) + "\n")
+        self.fh.flush()
+        if self.bar is not None:
+            self.bar.n = record.get("step", self.bar.n)
+            self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items()
+                                  if k != "step"}, refresh=True)
+        elif show:
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+                  flush=True)
+
+    def message(self, text):
+        if self.rank != 0:
+            return
+        self.fh.write(json.dumps({"message": text}) + "\n")
+        self.fh.flush()
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self):
+        if self.rank == 0:
+            if self.bar is not None:
+                self.bar.close()
+            self.fh.close()
