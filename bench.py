@@ -179,7 +179,8 @@ def ae(args):
             m.bias.uniform_(-0.1, 0.1)
     x = torch.rand(args.batch, 3, args.image_size, args.image_size) * 2 - 1
     run_ours = lambda: ours.decode(ours.encode(x))  # noqa: E731
-    print(f"{args.model}: {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M params, x {tuple(x.shape)}, {where(x.device)}")
+    n = sum(p.numel() for p in ours.parameters())
+    print(f"{args.model}: {n / 1e6:.2f}M params, x {tuple(x.shape)}, {where(x.device)}")
     try:
         from diffusers import AutoencoderDC
     except ImportError:
@@ -250,7 +251,8 @@ def fid_bench(args):
         if pytorch_fid is not None:
             pytorch_fid.inception.load_state_dict_from_url = lambda *a, **k: state  # same weights, offline
             theirs = pytorch_fid.inception.InceptionV3([3], use_fid_inception=True).eval()
-            run_theirs = lambda: pytorch_fid.fid_score.get_activations(files, theirs, args.batch_size, 2048, "cpu", 1)  # noqa
+            run_theirs = lambda: pytorch_fid.fid_score.get_activations(  # noqa: E731
+                files, theirs, args.batch_size, 2048, "cpu", 1)
             run_theirs()
             t_theirs = best_time(run_theirs, args.repeats)
             print(f"features  pytorch-fid: {t_theirs:7.2f} s -> fid.py is {t_theirs / t_ours:.2f}x as fast; "
@@ -413,7 +415,8 @@ def gpu(args):
 
 def write_report(rows, args, seconds):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    lines = [f"# GPU benchmarks ({'tiny models on CPU: the plumbing only, no measurement' if args.tiny else 'real scripts'})",
+    what = "tiny models on CPU: the plumbing only, no measurement" if args.tiny else "the real scripts"
+    lines = [f"# GPU benchmarks ({what})",
              "", f"`python bench.py gpu{' --tiny' if args.tiny else ''}` on {where(device)}, "
              f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min in all. Medians of the logged intervals after the "
              f"first (compilation).", "",
@@ -431,8 +434,8 @@ def write_report(rows, args, seconds):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("tokens", help="fwd+bwd of a USiT on both 512 px latents", formatter_class=fsdp.HelpFormatter)
     t.add_argument("--model", default="USiT-tiny", choices=[n for n in models.MODELS if n.startswith("USiT")],
                    help="USiT-tiny is widened to 256 x 6 layers")
@@ -473,7 +476,7 @@ def parse_args(argv=None):
     g = sub.add_parser("gpu", help="the real scripts on one GPU -> docs/benchmarks.md", formatter_class=fsdp.HelpFormatter)
     g.add_argument("--tiny", action="store_true", help="tiny models on CPU: check the plumbing, measure nothing")
     g.add_argument("--report", default="docs/benchmarks.md", help="the Markdown report")
-    args = p.parse_args(argv)
+    args = parser.parse_args(argv)
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     return args

@@ -156,23 +156,23 @@ def main(args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
-    p.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a DC-Gen or diffusers folder, or a "
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a DC-Gen or diffusers folder, or a "
                    "registry name (random weights)")
-    p.add_argument("--data", default="toy", help="'toy' (a held-out set) or a validation image folder")
-    p.add_argument("--images", type=int, default=50_000, help="evaluate the first N images (DC-AE: 50,000 val)")
-    p.add_argument("--resolution", type=int, default=None, help="ADM center crop (default: 256; 32 for tiny AEs)")
-    p.add_argument("--c-primes", type=int, nargs="+", default=None, help="default: the AE's candidate list")
-    p.add_argument("--batch-size", type=int, default=32, help="per rank")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (the protocol is fp32)")
-    p.add_argument("--lpips-random", action="store_true", help="random VGG for LPIPS (smoke runs; not meaningful)")
-    p.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth for rFID "
+    parser.add_argument("--data", default="toy", help="'toy' (a held-out set) or a validation image folder")
+    parser.add_argument("--images", type=int, default=50_000, help="evaluate the first N images (DC-AE: 50,000 val)")
+    parser.add_argument("--resolution", type=int, default=None, help="ADM center crop (default: 256; 32 for tiny AEs)")
+    parser.add_argument("--c-primes", type=int, nargs="+", default=None, help="default: the AE's candidate list")
+    parser.add_argument("--batch-size", type=int, default=32, help="per rank")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (the protocol is fp32)")
+    parser.add_argument("--lpips-random", action="store_true", help="random VGG for LPIPS (smoke runs; not meaningful)")
+    parser.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth for rFID "
                    "(default: the torch hub cache, downloaded when online; 'random' for smoke runs)")
-    p.add_argument("--no-rfid", action="store_true", help="skip rFID (no Inception weights at hand)")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
-    p.add_argument("--out", default=None, help="where eval.json and the figures go (default: the AE's run folder, "
+    parser.add_argument("--no-rfid", action="store_true", help="skip rFID (no Inception weights at hand)")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    parser.add_argument("--out", default=None, help="where eval.json and the figures go (default: the AE's run folder, "
                    "else runs/eval_ae)")
-    return p.parse_args(argv)
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -473,19 +473,19 @@ def main(args):
 
 def parse_args(argv=None):
     import fsdp
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter,
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter,
                                 usage="fid.py SAMPLES REF [options] | fid.py IMAGES --save-stats OUT.npz")
-    p.add_argument("paths", nargs="+", metavar="PATH",
+    parser.add_argument("paths", nargs="+", metavar="PATH",
                    help="SAMPLES REF: an image folder, an arr_0 .npz or (REF only) a mu/sigma .npz; or one IMAGES path "
                         "with --save-stats")
-    p.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (default: the torch "
+    parser.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (default: the torch "
                    "hub cache, downloaded when online); 'random' for smoke tests")
-    p.add_argument("--save-stats", default=None, help="write the statistics of REF (or of the one path) to this .npz")
-    p.add_argument("--resolution", type=int, default=None, help="ADM center crop of image folders (default: none)")
-    p.add_argument("--batch-size", type=int, default=50, help="images per forward pass, per rank")
-    p.add_argument("--num-workers", type=int, default=4, help="DataLoader workers reading image folders")
-    p.add_argument("--no-pr", action="store_true", help="skip precision/recall (keeps no features of REF)")
-    return p.parse_args(argv)
+    parser.add_argument("--save-stats", default=None, help="write the statistics of REF (or of the one path) to this .npz")
+    parser.add_argument("--resolution", type=int, default=None, help="ADM center crop of image folders (default: none)")
+    parser.add_argument("--batch-size", type=int, default=50, help="images per forward pass, per rank")
+    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers reading image folders")
+    parser.add_argument("--no-pr", action="store_true", help="skip precision/recall (keeps no features of REF)")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ class PatchEmbed(nn.Module):
 
 
 def sincos_pos_embed_2d(dim, grid_size):
-    """DiT's fixed 2-D sin-cos table (T, dim): the column (x), then the row (y), each [sin | cos] at 1 / 10000^(k/(dim/4))."""
+    """DiT's fixed 2-D sin-cos table (T, dim): column (x), then row (y), each [sin | cos] at 1/10000^(k/(dim/4))."""
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # (dim/4,)
     coords = torch.arange(grid_size, dtype=torch.float64)
     rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # (g, g) each, token order is row-major

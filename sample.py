@@ -226,7 +226,8 @@ def check_run_config(out, config):
         with open(path) as fh:
             old = json.load(fh)
         diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
-        if diff and (glob.glob(os.path.join(out, "shards", "chunk_*.npz")) or os.path.isfile(os.path.join(out, "samples.npz"))):
+        done = glob.glob(os.path.join(out, "shards", "chunk_*.npz")) or os.path.isfile(os.path.join(out, "samples.npz"))
+        if diff and done:
             raise ValueError(f"--out {out} holds samples of another configuration (old, new: {diff}); "
                              f"pass another --out or delete it")
     os.makedirs(os.path.join(out, "shards"), exist_ok=True)
@@ -386,40 +387,41 @@ def main(args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
-    p.add_argument("--ckpt", required=True, help="train_diffusion.py checkpoint or run folder, a released DC-Gen "
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="train_diffusion.py checkpoint or run folder, a released DC-Gen "
                    "folder, or random:<model> for speed runs")
-    p.add_argument("--ae", default=None, help="the AE (default: the one the checkpoint trained on; required for DC-Gen "
+    parser.add_argument("--ae", default=None, help="the AE (default: the one the checkpoint trained on; required for DC-Gen "
                    "folders): a train_ae.py .pt / folder, a diffusers or DC-Gen folder, or a registry name (random)")
-    p.add_argument("--model", default=None, choices=sorted(models.MODELS), help="refuse a checkpoint of another model")
-    p.add_argument("--weights", choices=["ema", "model"], default="ema")
-    p.add_argument("--out", default="runs/samples")
-    p.add_argument("--num-samples", type=int, default=0, help="0: a grid; e.g. 50000: OUT/samples.npz for FID")
-    p.add_argument("--classes", type=int, nargs="+", default=None, help="grid rows; with --num-samples the labels "
+    parser.add_argument("--model", default=None, choices=sorted(models.MODELS), help="refuse a checkpoint of another model")
+    parser.add_argument("--weights", choices=["ema", "model"], default="ema")
+    parser.add_argument("--out", default="runs/samples")
+    parser.add_argument("--num-samples", type=int, default=0, help="0: a grid; e.g. 50000: OUT/samples.npz for FID")
+    parser.add_argument("--classes", type=int, nargs="+", default=None, help="grid rows; with --num-samples the labels "
                    "are drawn uniformly from these (default: all classes, the DC-AE protocol)")
-    p.add_argument("--per-class", type=int, default=8, help="grid columns")
-    p.add_argument("--batch-size", type=int, default=64, help="samples per chunk and per forward pass (x2 with "
+    parser.add_argument("--per-class", type=int, default=8, help="grid columns")
+    parser.add_argument("--batch-size", type=int, default=64, help="samples per chunk and per forward pass (x2 with "
                    "CFG); keep it fixed to reproduce or resume a run")
-    p.add_argument("--sampler", default=None, choices=sorted({s for o in diffusion.OBJECTIVES.values() for s in o.samplers}),
+    samplers = sorted({name for objective in diffusion.OBJECTIVES.values() for name in objective.samplers})
+    parser.add_argument("--sampler", default=None, choices=samplers,
                    help="default: the paper's protocol: ddpm (DiT), dpm-solver (UViT), dopri5 (SiT/USiT)")
-    p.add_argument("--steps", type=int, default=None, help="default: 250 DDPM, 30 DPM-Solver, 250 euler/heun/"
+    parser.add_argument("--steps", type=int, default=None, help="default: 250 DDPM, 30 DPM-Solver, 250 euler/heun/"
                    "euler_maruyama; dopri5 is adaptive")
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
+    parser.add_argument("--cfg-scale", type=float, default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
                    "DC-Gen documents 1.3 for DiT-XL, 1.5 for the others")
-    p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+    parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8")
-    p.add_argument("--c-prime", type=int, default=None, help="generate only the first c' latent channels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the denoiser (faster; the protocol is fp32)")
-    p.add_argument("--ae-bf16", action="store_true", help="bf16 autocast for the AE decode (the protocol is fp32)")
-    p.add_argument("--profile", action="store_true", help="synchronise and report denoise / decode / copy / write")
-    p.add_argument("--keep-shards", action="store_true", help="keep OUT/shards after assembling samples.npz")
-    p.add_argument("--fid", default=None, metavar="REF", help="run fid.py on samples.npz against REF")
-    p.add_argument("--inception-weights", default=None, help="fid.py's --inception-weights ('random': smoke)")
-    p.add_argument("--fid-batch-size", type=int, default=50)
-    p.add_argument("--resolution", type=int, default=512, help="random:<model> only")
-    p.add_argument("--num-classes", type=int, default=1000, help="random:<model> only")
-    return p.parse_args(argv)
+    parser.add_argument("--c-prime", type=int, default=None, help="generate only the first c' latent channels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the denoiser (faster; the protocol is fp32)")
+    parser.add_argument("--ae-bf16", action="store_true", help="bf16 autocast for the AE decode (the protocol is fp32)")
+    parser.add_argument("--profile", action="store_true", help="synchronise and report denoise / decode / copy / write")
+    parser.add_argument("--keep-shards", action="store_true", help="keep OUT/shards after assembling samples.npz")
+    parser.add_argument("--fid", default=None, metavar="REF", help="run fid.py on samples.npz against REF")
+    parser.add_argument("--inception-weights", default=None, help="fid.py's --inception-weights ('random': smoke)")
+    parser.add_argument("--fid-batch-size", type=int, default=50)
+    parser.add_argument("--resolution", type=int, default=512, help="random:<model> only")
+    parser.add_argument("--num-classes", type=int, default=1000, help="random:<model> only")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -76,13 +76,13 @@ class ToyClassifier(nn.Module):
         return h, self.head(h)
 
 
-def train_classifier(s):
+def train_classifier(setting):
     torch.manual_seed(0)
     clf = ToyClassifier()
     opt = torch.optim.AdamW(clf.parameters(), lr=2e-3)
     train = data_lib.ToyShapes(n=100_000, resolution=32, seed=100)  # other seeds than the AE/diffusion data
     g = torch.Generator().manual_seed(0)
-    for step in range(s["clf_steps"]):
+    for step in range(setting["clf_steps"]):
         idx = torch.randint(len(train), (64,), generator=g).tolist()
         x = torch.stack([train[i][0] for i in idx])
         y = torch.tensor([train[i][1] for i in idx])
@@ -107,11 +107,11 @@ def frechet(f1, f2):
 # Steps 1-2: the autoencoders and their reconstruction from the first c' channels
 # ------------------------------------------------------------------------------------------------
 
-def run_ae(out, flags, s, args):
-    train_ae.main(train_ae.parse_args(["--model", args.ae, "--out", out, "--steps", str(s["ae_steps"]), "--lr", "3e-4",
-                                       "--grid-every", str(s["ae_steps"]), "--log-every", "50", "--num-workers", "0",
+def run_ae(out, flags, setting, args):
+    train_ae.main(train_ae.parse_args(["--model", args.ae, "--out", out, "--steps", str(setting["ae_steps"]), "--lr", "3e-4",
+                                       "--grid-every", str(setting["ae_steps"]), "--log-every", "50", "--num-workers", "0",
                                        "--seed", str(args.seed), *flags]))
-    eval_ae.main(eval_ae.parse_args(["--ae", out, "--images", str(s["eval_images"]), "--c-primes",
+    eval_ae.main(eval_ae.parse_args(["--ae", out, "--images", str(setting["eval_images"]), "--c-primes",
                                      *map(str, args.c_primes), "--num-workers", "0", "--out", out] +
                                     (["--inception-weights", args.inception_weights] if args.inception_weights
                                      else ["--no-rfid"])))
@@ -143,9 +143,9 @@ def ae_figures(ae_dirs, args):
 # Step 3: diffusion on each AE's latents, with and without augmented diffusion training
 # ------------------------------------------------------------------------------------------------
 
-def evaluate_samples(run_dir, step, clf, real_feats, s, args, seed):
+def evaluate_samples(run_dir, step, clf, real_feats, setting, args, seed):
     out = os.path.join(run_dir, f"samples_{step:07d}")
-    sample.main(sample.parse_args(["--ckpt", run_dir, "--out", out, "--num-samples", str(s["samples"]),
+    sample.main(sample.parse_args(["--ckpt", run_dir, "--out", out, "--num-samples", str(setting["samples"]),
                                    "--batch-size", "100", "--sampler", "euler", "--steps", str(args.sample_steps),
                                    "--seed", str(seed)]))
     with np.load(os.path.join(out, "samples.npz")) as npz:
@@ -156,23 +156,25 @@ def evaluate_samples(run_dir, step, clf, real_feats, s, args, seed):
     row = {"step": step, "fd_toy": frechet(feats.double().numpy(), real_feats),
            "acc": (logits.argmax(1) == labels).float().mean().item()}
     if args.inception_weights:
-        real = torch.stack([data_lib.ToyShapes(n=s["samples"], resolution=32, seed=101)[i][0] for i in range(s["samples"])])
+        held_out = data_lib.ToyShapes(n=setting["samples"], resolution=32, seed=101)
+        real = torch.stack([held_out[i][0] for i in range(len(held_out))])
         row["fid"] = fid_lib.compute_metrics(os.path.join(out, "samples.npz"), data_lib.to_uint8(real).permute(0, 3, 1, 2),
                                              weights=args.inception_weights, pr=False, progress=False)["fid"]
     return row
 
 
-def run_diffusion(ae_dir, aug, seed, clf, real_feats, s, args):
+def run_diffusion(ae_dir, aug, seed, clf, real_feats, setting, args):
     run_dir = os.path.join(args.out, f"usit_{os.path.basename(ae_dir)}_aug-{aug}_seed{seed}")
     curve = []
-    for k in range(1, s["evals"] + 1):  # train in segments; each re-run resumes from the newest checkpoint
-        steps = s["diff_steps"] * k // s["evals"]
+    for k in range(1, setting["evals"] + 1):  # train in segments; each re-run resumes from the newest checkpoint
+        steps = setting["diff_steps"] * k // setting["evals"]
         train_diffusion.main(train_diffusion.parse_args([
             "--model", "USiT-tiny", "--ae", ae_dir, "--out", run_dir, "--cache", os.path.join(ae_dir, "latents"),
-            "--toy-size", str(s["toy_size"]), "--aug", aug, "--batch-size", str(BATCH // 2 if aug == "extra" else BATCH),
+            "--toy-size", str(setting["toy_size"]), "--aug", aug,
+            "--batch-size", str(BATCH // 2 if aug == "extra" else BATCH),
             "--steps", str(steps), "--seed", str(seed), "--save-every", str(steps), "--grid-every", "0",
             "--log-every", "100", "--num-workers", "0", "--no-bf16"]))  # bf16 halves this tiny model's CPU speed
-        curve.append(evaluate_samples(run_dir, steps, clf, real_feats, s, args, seed))
+        curve.append(evaluate_samples(run_dir, steps, clf, real_feats, setting, args, seed))
     return run_dir, curve
 
 
@@ -185,18 +187,19 @@ def mean_std(values, scale=1.0):
     return f"{a.mean():.2f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.2f}"
 
 
-def report(recon, cells, clf_acc, s, args, wall):
+def report(recon, cells, clf_acc, setting, args, wall):
     quick = " --quick" if args.quick else ""
     lines = [f"# Toy reproduction ({'quick' if args.quick else 'full'} run)", ""]
     if args.quick:
         lines += ["**A smoke run: a few dozen steps per model. These numbers show that the pipeline runs; they are "
                   "not evidence for or against the paper.**", ""]
     lines += [f"`python toy.py{quick}{'' if args.ae == DEFAULT_AE else ' --ae ' + args.ae}` — {args.ae} on 32 px toy "
-              f"images, AE seed {args.seed}, {s['ae_steps']} AE steps of batch 32; USiT-tiny {s['diff_steps']} steps "
-              f"of {BATCH} forward samples, diffusion seeds {s['seeds']}, {s['samples']} samples per evaluation "
+              f"images, AE seed {args.seed}, {setting['ae_steps']} AE steps of batch 32; USiT-tiny "
+              f"{setting['diff_steps']} steps "
+              f"of {BATCH} forward samples, diffusion seeds {setting['seeds']}, {setting['samples']} samples per evaluation "
               f"({args.sample_steps} Euler steps); wall time {wall / 60:.1f} min on {torch.get_num_threads()} CPU "
               f"threads.", "",
-              f"## Reconstruction from the first c' channels (Fig. 3 / Table 1), {s['eval_images']} held-out images",
+              f"## Reconstruction from the first c' channels (Fig. 3 / Table 1), {setting['eval_images']} held-out images",
               "", "| AE | " + " | ".join(f"PSNR c'={cp}" for cp in args.c_primes) + " |",
               "|---|" + "---:|" * len(args.c_primes)]
     for name, rows in recon.items():
@@ -213,8 +216,9 @@ def report(recon, cells, clf_acc, s, args, wall):
     fid_col = args.inception_weights is not None
     lines += ["", "## Generation (Table 5): FD_toy and classifier accuracy of class-conditional samples", "",
               f"FD_toy is a Frechet distance in the 128-d feature space of a small classifier trained on the toy data "
-              f"(test accuracy {clf_acc:.1%}), **not** the Inception FID. Mean ± std over seeds {s['seeds']} at the "
-              f"last step ({s['diff_steps']}). Every cell has the same budget: {s['diff_steps']} steps of {BATCH} "
+              f"(test accuracy {clf_acc:.1%}), **not** the Inception FID. Mean ± std over seeds {setting['seeds']} at the "
+              f"last step ({setting['diff_steps']}). Every cell has the same budget: {setting['diff_steps']} steps of "
+              f"{BATCH} "
               f"forward samples; without augmented training these are {BATCH} images, with it (`--aug extra`, the "
               f"official always_sample_max_channel) {BATCH // 2} images each at c' = c and at a drawn c'. The "
               f"structured AE is the \"{DIFFUSION_AES[1]}\" one.", "",
@@ -254,36 +258,36 @@ def main(args):
         check_args(args)
     except ValueError as e:
         fsdp.fail(str(e))
-    s = SETTINGS["quick" if args.quick else "full"]
+    setting = SETTINGS["quick" if args.quick else "full"]
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
-    clf, real_feats, clf_acc = train_classifier(s)
+    clf, real_feats, clf_acc = train_classifier(setting)
     print(f"toy classifier: test accuracy {clf_acc:.1%} (its features define FD_toy)")
     ae_dirs = {name: os.path.join(args.out, "ae_" + name.replace(", ", "_").replace(" = ", "").replace(" ", "_"))
                for name in AES}
-    recon = {name: run_ae(ae_dirs[name], flags, s, args) for name, flags in AES.items()}
+    recon = {name: run_ae(ae_dirs[name], flags, setting, args) for name, flags in AES.items()}
     ae_figures(ae_dirs, args)
     cells, runs = {}, {}
     for name in DIFFUSION_AES:  # Table 5: {unstructured, structured} x {off, extra}
         for aug in ("off", "extra"):
-            results = [run_diffusion(ae_dirs[name], aug, seed, clf, real_feats, s, args) for seed in s["seeds"]]
+            results = [run_diffusion(ae_dirs[name], aug, seed, clf, real_feats, setting, args) for seed in setting["seeds"]]
             runs[(name, aug)], cells[(name, aug)] = results[0][0], [curve for _, curve in results]
     # The sample grid of the structured + augmented model (seed 0): rows are the ten classes.
     grid = sample.main(sample.parse_args(["--ckpt", runs[(DIFFUSION_AES[1], "extra")], "--out", args.out,
                                           "--sampler", "euler", "--steps", str(args.sample_steps)]))["grid"]
     os.replace(grid, os.path.join(args.out, "toy_samples_structured_aug.png"))
-    report(recon, cells, clf_acc, s, args, time.time() - t0)
+    report(recon, cells, clf_acc, setting, args, time.time() - t0)
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run of about a minute (CI); not evidence")
-    p.add_argument("--out", default="runs/toy", help="output folder: runs, figures, toy_results.md")
-    p.add_argument("--seed", type=int, default=0, help="seed of the AE runs")
-    p.add_argument("--ae", default=DEFAULT_AE, choices=[n for n in ae_lib.AE_CONFIGS if n.endswith("-tiny")],
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute (CI); not evidence")
+    parser.add_argument("--out", default="runs/toy", help="output folder: runs, figures, toy_results.md")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the AE runs")
+    parser.add_argument("--ae", default=DEFAULT_AE, choices=[n for n in ae_lib.AE_CONFIGS if n.endswith("-tiny")],
                    help="the knob 'latent channels per pixel': dc-ae-f8c16-tiny has 4x fewer")
-    p.add_argument("--c-primes", type=int, nargs="+", default=None, help="c' of the reconstruction table "
+    parser.add_argument("--c-primes", type=int, nargs="+", default=None, help="c' of the reconstruction table "
                    "(default: c/8, c/4, c/2, c)")
-    p.add_argument("--sample-steps", type=int, default=25, help="Euler steps per sample")
-    p.add_argument("--inception-weights", default=None, help="also report the real FID (pt_inception-...pth)")
-    main(p.parse_args())
+    parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps per sample")
+    parser.add_argument("--inception-weights", default=None, help="also report the real FID (pt_inception-...pth)")
+    main(parser.parse_args())

@@ -110,6 +110,15 @@ class AELoss(nn.Module):
         fake = self.discriminator(x_rec.detach())
         return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
 
+    def discriminator_step(self, x, x_rec, opt, bf16):
+        """One update of the PatchGAN on real x and the detached reconstructions; returns its loss (a tensor)."""
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+            loss = self.discriminator_loss(x, x_rec.float())
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
 
 def sample_step_c_primes(candidates, k=1, always_max=False, always_min_max=False, generator=None):
     """The K c' of one AE training step (DC-Gen aecore/trainer.py, prepare_batch): draws with replacement from the
@@ -140,6 +149,21 @@ def set_phase(ae, phase):
     for name, p in ae.named_parameters():
         p.requires_grad_(any(name.startswith(q) for q in prefixes))
     return prefixes, sum(p.numel() for p in ae.parameters() if p.requires_grad)
+
+
+def fill_defaults(args, device):
+    """The recipe of the model and phase, then what depends on it, for every argument left at None."""
+    if args.always_min_max and args.always_max is None:  # the min-max option replaces the recipe's always-max
+        args.always_max = False
+    run.fill_recipe(args, TINY_RECIPE if "tiny" in args.model else PAPER_RECIPE[args.phase])
+    cfg = ae_lib.AE_CONFIGS[args.model]
+    args.structured = not args.model.endswith(("-1.0", "-1.1")) if args.structured is None else args.structured
+    if not args.structured:  # c' = c always: K decodes would be K copies of one
+        args.num_c_primes, args.always_max, args.always_min_max = 1, False, False
+    args.c_prime_start = cfg["c_prime_start"] if args.c_prime_start is None else args.c_prime_start
+    args.c_prime_step = cfg["c_prime_step"] if args.c_prime_step is None else args.c_prime_step
+    args.gan_start = 0 if args.phase == 3 and args.gan_start is None else args.gan_start
+    args.compile = device.type == "cuda" if args.compile is None else args.compile
 
 
 def check_args(args, ae):
@@ -173,17 +197,7 @@ def main(args):
     # Setup: process group, recipe, checks, the run folder (lock, resume checkpoint), all before any compute.
     rank, world_size, device = fsdp.setup()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    if args.always_min_max and args.always_max is None:  # the min-max option replaces the recipe's always-max
-        args.always_max = False
-    run.fill_recipe(args, TINY_RECIPE if "tiny" in args.model else PAPER_RECIPE[args.phase])
-    cfg = ae_lib.AE_CONFIGS[args.model]
-    args.structured = not args.model.endswith(("-1.0", "-1.1")) if args.structured is None else args.structured
-    if not args.structured:  # c' = c always: K decodes would be K copies of one
-        args.num_c_primes, args.always_max, args.always_min_max = 1, False, False
-    args.c_prime_start = cfg["c_prime_start"] if args.c_prime_start is None else args.c_prime_start
-    args.c_prime_step = cfg["c_prime_step"] if args.c_prime_step is None else args.c_prime_step
-    args.gan_start = 0 if args.phase == 3 and args.gan_start is None else args.gan_start
-    args.compile = device.type == "cuda" if args.compile is None else args.compile
+    fill_defaults(args, device)
     error, init, dataset = None, None, None
     try:
         with torch.device("meta"):
@@ -235,8 +249,9 @@ def main(args):
     candidates = model.c_prime_candidates if args.structured else [model.c]
     train_model = torch.compile(model) if args.compile else model
     sync, meter = run.SyncPoints(args, device, step), run.Meter()
-    log.log({"params": sum(p.numel() for p in model.parameters()), "params_local": fsdp.local_numel(model)}, show=False)
-    log.message(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, phase {args.phase}, training "
+    n_params = sum(p.numel() for p in model.parameters())
+    log.log({"params": n_params, "params_local": fsdp.local_numel(model)}, show=False)
+    log.message(f"{args.model}: {n_params / 1e6:.2f}M params, phase {args.phase}, training "
                 f"{n_train / 1e6:.2f}M in {prefixes}; structured={args.structured} c' in {candidates}, "
                 f"{args.num_c_primes} per step{' with c' if args.always_max else ''}"
                 f"{' with the smallest and c' if args.always_min_max else ''}; {world_size} rank(s) on {device}"
@@ -265,21 +280,17 @@ def main(args):
             (loss / args.accum).backward()
             meter.add({"loss": loss, **terms}, 1 / args.accum)
             meter.count("skipped", bad.sum())
-            if disc is not None and step >= loss_fn.gan_start:
-                optimizers["opt_disc"][0].zero_grad(set_to_none=True)
-                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-                    d_loss = loss_fn.discriminator_loss(x, x_rec.float())
-                d_loss.backward()
-                optimizers["opt_disc"][0].step()
-                meter.add({"disc": d_loss}, 1 / args.accum)
+            if disc is not None and step >= loss_fn.gan_start:  # the PatchGAN's own step (phase 3)
+                meter.add({"disc": loss_fn.discriminator_step(x, x_rec, optimizers["opt_disc"][0], args.bf16)},
+                          1 / args.accum)
         meter.add({"grad_norm": fsdp.optimizer_step(model, opt, ema, step, args)})
         meter.end_step()
         step += 1
         if args.grid_every and (step % args.grid_every == 0 or step == args.steps):
             save_grid(ema, fixed, candidates, args, device, os.path.join(args.out, f"grid_{step:07d}.png"), rank)
         extra = {"c_prime_candidates": candidates, "structured": args.structured, "data": batches.state()}
-        sync.after_step(step, meter, log, lambda: run.save_checkpoint(args.out, step, modules, optimizers, args,
-                                                                       extra), lr=lr, c_prime=c_primes if len(c_primes) > 1 else c_primes[0])
+        sync.after_step(step, meter, log, lambda: run.save_checkpoint(args.out, step, modules, optimizers, args, extra),
+                        lr=lr, c_prime=c_primes if len(c_primes) > 1 else c_primes[0])
     sync.finish(log)
 
 
@@ -296,52 +307,52 @@ def save_grid(ema, fixed, candidates, args, device, path, rank):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
-    p.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f8c64-tiny", help="AE (ae.py)")
-    p.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder (class subfolders)")
-    p.add_argument("--toy-size", type=int, default=50_000, help="images of the toy dataset")
-    p.add_argument("--resolution", type=int, default=None, help="default: 256 (phases 1, 3), 512 (phase 2); toy 32")
-    p.add_argument("--phase", type=int, choices=[1, 2, 3], default=1, help="the DC-AE training phase")
-    p.add_argument("--structured", action=argparse.BooleanOptionalAction, default=None,
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f8c64-tiny", help="AE (ae.py)")
+    parser.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder (class subfolders)")
+    parser.add_argument("--toy-size", type=int, default=50_000, help="images of the toy dataset")
+    parser.add_argument("--resolution", type=int, default=None, help="default: 256 (phases 1, 3), 512 (phase 2); toy 32")
+    parser.add_argument("--phase", type=int, choices=[1, 2, 3], default=1, help="the DC-AE training phase")
+    parser.add_argument("--structured", action=argparse.BooleanOptionalAction, default=None,
                    help="train with the channel mask of Eq. 1 (default: on, except for -1.0/-1.1 baselines)")
-    p.add_argument("--c-prime-start", type=int, default=None, help="first c' of the list (paper: 16)")
-    p.add_argument("--c-prime-step", type=int, default=None, help="step of the c' list (paper: 4)")
-    p.add_argument("--num-c-primes", type=int, default=None, help="K c' per step: one encode, K masked decodes, the "
+    parser.add_argument("--c-prime-start", type=int, default=None, help="first c' of the list (paper: 16)")
+    parser.add_argument("--c-prime-step", type=int, default=None, help="step of the c' list (paper: 4)")
+    parser.add_argument("--num-c-primes", type=int, default=None, help="K c' per step: one encode, K masked decodes, the "
                    "mean loss (DC-Gen's num_sample_latent_channels). Default: 1 (paper models, DC-Gen), 2 (tiny)")
-    p.add_argument("--always-max", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--always-max", action=argparse.BooleanOptionalAction, default=None,
                    help="c is always one of the K (always_sample_max_channel). Default: off (paper models), on (tiny)")
-    p.add_argument("--always-min-max", action="store_true", help="the smallest c' and c are always two of the K "
+    parser.add_argument("--always-min-max", action="store_true", help="the smallest c' and c are always two of the K "
                    "(always_sample_min_max_channel)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's)")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default: the recipe's)")
-    p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
-    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the recipe's)")
-    p.add_argument("--warmup", type=int, default=None, help="linear LR warm-up steps (default: the recipe's)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0: no clipping)")
-    p.add_argument("--ema-decay", type=float, default=None, help="default: 0.9999 (paper models), 0.999 (tiny)")
-    p.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="global batch size (default: the recipe's)")
+    parser.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
+    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the recipe's)")
+    parser.add_argument("--warmup", type=int, default=None, help="linear LR warm-up steps (default: the recipe's)")
+    parser.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0: no clipping)")
+    parser.add_argument("--ema-decay", type=float, default=None, help="default: 0.9999 (paper models), 0.999 (tiny)")
+    parser.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
                    "0: constant decay. Default: 2000 (paper models), 200 (tiny)")
-    p.add_argument("--w-l1", type=float, default=1.0, help="weight of the L1 term")
-    p.add_argument("--w-lpips", type=float, default=None, help="weight of LPIPS; default 1.0 (paper), 0.0 (tiny)")
-    p.add_argument("--w-gan", type=float, default=0.1, help="weight of the hinge GAN term")
-    p.add_argument("--gan-start", type=int, default=None, help="step at which the GAN loss starts (phase 3: 0)")
-    p.add_argument("--disc-lr", type=float, default=None, help="discriminator learning rate (default: --lr)")
-    p.add_argument("--lpips-random", action="store_true",
+    parser.add_argument("--w-l1", type=float, default=1.0, help="weight of the L1 term")
+    parser.add_argument("--w-lpips", type=float, default=None, help="weight of LPIPS; default 1.0 (paper), 0.0 (tiny)")
+    parser.add_argument("--w-gan", type=float, default=0.1, help="weight of the hinge GAN term")
+    parser.add_argument("--gan-start", type=int, default=None, help="step at which the GAN loss starts (phase 3: 0)")
+    parser.add_argument("--disc-lr", type=float, default=None, help="discriminator learning rate (default: --lr)")
+    parser.add_argument("--lpips-random", action="store_true",
                    help="random VGG trunk for LPIPS (offline smoke runs; not a perceptual loss)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast (training)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast (training)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (default: on with CUDA, off on CPU)")
-    p.add_argument("--out", default="runs/ae", help="run folder: args, metrics, grids, checkpoints")
-    p.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
-    p.add_argument("--init", default=None, help="weights (EMA) of a previous phase: a checkpoint or its run folder")
-    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
-    p.add_argument("--save-minutes", type=float, default=None, help="... and at least every M minutes of wall time "
+    parser.add_argument("--out", default="runs/ae", help="run folder: args, metrics, grids, checkpoints")
+    parser.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
+    parser.add_argument("--init", default=None, help="weights (EMA) of a previous phase: a checkpoint or its run folder")
+    parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
+    parser.add_argument("--save-minutes", type=float, default=None, help="... and at least every M minutes of wall time "
                    "(default: 2 for tiny models, 30 for paper models)")
-    p.add_argument("--grid-every", type=int, default=1000, help="Fig. 3 grid of the EMA every N steps (0: never)")
-    p.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
-    p.add_argument("--seed", type=int, default=0, help="model init and the per-rank random streams")
-    return p.parse_args(argv)
+    parser.add_argument("--grid-every", type=int, default=1000, help="Fig. 3 grid of the EMA every N steps (0: never)")
+    parser.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    parser.add_argument("--seed", type=int, default=0, help="model init and the per-rank random streams")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

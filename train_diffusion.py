@@ -157,53 +157,53 @@ def main(args):
                          num_classes, rank)
         extra = {"ae": source, "ae_name": ae.name, "scaling_factor": scale, "num_classes": num_classes,
                  "latent_shape": [ae.c, side, side], "data": batches.state()}
-        sync.after_step(step, meter, log, lambda: run.save_checkpoint(args.out, step, modules, optimizers, args,
-                                                                       extra), lr=lr)
+        sync.after_step(step, meter, log, lambda: run.save_checkpoint(args.out, step, modules, optimizers, args, extra),
+                        lr=lr)
     sync.finish(log)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
-    p.add_argument("--model", choices=sorted(models.MODELS), default="USiT-tiny", help="backbone (models.py)")
-    p.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a diffusers or DC-Gen folder, "
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser.add_argument("--model", choices=sorted(models.MODELS), default="USiT-tiny", help="backbone (models.py)")
+    parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a diffusers or DC-Gen folder, "
                    "or a registry name (random weights, smoke runs)")
-    p.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder")
-    p.add_argument("--toy-size", type=int, default=5000, help="images of the toy dataset")
-    p.add_argument("--num-classes", type=int, default=10, help="toy classes")
-    p.add_argument("--resolution", type=int, default=32, help="image resolution; latents are resolution / f")
-    p.add_argument("--patch-size", type=int, default=1, help="DC-AE backbones use 1 (Sec. 4.1)")
-    p.add_argument("--cache", default=None, help="latent cache folder (default: OUT/latents)")
-    p.add_argument("--aug", choices=["replace", "extra", "off"], default="extra",
+    parser.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder")
+    parser.add_argument("--toy-size", type=int, default=5000, help="images of the toy dataset")
+    parser.add_argument("--num-classes", type=int, default=10, help="toy classes")
+    parser.add_argument("--resolution", type=int, default=32, help="image resolution; latents are resolution / f")
+    parser.add_argument("--patch-size", type=int, default=1, help="DC-AE backbones use 1 (Sec. 4.1)")
+    parser.add_argument("--cache", default=None, help="latent cache folder (default: OUT/latents)")
+    parser.add_argument("--aug", choices=["replace", "extra", "off"], default="extra",
                    help="augmented diffusion training (Eq. 2): extra = official always_sample_max_channel")
-    p.add_argument("--aug-c-primes", type=int, nargs="+", default=None, help="c' list (default: the AE's)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the model's recipe)")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default: the recipe's)")
-    p.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
-    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the recipe's)")
-    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (not on norms, biases)")
-    p.add_argument("--betas", type=float, nargs=2, default=None, help="AdamW betas (default: the recipe's)")
-    p.add_argument("--warmup", type=int, default=None, help="linear LR warm-up steps (default: the recipe's)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0: no clipping)")
-    p.add_argument("--ema-decay", type=float, default=None, help="default: 0.9999 (paper models), 0.999 (tiny)")
-    p.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
+    parser.add_argument("--aug-c-primes", type=int, nargs="+", default=None, help="c' list (default: the AE's)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the model's recipe)")
+    parser.add_argument("--batch-size", type=int, default=None, help="global batch size (default: the recipe's)")
+    parser.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
+    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the recipe's)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (not on norms, biases)")
+    parser.add_argument("--betas", type=float, nargs=2, default=None, help="AdamW betas (default: the recipe's)")
+    parser.add_argument("--warmup", type=int, default=None, help="linear LR warm-up steps (default: the recipe's)")
+    parser.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0: no clipping)")
+    parser.add_argument("--ema-decay", type=float, default=None, help="default: 0.9999 (paper models), 0.999 (tiny)")
+    parser.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
                    "0: constant decay (DiT, U-ViT). Default: 2000 (paper models), 200 (tiny)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast for training")
-    p.add_argument("--ae-bf16", action="store_true", help="encode the latent cache under bf16 autocast (default fp32)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast for training")
+    parser.add_argument("--ae-bf16", action="store_true", help="encode the latent cache under bf16 autocast (default fp32)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the backbone (default: on with CUDA, off on CPU)")
-    p.add_argument("--out", default="runs/diffusion", help="run folder: args, metrics, grids, checkpoints")
-    p.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
-    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
-    p.add_argument("--save-minutes", type=float, default=None, help="... and at least every M minutes of wall time "
+    parser.add_argument("--out", default="runs/diffusion", help="run folder: args, metrics, grids, checkpoints")
+    parser.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
+    parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
+    parser.add_argument("--save-minutes", type=float, default=None, help="... and at least every M minutes of wall time "
                    "(default: 2 for tiny models, 30 for paper models)")
-    p.add_argument("--grid-every", type=int, default=5000, help="EMA sample grid every N steps (0: never)")
-    p.add_argument("--grid-steps", type=int, default=50, help="sampler steps for the periodic grids")
-    p.add_argument("--grid-cols", type=int, default=8, help="samples per class in the periodic grids")
-    p.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
-    p.add_argument("--encode-batch", type=int, default=64, help="batch size when encoding the latent cache")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers when encoding the latent cache")
-    p.add_argument("--seed", type=int, default=0, help="model init and the per-rank random streams")
-    return p.parse_args(argv)
+    parser.add_argument("--grid-every", type=int, default=5000, help="EMA sample grid every N steps (0: never)")
+    parser.add_argument("--grid-steps", type=int, default=50, help="sampler steps for the periodic grids")
+    parser.add_argument("--grid-cols", type=int, default=8, help="samples per class in the periodic grids")
+    parser.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
+    parser.add_argument("--encode-batch", type=int, default=64, help="batch size when encoding the latent cache")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers when encoding the latent cache")
+    parser.add_argument("--seed", type=int, default=0, help="model init and the per-rank random streams")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
