@@ -416,7 +416,7 @@ def gpu(args):
 def write_report(rows, args, seconds):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     what = "tiny models on CPU: the plumbing only, no measurement" if args.tiny else "the real scripts"
-    lines = [f"# GPU benchmarks ({what})",
+    lines = [f"## GPU benchmarks ({what})",
              "", f"`python bench.py gpu{' --tiny' if args.tiny else ''}` on {where(device)}, "
              f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min in all. Medians of the logged intervals after the "
              f"first (compilation).", "",
@@ -427,10 +427,16 @@ def write_report(rows, args, seconds):
         mem = f"{r['mem_gib']:.1f}" if r.get("mem_gib") is not None else "-"
         lines.append(f"| {r['part']} | {r['status']} | {ips} | {mfu} | {mem} | {r['seconds']:.0f} | {r['note']} |")
     lines += ["", "Commands (in a temporary folder):", ""] + [f"- {r['part']}: `{r['command']}`" for r in rows]
-    os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
-    with open(args.report, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    print(text)
+    report = args.report or ("runs/bench_gpu_tiny.md" if args.tiny else "docs/benchmarks.md")
+    old = open(report).read() if os.path.isfile(report) else ""
+    begin, end = "<!-- bench.py gpu: begin -->\n", "<!-- bench.py gpu: end -->\n"
+    if begin in old and end in old:  # docs/benchmarks.md: replace this suite's section, keep the rest
+        text = old[:old.index(begin)] + begin + text + old[old.index(end):]
+    os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
+    with open(report, "w") as fh:
+        fh.write(text)
 
 
 def parse_args(argv=None):
@@ -475,7 +481,8 @@ def parse_args(argv=None):
     q.add_argument("--steps", type=int, default=5, help="profiled steps")
     g = sub.add_parser("gpu", help="the real scripts on one GPU -> docs/benchmarks.md", formatter_class=fsdp.HelpFormatter)
     g.add_argument("--tiny", action="store_true", help="tiny models on CPU: check the plumbing, measure nothing")
-    g.add_argument("--report", default="docs/benchmarks.md", help="the Markdown report")
+    g.add_argument("--report", default=None, help="the Markdown report (default: its section of docs/benchmarks.md; "
+                   "runs/bench_gpu_tiny.md with --tiny)")
     args = parser.parse_args(argv)
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
