@@ -158,7 +158,7 @@ def main(args):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
     parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a DC-Gen or diffusers folder, or a "
-                   "registry name (random weights)")
+                        "registry name (random weights)")
     parser.add_argument("--data", default="toy", help="'toy' (a held-out set) or a validation image folder")
     parser.add_argument("--images", type=int, default=50_000, help="evaluate the first N images (DC-AE: 50,000 val)")
     parser.add_argument("--resolution", type=int, default=None, help="ADM center crop (default: 256; 32 for tiny AEs)")
@@ -167,11 +167,11 @@ def parse_args(argv=None):
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (the protocol is fp32)")
     parser.add_argument("--lpips-random", action="store_true", help="random VGG for LPIPS (smoke runs; not meaningful)")
     parser.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth for rFID "
-                   "(default: the torch hub cache, downloaded when online; 'random' for smoke runs)")
+                        "(default: the torch hub cache, downloaded when online; 'random' for smoke runs)")
     parser.add_argument("--no-rfid", action="store_true", help="skip rFID (no Inception weights at hand)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--out", default=None, help="where eval.json and the figures go (default: the AE's run folder, "
-                   "else runs/eval_ae)")
+                        "else runs/eval_ae)")
     return parser.parse_args(argv)
 
 

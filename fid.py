@@ -476,10 +476,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter,
                                 usage="fid.py SAMPLES REF [options] | fid.py IMAGES --save-stats OUT.npz")
     parser.add_argument("paths", nargs="+", metavar="PATH",
-                   help="SAMPLES REF: an image folder, an arr_0 .npz or (REF only) a mu/sigma .npz; or one IMAGES path "
+                        help="SAMPLES REF: an image folder, an arr_0 .npz or (REF only) a mu/sigma .npz; or one IMAGES path "
                         "with --save-stats")
     parser.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (default: the torch "
-                   "hub cache, downloaded when online); 'random' for smoke tests")
+                        "hub cache, downloaded when online); 'random' for smoke tests")
     parser.add_argument("--save-stats", default=None, help="write the statistics of REF (or of the one path) to this .npz")
     parser.add_argument("--resolution", type=int, default=None, help="ADM center crop of image folders (default: none)")
     parser.add_argument("--batch-size", type=int, default=50, help="images per forward pass, per rank")

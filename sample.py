@@ -389,27 +389,27 @@ def main(args):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
     parser.add_argument("--ckpt", required=True, help="train_diffusion.py checkpoint or run folder, a released DC-Gen "
-                   "folder, or random:<model> for speed runs")
+                        "folder, or random:<model> for speed runs")
     parser.add_argument("--ae", default=None, help="the AE (default: the one the checkpoint trained on; required for DC-Gen "
-                   "folders): a train_ae.py .pt / folder, a diffusers or DC-Gen folder, or a registry name (random)")
+                        "folders): a train_ae.py .pt / folder, a diffusers or DC-Gen folder, or a registry name (random)")
     parser.add_argument("--model", default=None, choices=sorted(models.MODELS), help="refuse a checkpoint of another model")
     parser.add_argument("--weights", choices=["ema", "model"], default="ema")
     parser.add_argument("--out", default="runs/samples")
     parser.add_argument("--num-samples", type=int, default=0, help="0: a grid; e.g. 50000: OUT/samples.npz for FID")
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="grid rows; with --num-samples the labels "
-                   "are drawn uniformly from these (default: all classes, the DC-AE protocol)")
+                        "are drawn uniformly from these (default: all classes, the DC-AE protocol)")
     parser.add_argument("--per-class", type=int, default=8, help="grid columns")
     parser.add_argument("--batch-size", type=int, default=64, help="samples per chunk and per forward pass (x2 with "
-                   "CFG); keep it fixed to reproduce or resume a run")
+                        "CFG); keep it fixed to reproduce or resume a run")
     samplers = sorted({name for objective in diffusion.OBJECTIVES.values() for name in objective.samplers})
     parser.add_argument("--sampler", default=None, choices=samplers,
-                   help="default: the paper's protocol: ddpm (DiT), dpm-solver (UViT), dopri5 (SiT/USiT)")
+                        help="default: the paper's protocol: ddpm (DiT), dpm-solver (UViT), dopri5 (SiT/USiT)")
     parser.add_argument("--steps", type=int, default=None, help="default: 250 DDPM, 30 DPM-Solver, 250 euler/heun/"
-                   "euler_maruyama; dopri5 is adaptive")
+                        "euler_maruyama; dopri5 is adaptive")
     parser.add_argument("--cfg-scale", type=float, default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
-                   "DC-Gen documents 1.3 for DiT-XL, 1.5 for the others")
+                        "DC-Gen documents 1.3 for DiT-XL, 1.5 for the others")
     parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                   help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8")
+                        help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8")
     parser.add_argument("--c-prime", type=int, default=None, help="generate only the first c' latent channels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the denoiser (faster; the protocol is fp32)")

@@ -3,12 +3,12 @@ and augmented diffusion training (Sec. 3.3, Eq. 2, Fig. 5b, Table 5), on the pro
 
 It drives the project's scripts (train_ae.py, eval_ae.py, train_diffusion.py, sample.py) and reimplements none:
   1. trains a tiny AE with many latent channels per latent pixel (f8c64 on 32 px: 4x4x64, a toy analogue of f32c128)
-     three times: without the channel mask (the DC-AE baseline), with it and one c' per step (DC-Gen's default), and
-     with it and two c' per step, c always among them (the toy recipe's default);
+     three times: without the channel mask (the DC-AE baseline), with it and one c' per step (DC-Gen's default and the
+     recipe's), and with it and two c' per step, c always among them;
   2. measures reconstruction from the first c' channels for several c' (PSNR; LPIPS when VGG weights are present):
      the quantitative Fig. 3 / Table 1, plus the Fig. 3 grid (rows: model x image; columns: c') and the
      channel-averaged latent of Fig. 2a;
-  3. trains a tiny USiT on the unstructured and the default structured AE's latents, with and without augmented
+  3. trains a tiny USiT on the unstructured and the K = 1 structured AE's latents, with and without augmented
      diffusion training (Table 5's four cells, three seeds each, the same forward passes per step in every cell),
      and tracks generation quality against training steps (Fig. 5b);
   4. writes OUT/toy_results.md (tables with seeds, budgets and wall time) and PNG grids, and prints the tables.
@@ -49,9 +49,9 @@ SETTINGS = {  # steps are optimizer steps; evals = how many points on the Fig. 5
 }
 # The three AEs: unstructured (DC-AE), structured with DC-Gen's default of one c' per step, and the toy default.
 AES = {"unstructured": ["--no-structured", "--num-c-primes", "1", "--no-always-max"],
-       "structured, K = 1": ["--structured", "--num-c-primes", "1", "--no-always-max"],
+       "structured, K = 1": ["--structured", "--num-c-primes", "1", "--no-always-max"],  # the recipe's, DC-Gen's
        "structured, K = 2 with c": ["--structured", "--num-c-primes", "2", "--always-max"]}
-DIFFUSION_AES = ["unstructured", "structured, K = 2 with c"]  # Table 5: structured latent space off / on
+DIFFUSION_AES = ["unstructured", "structured, K = 1"]  # Table 5: structured latent space off / on (DC-Gen's K)
 BATCH = 64  # forward samples per diffusion step in every cell: --aug extra runs 32 images twice (c' = c and drawn)
 
 
@@ -285,9 +285,9 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="runs/toy", help="output folder: runs, figures, toy_results.md")
     parser.add_argument("--seed", type=int, default=0, help="seed of the AE runs")
     parser.add_argument("--ae", default=DEFAULT_AE, choices=[n for n in ae_lib.AE_CONFIGS if n.endswith("-tiny")],
-                   help="the knob 'latent channels per pixel': dc-ae-f8c16-tiny has 4x fewer")
+                        help="the knob 'latent channels per pixel': dc-ae-f8c16-tiny has 4x fewer")
     parser.add_argument("--c-primes", type=int, nargs="+", default=None, help="c' of the reconstruction table "
-                   "(default: c/8, c/4, c/2, c)")
+                        "(default: c/8, c/4, c/2, c)")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps per sample")
     parser.add_argument("--inception-weights", default=None, help="also report the real FID (pt_inception-...pth)")
     main(parser.parse_args())

@@ -166,7 +166,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
     parser.add_argument("--model", choices=sorted(models.MODELS), default="USiT-tiny", help="backbone (models.py)")
     parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a diffusers or DC-Gen folder, "
-                   "or a registry name (random weights, smoke runs)")
+                        "or a registry name (random weights, smoke runs)")
     parser.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder")
     parser.add_argument("--toy-size", type=int, default=5000, help="images of the toy dataset")
     parser.add_argument("--num-classes", type=int, default=10, help="toy classes")
@@ -174,7 +174,7 @@ def parse_args(argv=None):
     parser.add_argument("--patch-size", type=int, default=1, help="DC-AE backbones use 1 (Sec. 4.1)")
     parser.add_argument("--cache", default=None, help="latent cache folder (default: OUT/latents)")
     parser.add_argument("--aug", choices=["replace", "extra", "off"], default="extra",
-                   help="augmented diffusion training (Eq. 2): extra = official always_sample_max_channel")
+                        help="augmented diffusion training (Eq. 2): extra = official always_sample_max_channel")
     parser.add_argument("--aug-c-primes", type=int, nargs="+", default=None, help="c' list (default: the AE's)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the model's recipe)")
     parser.add_argument("--batch-size", type=int, default=None, help="global batch size (default: the recipe's)")
@@ -186,16 +186,16 @@ def parse_args(argv=None):
     parser.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0: no clipping)")
     parser.add_argument("--ema-decay", type=float, default=None, help="default: 0.9999 (paper models), 0.999 (tiny)")
     parser.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
-                   "0: constant decay (DiT, U-ViT). Default: 2000 (paper models), 200 (tiny)")
+                        "0: constant decay (DiT, U-ViT). Default: 2000 (paper models), 200 (tiny)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast for training")
     parser.add_argument("--ae-bf16", action="store_true", help="encode the latent cache under bf16 autocast (default fp32)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the backbone (default: on with CUDA, off on CPU)")
+                        help="torch.compile the backbone (default: on with CUDA, off on CPU)")
     parser.add_argument("--out", default="runs/diffusion", help="run folder: args, metrics, grids, checkpoints")
     parser.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
     parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
     parser.add_argument("--save-minutes", type=float, default=None, help="... and at least every M minutes of wall time "
-                   "(default: 2 for tiny models, 30 for paper models)")
+                        "(default: 2 for tiny models, 30 for paper models)")
     parser.add_argument("--grid-every", type=int, default=5000, help="EMA sample grid every N steps (0: never)")
     parser.add_argument("--grid-steps", type=int, default=50, help="sampler steps for the periodic grids")
     parser.add_argument("--grid-cols", type=int, default=8, help="samples per class in the periodic grids")
