@@ -82,6 +82,12 @@ def lock_run(out):
 lock_run.held = []
 
 
+def release_locks():
+    """The end of a run in this process (main() may run again in-process, e.g. from toy.py): let the folders go."""
+    while lock_run.held:
+        os.close(lock_run.held.pop())
+
+
 def atomic_write(path, write):
     """write(file object) into a temp file unique to this writer, fsync, then rename over `path`: a reader sees the old
     file or the complete new one, never a partial one, and two writers never share a temp file."""
@@ -125,7 +131,8 @@ def start_run(args, rank, world_size, expect):
         check_training_args(args, world_size)
         # An existing folder is locked first (is another run in it?); a new one only once all is checked, so that a
         # run refused for bad input leaves nothing behind.
-        error = lock_run(args.out) if rank == 0 and os.path.isdir(args.out) else None
+        locked = rank == 0 and os.path.isdir(args.out)
+        error = lock_run(args.out) if locked else None
         path = resume_path(args)
         if path and rank == 0 and not error:
             ckpt = read_checkpoint(path)
@@ -134,7 +141,7 @@ def start_run(args, rank, world_size, expect):
                 if have != want:
                     raise ValueError(f"{path} is a checkpoint of {have!r}, not --model {want}" if key == "model" else
                                      f"{path} was trained with {key} {have}, this run has {want}")
-        if rank == 0 and not error and not lock_run.held:
+        if rank == 0 and not error and not locked:
             error = lock_run(args.out)
     except ValueError as e:
         error = str(e)
@@ -328,6 +335,7 @@ class SyncPoints:
         """The end of a run: signals back to Python, log closed, process group down; exit with `code` if given."""
         self.close()
         log.close()
+        release_locks()
         cleanup()
         if code is not None:
             sys.exit(code)
