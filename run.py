@@ -280,8 +280,10 @@ class SyncPoints:
         self.signal = signum
 
     def due(self, step):
+        """Decided by the step alone, so every rank arrives at the same all-reduce (a signal reaches ranks at slightly
+        different moments; it is acted on at the next sync point, where the ranks agree on it)."""
         a = self.args
-        return step % a.log_every == 0 or step % a.save_every == 0 or step == a.steps or self.signal is not None
+        return step % a.log_every == 0 or step % a.save_every == 0 or step == a.steps
 
     def sync(self, step, meter):
         """-> (record with the means since the last sync point, non-finite?, stop?, save?)."""
