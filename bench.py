@@ -25,8 +25,10 @@ import warnings
 
 import numpy as np
 import torch
+from PIL import Image
 
 import ae as ae_lib
+import data
 import diffusion
 import fid
 import fsdp
@@ -222,8 +224,6 @@ def ae(args):
 # ------------------------------------------------------------------------------------------------
 
 def fid_bench(args):
-    import data
-    from PIL import Image
     try:
         import pytorch_fid.fid_score
         import pytorch_fid.inception

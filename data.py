@@ -33,6 +33,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+import ae as ae_lib
+import fsdp
+import run
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
 # -------------------------------------------------------------------------------------------------
@@ -367,9 +371,6 @@ def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_s
     + labels-RRRR.npy, then meta.json: `identity` plus the parts, the latent std (ae.estimate_scaling_factor over all
     ranks) and the number of skipped files. meta.json is written last and atomically: a cache without it is
     incomplete and is rebuilt. Returns meta."""
-    import ae as ae_lib  # the scaling factor's definition
-    import fsdp
-    import run
     loader = make_loader(dataset, batch_size, rank, world_size, num_workers=num_workers, pin_memory=device.type == "cuda")
     n = sum(len(b) for b in loader.batch_sampler)
     x0 = dataset[0][0]

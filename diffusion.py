@@ -106,21 +106,28 @@ def guided_output(model, x, t, y, cfg_scale=1.0, guide=True):
     return torch.cat([guided, cond[:, c:]], dim=1)
 
 
-def check_sampling(objective, model, z, c_prime, sampler, steps):
-    """-> (mask, sampler, steps) with the objective's defaults filled in; bad values raise before any compute."""
-    if getattr(model, "training", False):
-        raise ValueError("call model.eval() before sampling: label dropout would drop the class condition")
+def resolve_sampler(objective, sampler=None, steps=None):
+    """(sampler, steps) with the objective's protocol defaults (its first sampler, that sampler's steps); a sampler
+    of another objective, steps for an adaptive one or steps out of range raise ValueError."""
     sampler = next(iter(objective.samplers)) if sampler is None else sampler
     if sampler not in objective.samplers:
         raise ValueError(f"unknown sampler {sampler!r} for {type(objective).__name__}; choose from "
                          f"{list(objective.samplers)}")
     default = objective.samplers[sampler]
     if default is None and steps is not None:
-        raise ValueError(f"sampler {sampler} is adaptive: steps do not apply (got {steps})")
+        raise ValueError(f"sampler {sampler} is adaptive: steps do not apply (got {steps}); fixed steps: "
+                         f"{[name for name, n in objective.samplers.items() if n]}")
     steps = default if steps is None else steps
-    if steps is not None and steps < objective.min_steps.get(sampler, 1):
-        raise ValueError(f"steps={steps} is too few for {sampler}")
-    return latent_mask(model, z, c_prime, "z"), sampler, steps
+    if steps is not None and not objective.min_steps.get(sampler, 1) <= steps <= objective.max_steps.get(sampler, steps):
+        raise ValueError(f"steps={steps} is out of range for {sampler}")
+    return sampler, steps
+
+
+def check_sampling(objective, model, z, c_prime, sampler, steps):
+    """-> (mask, sampler, steps) with the objective's defaults filled in; bad values raise before any compute."""
+    if getattr(model, "training", False):
+        raise ValueError("call model.eval() before sampling: label dropout would drop the class condition")
+    return (latent_mask(model, z, c_prime, "z"), *resolve_sampler(objective, sampler, steps))
 
 
 #################################################################################
@@ -175,6 +182,7 @@ class DDPM:
 
     def __init__(self, num_steps=1000, beta_start=1e-4, beta_end=0.02):
         self.num_steps = num_steps
+        self.max_steps = {"ddpm": num_steps}  # the respaced chain keeps at most every original step
         self.betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
         self.tables = gaussian_tables(self.betas)
 
@@ -260,7 +268,7 @@ class EpsSD:
     """U-ViT's latent objective: alpha-bar_n from SD's scaled-linear betas, n ~ U{1..N}, MSE on eps."""
 
     samplers = {"dpm-solver": 30}  # U-ViT / DC-Gen: DPM-Solver "fast", 30 model evaluations
-    min_steps = {}
+    min_steps, max_steps = {}, {}
     preview = "dpm-solver"
 
     def __init__(self, num_steps=1000):
@@ -360,7 +368,7 @@ class Flow:
 
     # SiT / DC-Gen evaluation: adaptive dopri5 (no fixed steps); the fixed-step samplers default to 250 steps.
     samplers = {"dopri5": None, "euler": 250, "heun": 250, "euler_maruyama": 250}
-    min_steps = {"euler_maruyama": 2}
+    min_steps, max_steps = {"euler_maruyama": 2}, {}
     preview = "euler"
     atol, rtol = 1e-6, 1e-3  # SiT's sample_ode defaults, used by DC-Gen
 

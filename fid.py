@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import fsdp  # the process group (torchrun: one shard per rank) and one-line errors
 from data import IMG_EXTENSIONS, FolderImages, list_images
 from inception import DIMS, NUM_CLASSES, load_inception  # noqa: F401  (load_inception: the library API)
 
@@ -432,7 +433,6 @@ def check_args(args):
 
 
 def main(args):
-    import fsdp  # the process group (torchrun: one shard per rank) and one-line errors
     rank, _, device = fsdp.setup()
     error, inputs = None, None
     try:
@@ -472,7 +472,6 @@ def main(args):
 
 
 def parse_args(argv=None):
-    import fsdp
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter,
                                 usage="fid.py SAMPLES REF [options] | fid.py IMAGES --save-stats OUT.npz")
     parser.add_argument("paths", nargs="+", metavar="PATH",

@@ -27,6 +27,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import ae as ae_lib  # the AE registry: latent channels, f and the released scaling factors of from_dcgen
+import diffusion  # the objectives' protocols
+
 
 #################################################################################
 #                     Embedding layers for timesteps and labels                  #
@@ -468,8 +471,6 @@ def from_dcgen(name, state_dict, device="cpu"):
     the paper's evaluation protocol (the objective's first sampler and steps, DC-Gen's documented CFG scale)."""
     if name not in DCGEN_MODELS:
         raise ValueError(f"unknown DC-Gen model {name!r}; released: {sorted(DCGEN_MODELS)}")
-    import ae as ae_lib  # the AE registry: latent channels, f and the released scaling factor
-    import diffusion  # the objectives' protocols
     ours, ae_name = DCGEN_MODELS[name]
     sampler, steps = next(iter(diffusion.OBJECTIVES[MODELS[ours].objective].samplers.items()))
     cfg = ae_lib.AE_CONFIGS[ae_name]

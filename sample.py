@@ -257,17 +257,11 @@ def check_cli(args):
 def check_args(args, info, objective):
     """What depends on the checkpoint: sampler (default: the objective's protocol), steps, c', classes."""
     c, num_classes = info["latent_shape"][0], info["num_classes"]
-    args.sampler = args.sampler or next(iter(objective.samplers))
-    if args.sampler not in objective.samplers:
-        raise ValueError(f"--sampler {args.sampler} does not fit {info['model']} ({info['objective']}); choose "
-                         f"from {list(objective.samplers)}")
-    if objective.samplers[args.sampler] is None and args.steps is not None:
-        raise ValueError(f"--steps {args.steps}: {args.sampler} is adaptive; pass --sampler "
-                         f"{[s for s, n in objective.samplers.items() if n]} for a fixed number of steps")
-    args.steps = objective.samplers[args.sampler] if args.steps is None else args.steps
-    if args.steps is not None and (args.steps < objective.min_steps.get(args.sampler, 1) or
-                                   (info["objective"] == "ddpm" and args.steps > 1000)):
-        raise ValueError(f"--steps {args.steps} is out of range for {args.sampler}")
+    try:
+        args.sampler, args.steps = diffusion.resolve_sampler(objective, args.sampler, args.steps)
+    except ValueError as e:
+        raise ValueError(f"--sampler {args.sampler} --steps {args.steps} does not fit {info['model']} "
+                         f"({info['objective']}): {e}") from e
     if args.c_prime is not None and not 1 <= args.c_prime <= c:
         raise ValueError(f"--c-prime {args.c_prime} is outside [1, c={c}]")
     if args.classes is not None and (not args.classes or min(args.classes) < 0 or max(args.classes) >= num_classes):
