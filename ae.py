@@ -13,7 +13,9 @@ renamed by formats.py).
 import glob
 import json
 import os
+import socket
 import sys
+import warnings
 
 import torch
 import torch.nn as nn
@@ -332,30 +334,48 @@ class DCAE(nn.Module):
 # LPIPS (the perceptual loss and metric; the L1 + LPIPS + GAN loss is in train_ae.py) and latent scaling
 # ------------------------------------------------------------------------------------------------
 
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"  # torchvision's, which lpips loads
+
+
+def vgg16_weights():
+    """The path of torchvision's VGG16 weights in the torch hub cache, downloaded quietly if missing (LPIPS needs
+    them). Offline without the file: one RuntimeError line that says what is missing and where to put it. A failure is
+    remembered, so a process tries the network once."""
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(VGG16_URL))
+    if not os.path.isfile(path) and not vgg16_weights.failed:
+        timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)  # a closed network should fail in seconds, not hang
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            torch.hub.download_url_to_file(VGG16_URL, path, progress=False)
+        except Exception as e:  # URLError, socket errors, HTTP errors
+            vgg16_weights.failed = (f"LPIPS needs the VGG16 weights {os.path.basename(path)} (download failed: "
+                                    f"{type(e).__name__}); put the file at {path} (from {VGG16_URL})")
+        finally:
+            socket.setdefaulttimeout(timeout)
+    if vgg16_weights.failed:
+        raise RuntimeError(vgg16_weights.failed)
+    return path
+
+
+vgg16_weights.failed = None
+
+
 def build_lpips(random_weights=False):
     """LPIPS(VGG) from the `lpips` package, frozen: the perceptual term of the AE loss (Sec. 3.2) and a metric of
-    eval_ae.py. Its linear heads ship in the wheel; the VGG16 trunk comes from torchvision's download cache. Offline
-    without the file this raises (and does not try again in this process), unless random_weights=True (tests,
-    smoke runs), which warns: a random trunk is *not* a perceptual loss."""
+    eval_ae.py. Its linear heads ship in the wheel; the VGG16 trunk is torchvision's (vgg16_weights). Offline without
+    the file this raises one line, unless random_weights=True (tests, smoke runs), which warns: a random trunk is
+    *not* a perceptual loss."""
     import lpips
-    if build_lpips.failed:
-        raise RuntimeError(build_lpips.failed)
     if random_weights:
         print("WARNING: LPIPS uses a randomly initialised VGG16 trunk (no pretrained weights): "
               "the perceptual loss is not meaningful.", file=sys.stderr)
-        net = lpips.LPIPS(net="vgg", pnet_rand=True, verbose=False)
     else:
-        try:
-            net = lpips.LPIPS(net="vgg", verbose=False)
-        except Exception as e:  # urllib errors when offline
-            hub = os.path.join(torch.hub.get_dir(), "checkpoints", "vgg16-397923af.pth")
-            build_lpips.failed = (f"LPIPS needs torchvision's pretrained VGG16 ({e.__class__.__name__}: {e}). Put "
-                                  f"vgg16-397923af.pth at {hub}, or pass --lpips-random for a smoke run.")
-            raise RuntimeError(build_lpips.failed) from e
+        vgg16_weights()  # in the cache from here on: torchvision loads it without a download
+    with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=` argument
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.")
+        net = lpips.LPIPS(net="vgg", pnet_rand=random_weights, verbose=False)
     return net.eval().requires_grad_(False)
-
-
-build_lpips.failed = None
 
 
 @torch.no_grad()

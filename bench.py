@@ -54,11 +54,6 @@ def best_time(fn, repeats):
     return min(times)
 
 
-def where(device):
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    return f"{name}, torch {torch.__version__}"
-
-
 # ------------------------------------------------------------------------------------------------
 # tokens / train: the backbone on both latents
 # ------------------------------------------------------------------------------------------------
@@ -73,6 +68,7 @@ def small_usit(name, c, side, device, width=256, depth=6, heads=4):
 def tokens(args):
     """Forward + backward of the flow loss on both latents, interleaved round by round (load hits both alike)."""
     device = torch.device(args.device)
+    args.bf16, precision = fsdp.precision(device, args.bf16)
     objective = diffusion.Flow()
     runs, rates = {}, {name: [] for name in SHAPES}
     for name, (c, side) in SHAPES.items():
@@ -99,7 +95,7 @@ def tokens(args):
             synchronize(device)
             rates[name].append(args.steps * args.batch / (time.perf_counter() - t0))
     med = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"{where(device)}, batch {args.batch}, bf16 {args.bf16}, median of {args.rounds} rounds")
+    print(f"{fsdp.machine(device)}, batch {args.batch}, {precision}, median of {args.rounds} rounds")
     for name in SHAPES:
         print(f"{name}: {med[name]:8.2f} images/s  (rounds: {', '.join(f'{r:.2f}' for r in rates[name])})")
     flop_ratio = runs["f32c32"][0].flops_per_image() / runs["f64c128"][0].flops_per_image()
@@ -109,8 +105,9 @@ def tokens(args):
 def train(args):
     """Full training steps (autocast forward, backward, AdamW) of backbones on both latents and of the AE."""
     device = torch.device(args.device)
-    peak = next((v for k, v in run.PEAK_BF16_FLOPS.items() if k in where(device)), None)
-    print(f"{where(device)}, bf16 autocast {args.bf16}, batch {args.batch}, median of {args.steps}")
+    args.bf16, precision = fsdp.precision(device, args.bf16)
+    peak = next((v for k, v in run.PEAK_BF16_FLOPS.items() if k in fsdp.machine(device)), None)
+    print(f"{fsdp.machine(device)}, {precision}, batch {args.batch}, median of {args.steps}")
     print("| model | latent | params | images/s | peak mem (GiB) | MFU |\n|---|---|---:|---:|---:|---:|")
     for name in args.models:
         rate = {}
@@ -182,7 +179,7 @@ def ae(args):
     x = torch.rand(args.batch, 3, args.image_size, args.image_size) * 2 - 1
     run_ours = lambda: ours.decode(ours.encode(x))  # noqa: E731
     n = sum(p.numel() for p in ours.parameters())
-    print(f"{args.model}: {n / 1e6:.2f}M params, x {tuple(x.shape)}, {where(x.device)}")
+    print(f"{args.model}: {n / 1e6:.2f}M params, x {tuple(x.shape)}, {fsdp.machine(x.device)}")
     try:
         from diffusers import AutoencoderDC
     except ImportError:
@@ -234,7 +231,7 @@ def fid_bench(args):
         warnings.simplefilter("ignore")
         state = inception.load_inception("random").state_dict()
     ours = inception.load_inception(state)
-    print(f"{where(torch.device('cpu'))}, {args.num_images} images of {args.image_size}^2, batch {args.batch_size}, "
+    print(f"{fsdp.machine(torch.device('cpu'))}, {args.num_images} images of {args.image_size}^2, batch {args.batch_size}, "
           f"best of {args.repeats}")
     with tempfile.TemporaryDirectory() as folder:
         rng = np.random.default_rng(0)  # smooth random images: upsampled noise
@@ -304,6 +301,8 @@ def profile(args):
     elementwise/norms, optimizer + EMA, and the host (data, Python, syncs: wall time the device is idle)."""
     from torch.profiler import ProfilerActivity
     device = torch.device(args.device)
+    args.bf16, precision = fsdp.precision(device, args.bf16)
+    print(f"{fsdp.machine(device)}, {precision}, batch {args.batch}", file=sys.stderr)
     c, side = SHAPES[args.latent]
     model = small_usit(args.model, c, side, device)
     ema = small_usit(args.model, c, side, device).requires_grad_(False)
@@ -314,7 +313,7 @@ def profile(args):
 
     def step(i):
         x, yy, cp = diffusion.augment_batch(x0, y, list(range(16, c + 1, 4)), "replace")
-        with torch.autocast(device.type, torch.bfloat16):
+        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
             loss, _ = objective.loss(fwd, x, yy, c_prime=cp)
         loss.backward()
         fsdp.optimizer_step(model, opt, ema, i, hp)
@@ -417,7 +416,7 @@ def write_report(rows, args, seconds):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     what = "tiny models on CPU: the plumbing only, no measurement" if args.tiny else "the real scripts"
     lines = [f"## GPU benchmarks ({what})",
-             "", f"`python bench.py gpu{' --tiny' if args.tiny else ''}` on {where(device)}, "
+             "", f"`python bench.py gpu{' --tiny' if args.tiny else ''}` on {fsdp.machine(device)}, "
              f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min in all. Medians of the logged intervals after the "
              f"first (compilation).", "",
              "| part | status | images/s | MFU | peak mem (GiB) | seconds | note |", "|---|---|---:|---:|---:|---:|---|"]
@@ -451,7 +450,8 @@ def parse_args(argv=None):
     t.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    t.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on with CUDA, fp32 on CPU: fsdp.precision)")
     r = sub.add_parser("train", help="training steps with AdamW", formatter_class=fsdp.HelpFormatter)
     r.add_argument("--device", default="cpu", help="cpu or cuda")
     r.add_argument("--models", nargs="+", default=["USiT-tiny"], choices=sorted(models.MODELS), help="backbones")
@@ -459,7 +459,8 @@ def parse_args(argv=None):
     r.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
     r.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     r.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    r.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
+    r.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on with CUDA, fp32 on CPU: fsdp.precision)")
     r.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     a = sub.add_parser("ae", help="AE parity and speed vs diffusers, bf16 vs fp32", formatter_class=fsdp.HelpFormatter)
     a.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f32c128-1.5", help="registry AE")
@@ -479,6 +480,8 @@ def parse_args(argv=None):
     q.add_argument("--latent", choices=sorted(SHAPES), default="f64c128", help="the 512 px latent")
     q.add_argument("--batch", type=int, default=8, help="images per step")
     q.add_argument("--steps", type=int, default=5, help="profiled steps")
+    q.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on with CUDA, fp32 on CPU: fsdp.precision)")
     g = sub.add_parser("gpu", help="the real scripts on one GPU -> docs/benchmarks.md", formatter_class=fsdp.HelpFormatter)
     g.add_argument("--tiny", action="store_true", help="tiny models on CPU: check the plumbing, measure nothing")
     g.add_argument("--report", default=None, help="the Markdown report (default: its section of docs/benchmarks.md; "

@@ -72,20 +72,56 @@ def to_uint8(x):
     return x.permute(0, 2, 3, 1).cpu()  # (N, H, W, 3)
 
 
-def save_grid(x, path, nrow=8, padding=2):
-    """Save x (N, 3, H, W) in [-1, 1] as one PNG: nrow images per row, `padding` black pixels between."""
+def save_grid(x, path, nrow=8, padding=2, col_labels=None, row_labels=None):
+    """Save x (N, 3, H, W) in [-1, 1] as one PNG: nrow images per row, `padding` black pixels between, with optional
+    labels above the columns (one per column) and left of the rows (one per row; consecutive equal labels name a group
+    of rows, written once and set off by a line; "\n" breaks a label), so a picture says what it shows."""
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"save_grid expects (N, 3, H, W), got {tuple(x.shape)}")
     a = to_uint8(x).numpy()  # (N, H, W, 3)
     N, H, W, _ = a.shape
     ncol = min(nrow, N)
     nrows = math.ceil(N / ncol)
+    if col_labels is not None and len(col_labels) != ncol or row_labels is not None and len(row_labels) != nrows:
+        raise ValueError(f"{ncol} columns and {nrows} rows, got {len(col_labels or [])} column and "
+                         f"{len(row_labels or [])} row labels")
     grid = np.zeros((nrows * (H + padding) + padding, ncol * (W + padding) + padding, 3), np.uint8)
     for k in range(N):
         top, left = padding + (k // ncol) * (H + padding), padding + (k % ncol) * (W + padding)
         grid[top : top + H, left : left + W] = a[k]
+    image = Image.fromarray(grid)
+    if col_labels or row_labels:
+        image = label_grid(image, H, W, padding, col_labels, row_labels)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(grid).save(path)
+    image.save(path)
+
+
+def label_grid(grid, H, W, padding, col_labels, row_labels):
+    """The grid image with a band of column labels on top and a band of row labels on the left, white on black."""
+    from PIL import ImageDraw, ImageFont
+    font = ImageFont.load_default(size=min(max(H // 5, 11), 28))  # scalable (Pillow >= 10.1): legible at 32-512 px
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    size = lambda text: measure.multiline_textbbox((0, 0), text, font=font)[2:]  # noqa: E731  (width, height)
+    top = max(size(t)[1] for t in col_labels) + 8 if col_labels else 0
+    left = max(size(t)[0] for t in row_labels) + 12 if row_labels else 0
+    canvas = Image.new("RGB", (left + grid.width, top + grid.height))
+    canvas.paste(grid, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for k, text in enumerate(col_labels or []):
+        x = left + padding + k * (W + padding) + W / 2
+        draw.multiline_text((x, top / 2), text, fill="white", font=font, anchor="mm", align="center")
+    groups = []  # [label, first row, last row] of runs of equal labels
+    for r, text in enumerate(row_labels or []):
+        if groups and groups[-1][0] == text:
+            groups[-1][2] = r
+        else:
+            groups.append([text, r, r])
+    for g, (text, first, last) in enumerate(groups):
+        y0, y1 = top + padding + first * (H + padding), top + (last + 1) * (H + padding)
+        draw.multiline_text((left - 6, (y0 + y1) / 2), text, fill="white", font=font, anchor="rm", align="right")
+        if g and last > first or g and groups[g - 1][2] > groups[g - 1][1]:  # a line between groups of several rows
+            draw.line([(0, y0 - padding), (canvas.width, y0 - padding)], fill=(160, 160, 160), width=1)
+    return canvas
 
 
 # -------------------------------------------------------------------------------------------------
@@ -433,23 +469,27 @@ def main(args):
         labels = [y for _, y in dataset.samples]
     else:
         labels = [i % dataset.num_classes for i in range(len(dataset))]
-    rows = []
+    rows, names = [], []
     for y in range(min(dataset.num_classes, args.max_rows)):
         idx = [i for i, label in enumerate(labels) if label == y][: args.nrow]
         x = torch.stack([dataset[i][0] for i in idx])  # (<= nrow, 3, H, W)
         rows.append(torch.cat([x, -torch.ones(args.nrow - len(x), *x.shape[1:])]))  # (nrow, 3, H, W), black pad
-        print(f"row {y}: {dataset.classes[y]}")
-    save_grid(torch.cat(rows), args.out, args.nrow)
+        names.append(f"{y}: {dataset.classes[y]}")
+    save_grid(torch.cat(rows), args.out, args.nrow, row_labels=names)
     print(f"{len(dataset)} images, {dataset.num_classes} classes -> {args.out}")
 
 
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder")
+    parser.add_argument("--resolution", type=int, default=32, help="image side (ADM center crop)")
+    parser.add_argument("--num-classes", type=int, default=10, help="classes of the toy data")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the toy data")
+    parser.add_argument("--nrow", type=int, default=8, help="images per row (per class)")
+    parser.add_argument("--max-rows", type=int, default=10, help="classes shown, one row each")
+    parser.add_argument("--out", default="grid.png", help="the PNG to write")
+    return parser.parse_args(argv)
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Write a grid of dataset samples, one row per class.")
-    parser.add_argument("--data", default="toy", help='"toy" or an ImageNet-style folder')
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--num-classes", type=int, default=10, help="toy data only")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--nrow", type=int, default=8)
-    parser.add_argument("--max-rows", type=int, default=10)
-    parser.add_argument("--out", default="grid.png")
-    main(parser.parse_args())
+    main(parse_args())

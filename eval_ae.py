@@ -76,17 +76,19 @@ def save_figures(model, x, c_primes, out):
     z = model.encode(x)  # (n, c, h, w)
     cols = [x] + [model.decode(z[:, :cp]).float().clamp(-1, 1) for cp in c_primes]
     data_lib.save_grid(torch.stack(cols, 1).flatten(0, 1), os.path.join(out, "fig3_partial_channels.png"),
-                       nrow=len(cols))  # (n * (1 + len(c')), 3, H, W), row-major by image
+                       nrow=len(cols), col_labels=["input"] + [f"c'={cp}" for cp in c_primes])  # row-major by image
     avg = z.float().mean(1, keepdim=True)  # (n, 1, h, w): the channel-wise average feature of Fig. 2a
     lo, hi = avg.amin(dim=(1, 2, 3), keepdim=True), avg.amax(dim=(1, 2, 3), keepdim=True)
     avg = ((avg - lo) / (hi - lo + 1e-8) * 2 - 1).expand(-1, 3, -1, -1)  # per image to [-1, 1], grey
     avg = F.interpolate(avg, size=x.shape[-2:], mode="nearest")
-    data_lib.save_grid(torch.stack([x, avg], 1).flatten(0, 1), os.path.join(out, "fig2a_latent_mean.png"), nrow=2)
+    data_lib.save_grid(torch.stack([x, avg], 1).flatten(0, 1), os.path.join(out, "fig2a_latent_mean.png"), nrow=2,
+                       col_labels=["input", "channel mean"])
 
 
 def main(args):
     # Setup: the AE (EMA weights of a train_ae.py run), the data, the metric networks; bad input fails first.
     rank, world_size, device = fsdp.setup()
+    args.bf16, precision = fsdp.precision(device, args.bf16, evaluation=True)  # fp32 unless --bf16: the protocol
     error, model = None, None
     try:
         check_args(args)
@@ -107,9 +109,9 @@ def main(args):
     loader = data_lib.make_loader(dataset, args.batch_size, rank, world_size, args.num_workers, device.type == "cuda")
     lp, inception, notes = None, None, []
     try:
-        lp = ae_lib.build_lpips(random_weights=args.lpips_random).to(device)
+        lp = None if args.no_lpips else ae_lib.build_lpips(random_weights=args.lpips_random).to(device)
     except RuntimeError as e:
-        notes.append(f"LPIPS not measured: {e}")
+        notes.append(f"LPIPS not measured: {e}, or pass --no-lpips")
     if not args.no_rfid:
         try:
             inception = fid_lib.load_inception(args.inception_weights, device)
@@ -138,7 +140,7 @@ def main(args):
         flags = (" (LPIPS with a RANDOM VGG: not meaningful)" if args.lpips_random else "") + \
                 (" (RANDOM Inception: rFID not meaningful)" if args.inception_weights == "random" else "")
         print(f"\n{model.name} ({source}): reconstruction from the first c' channels, {total} images at "
-              f"{resolution}px ({skipped} unreadable skipped), AE in {'bf16' if args.bf16 else 'fp32'}{flags}")
+              f"{resolution}px ({skipped} unreadable skipped), AE in {precision}{flags}")
         print("| c' | PSNR (dB) | LPIPS | rFID |\n|---:|---:|---:|---:|")
         for r in results:
             lpips = "-" if math.isnan(r["lpips"]) else f"{r['lpips']:.4f}"
@@ -164,11 +166,13 @@ def parse_args(argv=None):
     parser.add_argument("--resolution", type=int, default=None, help="ADM center crop (default: 256; 32 for tiny AEs)")
     parser.add_argument("--c-primes", type=int, nargs="+", default=None, help="default: the AE's candidate list")
     parser.add_argument("--batch-size", type=int, default=32, help="per rank")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (the protocol is fp32)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast for the AE (default: fp32, the evaluation protocol)")
     parser.add_argument("--lpips-random", action="store_true", help="random VGG for LPIPS (smoke runs; not meaningful)")
     parser.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth for rFID "
                         "(default: the torch hub cache, downloaded when online; 'random' for smoke runs)")
     parser.add_argument("--no-rfid", action="store_true", help="skip rFID (no Inception weights at hand)")
+    parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS (no VGG16 weights at hand)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--out", default=None, help="where eval.json and the figures go (default: the AE's run folder, "
                         "else runs/eval_ae)")

@@ -479,7 +479,8 @@ def parse_args(argv=None):
                         "with --save-stats")
     parser.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth (default: the torch "
                         "hub cache, downloaded when online); 'random' for smoke tests")
-    parser.add_argument("--save-stats", default=None, help="write the statistics of REF (or of the one path) to this .npz")
+    parser.add_argument("--save-stats", default=None, help="write the statistics of REF (or of the one path) to this .npz (default: "
+                        "none written)")
     parser.add_argument("--resolution", type=int, default=None, help="ADM center crop of image folders (default: none)")
     parser.add_argument("--batch-size", type=int, default=50, help="images per forward pass, per rank")
     parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers reading image folders")

@@ -18,6 +18,7 @@ numerically sensitive ops (norms, softmax, losses) stay fp32 by autocast's rules
 import argparse
 import math
 import os
+import platform
 import sys
 import threading
 import time
@@ -111,8 +112,54 @@ def stop_if(error, rank):
         fail(error, rank)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """The scripts' --help: every option with its default, the docstring's commands kept as written."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The scripts' --help: the docstring's commands kept as written, and every option with its default, once. An
+    option whose help says its default in words ("default: the recipe's") keeps those words; otherwise its value is
+    appended, except None, which a help line must explain instead (tests/test_cli.py walks every script)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or "default" in text.lower() or action.default in (None, argparse.SUPPRESS):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text + " (default: %(default)s)"
+        return text
+
+
+def machine(device):
+    """The device in words, for every time a script reports: the GPU's name, or the CPU's model, threads and the
+    instruction set torch dispatches to (AVX2 CPUs emulate bf16; AVX512 / AMX ones may not), and the torch version."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    return (f"{cpu} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}), "
+            f"torch {torch.__version__}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Precision policy, in one place
+# ------------------------------------------------------------------------------------------------
+
+def precision(device, bf16=None, evaluation=False, flag="--bf16"):
+    """-> (bf16, why): whether to run under torch.autocast(device.type, torch.bfloat16), and why, for the run header.
+
+    Training: bf16 autocast by default on CUDA GPUs with bf16 support (the paper's H100s, Sec. 4.1), fp32 on CPU,
+    always. A CPU without native bf16 (AVX2 only: most laptops, many servers) emulates it at ~15x the fp32 cost of a
+    tiny AE step, and fp32 makes CPU results the same on every kind of CPU. Evaluation (the latent cache, sample.py,
+    eval_ae.py): fp32 everywhere by default, as DC-Gen evaluates. `bf16` True / False (the script's `flag` and its
+    --no- form) overrides either default."""
+    if bf16 is not None:
+        return bool(bf16), f"{'bf16 autocast' if bf16 else 'fp32'} ({flag if bf16 else flag.replace('--', '--no-', 1)})"
+    if evaluation:
+        return False, f"fp32 (the evaluation protocol; {flag} to autocast)"
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return True, f"bf16 autocast (CUDA default; {flag.replace('--', '--no-', 1)} for fp32)"
+    if device.type == "cuda":
+        return False, f"fp32 (this GPU has no bf16; {flag} to autocast)"
+    return False, f"fp32 (CPU default; {flag} to autocast)"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -384,6 +384,7 @@ UVIT = dict(USIT, lr=2e-4, weight_decay=0.03)
 DIT = dict(USIT, betas=(0.9, 0.999), warmup=0, steps=400_000)  # DiT and SiT
 TINY = dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99), warmup=50, batch_size=64, steps=1000, ema_decay=0.999,
             ema_warmup=200, save_minutes=2)  # CPU runs: a shorter EMA horizon for runs of a few thousand steps
+RECIPES = {"DiT/SiT": DIT, "UViT": UVIT, "USiT": USIT, "tiny": TINY}  # by name, for --help
 
 
 class Entry(NamedTuple):

@@ -290,6 +290,9 @@ def report(timer, n, rank, world_size):
 def main(args):
     rank, world_size, device = fsdp.setup()
     args.device_type = device.type
+    # fp32 denoiser and decoder by default on every device: DC-Gen's evaluation protocol (fsdp.precision).
+    args.bf16, precision = fsdp.precision(device, args.bf16, evaluation=True)
+    args.ae_bf16, ae_precision = fsdp.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     error = None
@@ -317,6 +320,7 @@ def main(args):
     from tqdm import tqdm
     if rank == 0:
         print(f"{protocol(args, info, objective, ae)} -> {H}x{W}; {world_size} rank(s) on {device}", flush=True)
+        print(f"precision: denoiser {precision}, AE decode {ae_precision}", flush=True)
 
     if not args.num_samples:  # grid: rows = classes, --per-class columns; rank 0 only (a few dozen images)
         classes = args.classes or (DEMO_CLASSES if info["num_classes"] == 1000 else
@@ -329,7 +333,7 @@ def main(args):
                                      for k, y in enumerate(chunks)])  # (N, H, W, 3)
             path = os.path.join(args.out, "grid.png")
             data_lib.save_grid(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, path,
-                               nrow=args.per_class)  # lossless: to_uint8 of (u / 127.5 - 1) gives back u
+                               nrow=args.per_class, row_labels=[f"class {y}" for y in classes])  # lossless uint8
             report(timer, len(y_all), rank, 1)
             print(f"wrote {path}")
         fsdp.cleanup()  # barriers first: no rank tears down while another still samples
@@ -382,13 +386,15 @@ def main(args):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="train_diffusion.py checkpoint or run folder, a released DC-Gen "
-                        "folder, or random:<model> for speed runs")
+    parser.add_argument("--ckpt", required=True, help="required: a train_diffusion.py checkpoint or run "
+                        "folder, a released DC-Gen folder, or random:<model> for speed runs")
     parser.add_argument("--ae", default=None, help="the AE (default: the one the checkpoint trained on; required for DC-Gen "
                         "folders): a train_ae.py .pt / folder, a diffusers or DC-Gen folder, or a registry name (random)")
-    parser.add_argument("--model", default=None, choices=sorted(models.MODELS), help="refuse a checkpoint of another model")
-    parser.add_argument("--weights", choices=["ema", "model"], default="ema")
-    parser.add_argument("--out", default="runs/samples")
+    parser.add_argument("--model", default=None, choices=sorted(models.MODELS), help="refuse a checkpoint of another model (default: accept any)")
+    parser.add_argument("--weights", choices=["ema", "model"], default="ema", help="which weights of a train_diffusion.py "
+                        "checkpoint")
+    parser.add_argument("--out", default="runs/samples", help="folder for grid.png, or the shards, samples.npz and "
+                        "metrics.json")
     parser.add_argument("--num-samples", type=int, default=0, help="0: a grid; e.g. 50000: OUT/samples.npz for FID")
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="grid rows; with --num-samples the labels "
                         "are drawn uniformly from these (default: all classes, the DC-AE protocol)")
@@ -403,16 +409,21 @@ def parse_args(argv=None):
     parser.add_argument("--cfg-scale", type=float, default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
                         "DC-Gen documents 1.3 for DiT-XL, 1.5 for the others")
     parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                        help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8")
-    parser.add_argument("--c-prime", type=int, default=None, help="generate only the first c' latent channels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the denoiser (faster; the protocol is fp32)")
-    parser.add_argument("--ae-bf16", action="store_true", help="bf16 autocast for the AE decode (the protocol is fp32)")
+                        help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8 (default: "
+                        "every step)")
+    parser.add_argument("--c-prime", type=int, default=None, help="generate only the first c' latent channels (default: all c)")
+    parser.add_argument("--seed", type=int, default=0, help="labels and the noise of every chunk")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast for the denoiser, faster (default: fp32, the evaluation protocol)")
+    parser.add_argument("--ae-bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast for the AE decode (default: fp32, the evaluation protocol)")
     parser.add_argument("--profile", action="store_true", help="synchronise and report denoise / decode / copy / write")
     parser.add_argument("--keep-shards", action="store_true", help="keep OUT/shards after assembling samples.npz")
-    parser.add_argument("--fid", default=None, metavar="REF", help="run fid.py on samples.npz against REF")
-    parser.add_argument("--inception-weights", default=None, help="fid.py's --inception-weights ('random': smoke)")
-    parser.add_argument("--fid-batch-size", type=int, default=50)
+    parser.add_argument("--fid", default=None, metavar="REF", help="run fid.py on samples.npz against REF, a statistics .npz, image .npz or "
+                        "folder (default: no FID)")
+    parser.add_argument("--inception-weights", default=None, help="fid.py's --inception-weights: a .pth, 'random' for smoke runs "
+                        "(default: the torch hub cache)")
+    parser.add_argument("--fid-batch-size", type=int, default=50, help="images per Inception forward pass, per rank")
     parser.add_argument("--resolution", type=int, default=512, help="random:<model> only")
     parser.add_argument("--num-classes", type=int, default=1000, help="random:<model> only")
     return parser.parse_args(argv)

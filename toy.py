@@ -23,6 +23,7 @@ class-conditional samples ("acc", higher is better). With --inception-weights th
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -108,15 +109,18 @@ def frechet(f1, f2):
 # ------------------------------------------------------------------------------------------------
 
 def run_ae(out, flags, setting, args):
+    """Train one AE, then measure reconstruction from the first c' channels: -> (eval.json rows, training seconds)."""
+    t0 = time.time()
     train_ae.main(train_ae.parse_args(["--model", args.ae, "--out", out, "--steps", str(setting["ae_steps"]), "--lr", "3e-4",
                                        "--grid-every", str(setting["ae_steps"]), "--log-every", "50", "--num-workers", "0",
                                        "--seed", str(args.seed), *flags]))
+    seconds = time.time() - t0
     eval_ae.main(eval_ae.parse_args(["--ae", out, "--images", str(setting["eval_images"]), "--c-primes",
                                      *map(str, args.c_primes), "--num-workers", "0", "--out", out] +
                                     (["--inception-weights", args.inception_weights] if args.inception_weights
-                                     else ["--no-rfid"])))
+                                     else ["--no-rfid"]) + ([] if args.lpips else ["--no-lpips"])))
     with open(os.path.join(out, "eval.json")) as fh:
-        return json.load(fh)["results"]
+        return json.load(fh)["results"], seconds
 
 
 @torch.no_grad()
@@ -133,10 +137,12 @@ def ae_figures(ae_dirs, args):
         lo, hi = avg.amin(dim=(2, 3), keepdim=True), avg.amax(dim=(2, 3), keepdim=True)
         latents.append(F.interpolate((avg - lo) / (hi - lo + 1e-8) * 2 - 1, size=32, mode="nearest").expand(-1, 3, -1, -1))
     big = lambda x: F.interpolate(x, scale_factor=2, mode="nearest")  # noqa: E731  32 px is small on screen
-    data_lib.save_grid(big(torch.cat(rows).flatten(0, 1)), os.path.join(args.out, "fig3_partial_channels.png"),
-                       nrow=1 + len(args.c_primes))
-    data_lib.save_grid(big(torch.stack(latents, 1).flatten(0, 1)), os.path.join(args.out, "fig2a_latent_mean.png"),
-                       nrow=len(latents))
+    names = [name.replace(", ", "\n").replace(" with", "\nwith") for name in ae_dirs]  # rows, columns: which AE
+    data_lib.save_grid(big(torch.cat(rows).flatten(0, 1)), output(args, "toy_fig3_partial_channels", "png"),
+                       nrow=1 + len(args.c_primes), col_labels=["input"] + [f"c'={cp}" for cp in args.c_primes],
+                       row_labels=[name for name in names for _ in range(len(x))])
+    data_lib.save_grid(big(torch.stack(latents, 1).flatten(0, 1)), output(args, "toy_fig2a_latent_mean", "png"),
+                       nrow=len(latents), col_labels=["input"] + names)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -173,7 +179,7 @@ def run_diffusion(ae_dir, aug, seed, clf, real_feats, setting, args):
             "--toy-size", str(setting["toy_size"]), "--aug", aug,
             "--batch-size", str(BATCH // 2 if aug == "extra" else BATCH),
             "--steps", str(steps), "--seed", str(seed), "--save-every", str(steps), "--grid-every", "0",
-            "--log-every", "100", "--num-workers", "0", "--no-bf16"]))  # bf16 halves this tiny model's CPU speed
+            "--log-every", "100", "--num-workers", "0"]))
         curve.append(evaluate_samples(run_dir, steps, clf, real_feats, setting, args, seed))
     return run_dir, curve
 
@@ -187,8 +193,41 @@ def mean_std(values, scale=1.0):
     return f"{a.mean():.2f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.2f}"
 
 
-def report(recon, cells, clf_acc, setting, args, wall):
-    quick = " --quick" if args.quick else ""
+def output(args, name, ext):
+    """OUT/name.ext, or name_f8c16.ext for another --ae: the names docs/ keeps, so results are copied as they are."""
+    suffix = "" if args.ae == DEFAULT_AE else "_" + args.ae.removeprefix("dc-ae-").removesuffix("-tiny")
+    return os.path.join(args.out, f"{name}{suffix}.{ext}")
+
+
+def plot_curves(cells, path):
+    """Fig. 5b on the toy data: FD_toy against diffusion steps, the mean over seeds and a band of +- one std, one line
+    per Table 5 cell (colour: structured AE or not; dashes: augmented training)."""
+    import matplotlib  # plots only: not on the import path of any training code
+    matplotlib.use("Agg")  # write files, no display
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for (ae_name, aug), runs in cells.items():
+        steps = [r["step"] for r in runs[0]]
+        fd = np.array([[r["fd_toy"] for r in curve] for curve in runs])  # (seeds, evaluations)
+        mean, std = fd.mean(0), fd.std(0, ddof=1) if len(fd) > 1 else np.zeros(fd.shape[1])
+        colour = "tab:orange" if ae_name == "unstructured" else "tab:blue"
+        label = f"{'unstructured' if ae_name == 'unstructured' else 'structured'} AE, " \
+                f"{'augmented training' if aug == 'extra' else 'plain training'}"
+        ax.plot(steps, mean, color=colour, linestyle="--" if aug == "extra" else "-", marker="o", label=label)
+        ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.15)
+    ax.set_xlabel("diffusion training steps (64 forward samples each)")
+    ax.set_ylabel("FD_toy (lower is better)")
+    ax.set_title(f"Fig. 5b on the toy data: mean ± std over {len(runs)} seeds")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def report(recon, ae_seconds, cells, clf_acc, setting, args, wall):
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the scripts ran (fsdp.setup)
+    quick, precision = " --quick" if args.quick else "", "training in " + fsdp.precision(device)[1]
     lines = [f"# Toy reproduction ({'quick' if args.quick else 'full'} run)", ""]
     if args.quick:
         lines += ["**A smoke run: a few dozen steps per model. These numbers show that the pipeline runs; they are "
@@ -197,15 +236,19 @@ def report(recon, cells, clf_acc, setting, args, wall):
               f"images, AE seed {args.seed}, {setting['ae_steps']} AE steps of batch 32; USiT-tiny "
               f"{setting['diff_steps']} steps "
               f"of {BATCH} forward samples, diffusion seeds {setting['seeds']}, {setting['samples']} samples per evaluation "
-              f"({args.sample_steps} Euler steps); wall time {wall / 60:.1f} min on {torch.get_num_threads()} CPU "
-              f"threads.", "",
+              f"({args.sample_steps} Euler steps); {precision}; wall time {wall / 60:.1f} min on "
+              f"{fsdp.machine(device)}.", "",
               f"## Reconstruction from the first c' channels (Fig. 3 / Table 1), {setting['eval_images']} held-out images",
               "", "| AE | " + " | ".join(f"PSNR c'={cp}" for cp in args.c_primes) + " |",
               "|---|" + "---:|" * len(args.c_primes)]
     for name, rows in recon.items():
         lines.append(f"| {name} | " + " | ".join(f"{r['psnr']:.2f}" for r in rows) + " |")
     lines += ["", "K: c' per AE step, one encode and K masked decodes (DC-Gen's num_sample_latent_channels); \"with c\": "
-              "c' = c is always one of them. K = 2 costs about 1.35x the AE time of K = 1."]
+              "c' = c is always one of them. AE training wall time: " +
+              ", ".join(f"{name} {seconds:.0f} s" for name, seconds in ae_seconds.items()) + ".", "",
+              f"![Fig. 3 on the toy data]({os.path.basename(output(args, 'toy_fig3_partial_channels', 'png'))})", "",
+              f"![Fig. 2a on the toy data]({os.path.basename(output(args, 'toy_fig2a_latent_mean', 'png'))})", "",
+              "Fig. 2a: the channel-averaged latent of each AE (4x4, stretched per image), next to its input."]
     if all(r["lpips"] is not None for rows in recon.values() for r in rows):  # eval.json: null without VGG weights
         lines += ["", "| AE | " + " | ".join(f"LPIPS c'={cp}" for cp in args.c_primes) + " |",
                   "|---|" + "---:|" * len(args.c_primes)]
@@ -236,8 +279,13 @@ def report(recon, cells, clf_acc, setting, args, wall):
     for (ae_name, aug), runs in cells.items():
         lines.append(f"| {'✓' if ae_name != 'unstructured' else ''} | {'✓' if aug == 'extra' else ''} | " +
                      " | ".join(mean_std([curve[i]["fd_toy"] for curve in runs]) for i in range(len(steps))) + " |")
+    plot = output(args, "toy_fig5b_curves", "png")
+    plot_curves(cells, plot)
+    lines += ["", f"![Fig. 5b on the toy data]({os.path.basename(plot)})", "",
+              f"![samples]({os.path.basename(output(args, 'toy_samples_structured_aug', 'png'))})", "",
+              "Samples of the structured + augmented USiT-tiny at the last step, seed 0 (rows: the classes)."]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(args.out, "toy_results.md"), "w") as fh:
+    with open(output(args, "toy_results", "md"), "w") as fh:
         fh.write(text)
     print("\n" + text)
 
@@ -261,11 +309,18 @@ def main(args):
     setting = SETTINGS["quick" if args.quick else "full"]
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
+    try:  # LPIPS needs pretrained VGG16 weights: look (or download) once, say once what is skipped without them
+        ae_lib.vgg16_weights()
+        args.lpips = True
+    except RuntimeError as e:
+        print(f"toy.py: {e}; until then the LPIPS columns are skipped", file=sys.stderr)
+        args.lpips = False
     clf, real_feats, clf_acc = train_classifier(setting)
     print(f"toy classifier: test accuracy {clf_acc:.1%} (its features define FD_toy)")
     ae_dirs = {name: os.path.join(args.out, "ae_" + name.replace(", ", "_").replace(" = ", "").replace(" ", "_"))
                for name in AES}
-    recon = {name: run_ae(ae_dirs[name], flags, setting, args) for name, flags in AES.items()}
+    trained = {name: run_ae(ae_dirs[name], flags, setting, args) for name, flags in AES.items()}
+    recon, ae_seconds = {k: v[0] for k, v in trained.items()}, {k: v[1] for k, v in trained.items()}
     ae_figures(ae_dirs, args)
     cells, runs = {}, {}
     for name in DIFFUSION_AES:  # Table 5: {unstructured, structured} x {off, extra}
@@ -275,11 +330,11 @@ def main(args):
     # The sample grid of the structured + augmented model (seed 0): rows are the ten classes.
     grid = sample.main(sample.parse_args(["--ckpt", runs[(DIFFUSION_AES[1], "extra")], "--out", args.out,
                                           "--sampler", "euler", "--steps", str(args.sample_steps)]))["grid"]
-    os.replace(grid, os.path.join(args.out, "toy_samples_structured_aug.png"))
-    report(recon, cells, clf_acc, setting, args, time.time() - t0)
+    os.replace(grid, output(args, "toy_samples_structured_aug", "png"))
+    report(recon, ae_seconds, cells, clf_acc, setting, args, time.time() - t0)
 
 
-if __name__ == "__main__":
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute (CI); not evidence")
     parser.add_argument("--out", default="runs/toy", help="output folder: runs, figures, toy_results.md")
@@ -289,5 +344,10 @@ if __name__ == "__main__":
     parser.add_argument("--c-primes", type=int, nargs="+", default=None, help="c' of the reconstruction table "
                         "(default: c/8, c/4, c/2, c)")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps per sample")
-    parser.add_argument("--inception-weights", default=None, help="also report the real FID (pt_inception-...pth)")
-    main(parser.parse_args())
+    parser.add_argument("--inception-weights", default=None, help="also report the real FID: pt_inception-...pth (default: "
+                        "FD_toy only)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -165,6 +165,8 @@ def fill_defaults(args, device):
     args.c_prime_step = cfg["c_prime_step"] if args.c_prime_step is None else args.c_prime_step
     args.gan_start = 0 if args.phase == 3 and args.gan_start is None else args.gan_start
     args.compile = device.type == "cuda" if args.compile is None else args.compile
+    args.bf16, precision = fsdp.precision(device, args.bf16)  # bf16 autocast on CUDA, fp32 on CPU
+    return precision
 
 
 def check_args(args, ae):
@@ -198,7 +200,7 @@ def main(args):
     # Setup: process group, recipe, checks, the run folder (lock, resume checkpoint), all before any compute.
     rank, world_size, device = fsdp.setup()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    fill_defaults(args, device)
+    precision = fill_defaults(args, device)
     error, init, dataset = None, None, None
     try:
         with torch.device("meta"):
@@ -236,7 +238,7 @@ def main(args):
         try:
             lp = ae_lib.build_lpips(random_weights=args.lpips_random).to(device)
         except RuntimeError as e:
-            fsdp.fail(str(e), rank)
+            fsdp.fail(f"{e}; or pass --lpips-random (a smoke run) or --w-lpips 0", rank)
     loss_fn = AELoss(lp, disc, args.w_l1, args.w_lpips, args.w_gan, gan_start=args.gan_start or 0)
 
     # Data: this rank's batches, from where the checkpoint left them.
@@ -259,6 +261,7 @@ def main(args):
                 f"{' sharded with FSDP2' if fsdp.is_distributed() else ''}, "
                 f"global batch {args.batch_size} ({micro} x {args.accum} x {world_size}), {args.resolution}px, "
                 f"GAN from step {args.gan_start}, EMA {args.ema_decay} warm-up {args.ema_warmup}")
+    log.message(f"precision: {precision}")
 
     # Training loop. The host waits for the device only at sync points (every --log-every steps and at saves).
     model.train()
@@ -304,7 +307,17 @@ def save_grid(ema, fixed, candidates, args, device, path, rank):
         z = ema.encode(fixed)  # (8, c, h, w)
         cols = [fixed] + [ema.decode(z[:, :cp]).float().clamp(-1, 1) for cp in shown]
     if rank == 0:
-        data_lib.save_grid(torch.stack(cols, 1).flatten(0, 1).float(), path, nrow=len(cols))
+        data_lib.save_grid(torch.stack(cols, 1).flatten(0, 1).float(), path, nrow=len(cols),
+                           col_labels=["input"] + [f"c'={cp}" for cp in shown])
+
+
+def recipe_default(key):
+    """--help words for an option the recipe sets, e.g. "default: 0.0003 for tiny AEs; 0.0001 / 5e-05 / 5e-05 in
+    phases 1 / 2 / 3" (written from the recipes, so it cannot drift from them)."""
+    phases = [PAPER_RECIPE[p][key] for p in (1, 2, 3)]
+    paper = f"{phases[0]} for the paper's AEs" if len(set(phases)) == 1 else \
+        " / ".join(map(str, phases)) + " in phases 1 / 2 / 3"
+    return f"default: {TINY_RECIPE[key]} for tiny AEs; {paper}"
 
 
 def parse_args(argv=None):
@@ -312,43 +325,44 @@ def parse_args(argv=None):
     parser.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f8c64-tiny", help="AE (ae.py)")
     parser.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder (class subfolders)")
     parser.add_argument("--toy-size", type=int, default=50_000, help="images of the toy dataset")
-    parser.add_argument("--resolution", type=int, default=None, help="default: 256 (phases 1, 3), 512 (phase 2); toy 32")
+    parser.add_argument("--resolution", type=int, default=None, help=f"image side ({recipe_default('resolution')})")
     parser.add_argument("--phase", type=int, choices=[1, 2, 3], default=1, help="the DC-AE training phase")
     parser.add_argument("--structured", action=argparse.BooleanOptionalAction, default=None,
                         help="train with the channel mask of Eq. 1 (default: on, except for -1.0/-1.1 baselines)")
-    parser.add_argument("--c-prime-start", type=int, default=None, help="first c' of the list (paper: 16)")
-    parser.add_argument("--c-prime-step", type=int, default=None, help="step of the c' list (paper: 4)")
+    parser.add_argument("--c-prime-start", type=int, default=None, help="first c' of the list (default: the AE entry's; paper models 16)")
+    parser.add_argument("--c-prime-step", type=int, default=None, help="step of the c' list (default: the AE entry's; paper models 4)")
     parser.add_argument("--num-c-primes", type=int, default=None, help="K c' per step: one encode, K masked decodes, the "
                         "mean loss (DC-Gen's num_sample_latent_channels). Default: 1, DC-Gen's")
     parser.add_argument("--always-max", action=argparse.BooleanOptionalAction, default=None,
                         help="c is always one of the K (always_sample_max_channel). Default: off, DC-Gen's")
     parser.add_argument("--always-min-max", action="store_true", help="the smallest c' and c are always two of the K "
                         "(always_sample_min_max_channel)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the recipe's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="global batch size (default: the recipe's)")
+    parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps ({recipe_default('steps')})")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"global batch size ({recipe_default('batch_size')})")
     parser.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
-    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the recipe's)")
-    parser.add_argument("--warmup", type=int, default=None, help="linear LR warm-up steps (default: the recipe's)")
+    parser.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate ({recipe_default('lr')})")
+    parser.add_argument("--warmup", type=int, default=None, help=f"linear LR warm-up steps ({recipe_default('warmup')})")
     parser.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0: no clipping)")
-    parser.add_argument("--ema-decay", type=float, default=None, help="default: 0.9999 (paper models), 0.999 (tiny)")
+    parser.add_argument("--ema-decay", type=float, default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
     parser.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
-                        "0: constant decay. Default: 2000 (paper models), 200 (tiny)")
+                        f"0: constant decay ({recipe_default('ema_warmup')})")
     parser.add_argument("--w-l1", type=float, default=1.0, help="weight of the L1 term")
-    parser.add_argument("--w-lpips", type=float, default=None, help="weight of LPIPS; default 1.0 (paper), 0.0 (tiny)")
+    parser.add_argument("--w-lpips", type=float, default=None, help=f"weight of LPIPS ({recipe_default('w_lpips')})")
     parser.add_argument("--w-gan", type=float, default=0.1, help="weight of the hinge GAN term")
-    parser.add_argument("--gan-start", type=int, default=None, help="step at which the GAN loss starts (phase 3: 0)")
+    parser.add_argument("--gan-start", type=int, default=None, help="step at which the GAN loss starts (default: 0 in phase 3, no GAN in phases 1-2)")
     parser.add_argument("--disc-lr", type=float, default=None, help="discriminator learning rate (default: --lr)")
     parser.add_argument("--lpips-random", action="store_true",
                         help="random VGG trunk for LPIPS (offline smoke runs; not a perceptual loss)")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast (training)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast for training (default: on with CUDA, fp32 on CPU: fsdp.precision)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the model (default: on with CUDA, off on CPU)")
     parser.add_argument("--out", default="runs/ae", help="run folder: args, metrics, grids, checkpoints")
     parser.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
-    parser.add_argument("--init", default=None, help="weights (EMA) of a previous phase: a checkpoint or its run folder")
+    parser.add_argument("--init", default=None, help="weights (EMA) of a previous phase: a checkpoint or its run folder (default: random init)")
     parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
     parser.add_argument("--save-minutes", type=float, default=None, help="... and at least every M minutes of wall time "
-                        "(default: 2 for tiny models, 30 for paper models)")
+                        f"({recipe_default('save_minutes')})")
     parser.add_argument("--grid-every", type=int, default=1000, help="Fig. 3 grid of the EMA every N steps (0: never)")
     parser.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")

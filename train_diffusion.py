@@ -58,7 +58,8 @@ def latent_cache(ae, source, args):
 @torch.no_grad()
 def save_samples(ema, objective, ae, scale, args, device, path, num_classes, rank):
     """A preview grid from the EMA weights with fixed noise, rows = classes; it leaves the training RNG untouched."""
-    y = torch.arange(min(num_classes, 8), device=device).repeat_interleave(args.grid_cols)  # (rows * cols,)
+    classes = list(range(min(num_classes, 8)))
+    y = torch.tensor(classes, device=device).repeat_interleave(args.grid_cols)  # (rows * cols,)
     g = torch.Generator(device).manual_seed(1234)
     h = args.resolution // ae.f
     z = torch.randn(len(y), ae.c, h, h, generator=g, device=device)  # (rows * cols, c, h, h)
@@ -68,7 +69,7 @@ def save_samples(ema, objective, ae, scale, args, device, path, num_classes, ran
         x0 = objective.sample(ema, z, y, objective.preview, args.grid_steps, generator=g)
         x = ae.decode(x0.float() / scale).float().clamp(-1, 1)  # undo the latent scaling before decoding
     if rank == 0:
-        data_lib.save_grid(x, path, nrow=args.grid_cols)
+        data_lib.save_grid(x, path, nrow=args.grid_cols, row_labels=[f"class {c}" for c in classes])
 
 
 def main(args):
@@ -77,6 +78,8 @@ def main(args):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     run.fill_recipe(args, models.MODELS[args.model].recipe)
     args.compile = device.type == "cuda" if args.compile is None else args.compile
+    args.bf16, precision = fsdp.precision(device, args.bf16)  # training: bf16 autocast on CUDA, fp32 on CPU
+    args.ae_bf16, cache_precision = fsdp.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")
     args.cache = args.cache or os.path.join(args.out, "latents")
     error, ae = None, None
     try:
@@ -129,6 +132,7 @@ def main(args):
                 f"{' sharded with FSDP2' if fsdp.is_distributed() else ''}, global batch {args.batch_size} "
                 f"({micro} x {args.accum} x {world_size}), compile={args.compile}, EMA {args.ema_decay} warm-up "
                 f"{args.ema_warmup}")
+    log.message(f"precision: {precision}; latent cache: {cache_precision}")
     if not 0.5 <= std * scale <= 2:
         log.message(f"WARNING: the scaled latents have std {std * scale:.3f}, far from 1: the scaling factor "
                     f"{scale:.4f} of {ae.name} does not fit these latents (std {std:.4f}); the noise schedules assume "
@@ -162,6 +166,15 @@ def main(args):
     sync.finish(log)
 
 
+def recipe_default(key):
+    """--help words for an option the model's recipe sets, e.g. "default: 0.0001 DiT/SiT, 0.0002 UViT, ..." (written
+    from the recipes of models.py, so it cannot drift from them)."""
+    values = [recipe[key] for recipe in models.RECIPES.values()]
+    if len(set(values)) == 1:
+        return f"default: {values[0]}"
+    return "default: " + ", ".join(f"{v} {name}" for name, v in zip(models.RECIPES, values))
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
     parser.add_argument("--model", choices=sorted(models.MODELS), default="USiT-tiny", help="backbone (models.py)")
@@ -176,26 +189,29 @@ def parse_args(argv=None):
     parser.add_argument("--aug", choices=["replace", "extra", "off"], default="extra",
                         help="augmented diffusion training (Eq. 2): extra = official always_sample_max_channel")
     parser.add_argument("--aug-c-primes", type=int, nargs="+", default=None, help="c' list (default: the AE's)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the model's recipe)")
-    parser.add_argument("--batch-size", type=int, default=None, help="global batch size (default: the recipe's)")
+    parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps ({recipe_default('steps')})")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"global batch size ({recipe_default('batch_size')})")
     parser.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
-    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the recipe's)")
-    parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (not on norms, biases)")
-    parser.add_argument("--betas", type=float, nargs=2, default=None, help="AdamW betas (default: the recipe's)")
-    parser.add_argument("--warmup", type=int, default=None, help="linear LR warm-up steps (default: the recipe's)")
+    parser.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate ({recipe_default('lr')})")
+    parser.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay, not on norms and biases "
+                        f"({recipe_default('weight_decay')})")
+    parser.add_argument("--betas", type=float, nargs=2, default=None, help=f"AdamW betas ({recipe_default('betas')})")
+    parser.add_argument("--warmup", type=int, default=None, help=f"linear LR warm-up steps ({recipe_default('warmup')})")
     parser.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0: no clipping)")
-    parser.add_argument("--ema-decay", type=float, default=None, help="default: 0.9999 (paper models), 0.999 (tiny)")
+    parser.add_argument("--ema-decay", type=float, default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
     parser.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
-                        "0: constant decay (DiT, U-ViT). Default: 2000 (paper models), 200 (tiny)")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast for training")
-    parser.add_argument("--ae-bf16", action="store_true", help="encode the latent cache under bf16 autocast (default fp32)")
+                        f"0: constant decay, as DiT and U-ViT ({recipe_default('ema_warmup')})")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast for training (default: on with CUDA, fp32 on CPU: fsdp.precision)")
+    parser.add_argument("--ae-bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="encode the latent cache under bf16 autocast (default: fp32, the evaluation protocol)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the backbone (default: on with CUDA, off on CPU)")
     parser.add_argument("--out", default="runs/diffusion", help="run folder: args, metrics, grids, checkpoints")
     parser.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
     parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
     parser.add_argument("--save-minutes", type=float, default=None, help="... and at least every M minutes of wall time "
-                        "(default: 2 for tiny models, 30 for paper models)")
+                        f"({recipe_default('save_minutes')})")
     parser.add_argument("--grid-every", type=int, default=5000, help="EMA sample grid every N steps (0: never)")
     parser.add_argument("--grid-steps", type=int, default=50, help="sampler steps for the periodic grids")
     parser.add_argument("--grid-cols", type=int, default=8, help="samples per class in the periodic grids")

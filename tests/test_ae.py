@@ -131,14 +131,22 @@ def test_loss_runs_backward_with_offline_lpips_and_gan_after_start():
     torch.testing.assert_close(terms["l1"], (x_rec - x).abs().mean().detach())
 
 
-def test_lpips_without_weights_fails_clearly(monkeypatch):
-    import lpips
+def test_lpips_without_weights_fails_clearly(monkeypatch, tmp_path):
+    """Offline without the VGG16 file: one line naming the file and where to put it; the network is tried once."""
+    tries = []
 
-    def offline(*a, **k):
+    def offline(url, path, progress=True):
+        tries.append(url)
         raise OSError("no network")
-    monkeypatch.setattr(lpips, "LPIPS", offline)
-    with pytest.raises(RuntimeError, match="vgg16-397923af.pth"):
-        ae_lib.build_lpips(random_weights=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(ae_lib.vgg16_weights, "failed", None)
+    for _ in range(2):
+        with pytest.raises(RuntimeError) as e:
+            ae_lib.build_lpips(random_weights=False)
+        assert str(e.value) == (f"LPIPS needs the VGG16 weights vgg16-397923af.pth (download failed: OSError); put the "
+                                f"file at {tmp_path}/checkpoints/vgg16-397923af.pth (from {ae_lib.VGG16_URL})")
+    assert tries == [ae_lib.VGG16_URL]
 
 
 def test_estimate_scaling_factor():

@@ -78,8 +78,10 @@ def test_grid_png_rows_are_classes(ckpts, tmp_path):
     res = run(ckpts["DiT-tiny"], tmp_path, "--classes", "3", "1", "7", "--per-class", "2")
     assert res["images"].shape == (6, 32, 32, 3) and res["images"].dtype == np.uint8
     grid = np.asarray(Image.open(res["grid"]))
-    assert grid.shape == (3 * 34 + 2, 2 * 34 + 2, 3)  # 3 rows (classes) x 2 columns, 2 px padding
-    assert np.array_equal(grid[2 + 34:2 + 34 + 32, 2 + 34:2 + 34 + 32], res["images"][3])  # row 1 (class 1), col 1
+    left = grid.shape[1] - (2 * 34 + 2)  # the band of row labels ("class 3", ...) left of the images
+    assert grid.shape[0] == 3 * 34 + 2 and left > 0  # 3 rows (classes) x 2 columns, 2 px padding
+    assert np.array_equal(grid[2 + 34:2 + 34 + 32, left + 2 + 34:left + 2 + 34 + 32], res["images"][3])  # class 1, col 1
+    assert grid[:, :left].max() > 200  # the labels are written
     assert res["images"].std() > 0
 
 

@@ -394,3 +394,48 @@ def test_a_scale_that_does_not_fit_the_latents_warns(tmp_path, monkeypatch):
     small = ["--steps", "1", "--batch-size", "4", "--num-workers", "0", "--grid-every", "0", "--toy-size", "8"]
     train_diffusion.main(train_diffusion.parse_args(["--ae", str(tmp_path / "ae"), "--out", str(tmp_path / "d"), *small]))
     assert any("WARNING: the scaled latents have std" in m for m in messages(tmp_path / "d"))
+
+
+# ------------------------------------------------------------------------------------------------
+# The precision policy (fsdp.precision): bf16 autocast for training on CUDA, fp32 on CPU, fp32 for evaluation
+# ------------------------------------------------------------------------------------------------
+
+def test_precision_policy(monkeypatch):
+    import fsdp
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert fsdp.precision(cpu) == (False, "fp32 (CPU default; --bf16 to autocast)")
+    assert fsdp.precision(cpu, True) == (True, "bf16 autocast (--bf16)")
+    assert fsdp.precision(cpu, False, evaluation=True, flag="--ae-bf16") == (False, "fp32 (--no-ae-bf16)")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert fsdp.precision(cuda) == (True, "bf16 autocast (CUDA default; --no-bf16 for fp32)")
+    assert fsdp.precision(cuda, False) == (False, "fp32 (--no-bf16)")
+    assert fsdp.precision(cuda, evaluation=True) == (False, "fp32 (the evaluation protocol; --bf16 to autocast)")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert fsdp.precision(cuda) == (False, "fp32 (this GPU has no bf16; --bf16 to autocast)")
+
+
+@pytest.mark.parametrize("bf16", [None, True])
+def test_trainers_follow_the_precision_policy(tmp_path, monkeypatch, bf16):
+    """On CPU both trainers train in fp32 unless --bf16 asks for autocast; the run log says which and why. The latent
+    cache is encoded in fp32 either way (the evaluation protocol)."""
+    autocast = {"ae": [], "backbone": [], "encode": []}
+
+    def spy(cls, method, key):
+        real = getattr(cls, method)
+        monkeypatch.setattr(cls, method, lambda self, *a, **k: autocast[key].append(torch.is_autocast_enabled("cpu"))
+                            or real(self, *a, **k))
+    spy(ae_lib.DCAE, "forward", "ae")
+    spy(ae_lib.DCAE, "encode", "encode")
+    spy(models.UViT, "forward", "backbone")
+    flag = [] if bf16 is None else ["--bf16"]
+    small = ["--steps", "1", "--save-every", "1", "--batch-size", "4", "--num-workers", "0", "--grid-every", "0", *flag]
+    train_ae.main(train_ae.parse_args(["--model", "dc-ae-f8c16-tiny", "--out", str(tmp_path / "ae"), *small]))
+    autocast["encode"].clear()  # from here on: the latent cache's encodes only
+    train_diffusion.main(train_diffusion.parse_args(["--ae", "dc-ae-f8c16-tiny", "--toy-size", "8", "--out",
+                                                     str(tmp_path / "d"), *small]))
+    want = "precision: bf16 autocast (--bf16)" if bf16 else "precision: fp32 (CPU default; --bf16 to autocast)"
+    assert want in messages(tmp_path / "ae")
+    assert f"{want}; latent cache: fp32 (the evaluation protocol; --ae-bf16 to autocast)" in messages(tmp_path / "d")
+    assert autocast["ae"] == [bool(bf16)] and set(autocast["backbone"]) == {bool(bf16)}
+    assert autocast["encode"] and not any(autocast["encode"])
+    assert json.loads((tmp_path / "ae/args.json").read_text())["bf16"] is bool(bf16)  # the resolved value is recorded
