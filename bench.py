@@ -439,9 +439,9 @@ def write_report(rows, args, seconds):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser = fsdp.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("tokens", help="fwd+bwd of a USiT on both 512 px latents", formatter_class=fsdp.HelpFormatter)
+    t = sub.add_parser("tokens", help="fwd+bwd of a USiT on both 512 px latents")
     t.add_argument("--model", default="USiT-tiny", choices=[n for n in models.MODELS if n.startswith("USiT")],
                    help="USiT-tiny is widened to 256 x 6 layers")
     t.add_argument("--batch", type=int, default=8, help="images per step")
@@ -452,7 +452,7 @@ def parse_args(argv=None):
     t.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on with CUDA, fp32 on CPU: fsdp.precision)")
-    r = sub.add_parser("train", help="training steps with AdamW", formatter_class=fsdp.HelpFormatter)
+    r = sub.add_parser("train", help="training steps with AdamW")
     r.add_argument("--device", default="cpu", help="cpu or cuda")
     r.add_argument("--models", nargs="+", default=["USiT-tiny"], choices=sorted(models.MODELS), help="backbones")
     r.add_argument("--batch", type=int, default=8, help="images per step")
@@ -462,18 +462,18 @@ def parse_args(argv=None):
     r.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on with CUDA, fp32 on CPU: fsdp.precision)")
     r.add_argument("--compile", action="store_true", help="torch.compile the backbone")
-    a = sub.add_parser("ae", help="AE parity and speed vs diffusers, bf16 vs fp32", formatter_class=fsdp.HelpFormatter)
+    a = sub.add_parser("ae", help="AE parity and speed vs diffusers, bf16 vs fp32")
     a.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f32c128-1.5", help="registry AE")
     a.add_argument("--image-size", type=int, default=256, help="image side")
     a.add_argument("--batch", type=int, default=1, help="images")
     a.add_argument("--repeats", type=int, default=3, help="timed repeats (the best is reported)")
     a.add_argument("--compile", action="store_true", help="also check torch.compile(fullgraph=True)")
-    f = sub.add_parser("fid", help="Inception features and FID", formatter_class=fsdp.HelpFormatter)
+    f = sub.add_parser("fid", help="Inception features and FID")
     f.add_argument("--num-images", type=int, default=100, help="PNG images to read")
     f.add_argument("--image-size", type=int, default=256, help="their side")
     f.add_argument("--batch-size", type=int, default=50, help="images per forward pass")
     f.add_argument("--repeats", type=int, default=3, help="timed repeats (the best is reported)")
-    q = sub.add_parser("profile", help="where a training step's time goes", formatter_class=fsdp.HelpFormatter)
+    q = sub.add_parser("profile", help="where a training step's time goes")
     q.add_argument("--device", default="cpu", help="cpu or cuda")
     q.add_argument("--model", default="USiT-tiny", choices=[n for n in models.MODELS if n.startswith("USiT")],
                    help="USiT-tiny is widened to 256 x 6 layers")
@@ -482,7 +482,7 @@ def parse_args(argv=None):
     q.add_argument("--steps", type=int, default=5, help="profiled steps")
     q.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on with CUDA, fp32 on CPU: fsdp.precision)")
-    g = sub.add_parser("gpu", help="the real scripts on one GPU -> docs/benchmarks.md", formatter_class=fsdp.HelpFormatter)
+    g = sub.add_parser("gpu", help="the real scripts on one GPU -> docs/benchmarks.md")
     g.add_argument("--tiny", action="store_true", help="tiny models on CPU: check the plumbing, measure nothing")
     g.add_argument("--report", default=None, help="the Markdown report (default: its section of docs/benchmarks.md; "
                    "runs/bench_gpu_tiny.md with --tiny)")

@@ -20,11 +20,11 @@ DataLoader worker processes (no shared counters).
     python data.py --data /path/to/imagenet/train --resolution 256 --out /tmp/grid.png
 """
 
-import argparse
 import hashlib
 import json
 import math
 import os
+import signal
 import sys
 
 import numpy as np
@@ -130,21 +130,48 @@ def label_grid(grid, H, W, padding, col_labels, row_labels):
 
 
 def list_images(folder):
-    """All image files under folder (recursive, symlinks followed), sorted so every rank sees one order."""
-    files = []
+    """All image files under folder (recursive, symlinks followed), sorted so every rank sees one order. Each real
+    file is listed once: a folder reached twice (a symlink loop, or two links to one folder) is walked once, and a file
+    reached by two paths keeps the first in sorted order."""
+    files, seen_dirs = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:  # a loop or a second link to a folder walked already
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         files += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(IMG_EXTENSIONS)]
-    return sorted(files)
+    unique, seen_files = [], set()
+    for f in sorted(files):
+        real = os.path.realpath(f)
+        if real not in seen_files:
+            seen_files.add(real)
+            unique.append(f)
+    return unique
+
+
+def to_rgb(img):
+    """A PIL image of any mode -> RGB, 8 bits per channel. High-bit-depth greyscale (16-bit PNG and TIFF: modes I;16*,
+    and I) is scaled to 8 bits (v * 255 / 65535), where PIL's convert("RGB") would clip it to 255 (white). EXIF
+    orientation is ignored, as the FID literature's readers do (pytorch-fid, ADM, torchvision's loader): rotated
+    pixels would not match the reference statistics (README: the data)."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        v = np.asarray(img, dtype=np.float64).clip(0, 65535)  # (H, W) in 16-bit steps
+        img = Image.fromarray(np.round(v * (255 / 65535)).astype(np.uint8), "L")
+    elif img.mode == "F":  # 32-bit float greyscale: taken as [0, 1]
+        img = Image.fromarray(np.round(np.asarray(img).clip(0, 1) * 255).astype(np.uint8), "L")
+    return img.convert("RGB")
 
 
 def read_image(path, resolution=None):
-    """uint8 (H, W, 3) of an image file, ADM center-cropped to `resolution` (None: as stored), or None when the file
-    cannot be decoded. PIL signals broken files with OSError (incl. UnidentifiedImageError and truncation),
-    ValueError, SyntaxError or DecompressionBombError depending on the format plugin."""
+    """uint8 (H, W, 3) of an image file (to_rgb), ADM center-cropped to `resolution` (None: as stored), or None when the
+    file cannot be decoded. The one reader of the trainers, the latent cache, eval_ae.py and fid.py. PIL signals broken
+    files with OSError (incl. UnidentifiedImageError and truncation), ValueError, SyntaxError or DecompressionBombError
+    depending on the format plugin."""
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            img = to_rgb(img)
             return center_crop_arr(img, resolution) if resolution else np.asarray(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
@@ -306,6 +333,14 @@ def shard_order(n, rank, world_size, epoch=0, seed=0, shuffle=True):
     return order[rank::world_size].tolist()
 
 
+def ignore_stop_signals(worker_id):
+    """DataLoader workers leave stopping to the main process. A signal to the whole process group (Ctrl-C, Slurm's
+    scancel or preemption, `timeout`) reaches them too, and a worker killed by it makes the main process fail
+    ("DataLoader worker ... is killed by signal") before it can save; the main process ends them when it is done."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(dataset, batch_size, rank=0, world_size=1, num_workers=4, pin_memory=False):
     """One pass over this rank's shard in dataset order, last batch partial (encoding a cache, evaluation)."""
     if batch_size < 1 or not 0 <= rank < world_size:
@@ -313,7 +348,7 @@ def make_loader(dataset, batch_size, rank=0, world_size=1, num_workers=4, pin_me
     order = shard_order(len(dataset), rank, world_size, shuffle=False)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
-                      generator=torch.Generator())  # its base seed must not come from the global RNG
+                      worker_init_fn=ignore_stop_signals, generator=torch.Generator())  # not the global RNG
 
 
 class Batches:
@@ -345,7 +380,7 @@ class Batches:
             order = shard_order(len(self.dataset), self.rank, self.world_size, self.epoch, self.seed)
             batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.per_epoch)]
             self.it = iter(DataLoader(self.dataset, batch_sampler=batches[self.position:], generator=torch.Generator(),
-                                      **self.loader_args))
+                                      worker_init_fn=ignore_stop_signals, **self.loader_args))
         self.position += 1
         return next(self.it)
 
@@ -389,7 +424,8 @@ class FolderImages(Dataset):
         return None if arr is None else torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # (3, H, W), writable
 
     def __iter__(self):
-        loader = DataLoader(self, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_images)
+        loader = DataLoader(self, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_images,
+                            worker_init_fn=ignore_stop_signals)
         for x, skipped in loader:
             self.skipped += skipped
             if x is not None:
@@ -404,15 +440,25 @@ class FolderImages(Dataset):
 @torch.no_grad()
 def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_size=64, num_workers=2, bf16=False):
     """Encode `dataset` once (each rank a shard, fp32 unless bf16) into folder/part-RRRR.npy (fp16 latents, unscaled)
-    + labels-RRRR.npy, then meta.json: `identity` plus the parts, the latent std (ae.estimate_scaling_factor over all
-    ranks) and the number of skipped files. meta.json is written last and atomically: a cache without it is
-    incomplete and is rebuilt. Returns meta."""
+    + labels-RRRR.npy, then meta.json: `identity` plus the parts, their lengths and the latent shape (open_cache checks
+    the files against them), the latent std (ae.estimate_scaling_factor over all ranks) and the number of skipped
+    files. meta.json is removed first and written last, atomically: a cache without it is incomplete and is rebuilt.
+    The space of each part is reserved before encoding, so a full disk fails at once, with one line. Returns meta."""
     loader = make_loader(dataset, batch_size, rank, world_size, num_workers=num_workers, pin_memory=device.type == "cuda")
     n = sum(len(b) for b in loader.batch_sampler)
     x0 = dataset[0][0]
     h, w = x0.shape[1] // ae.f, x0.shape[2] // ae.f
-    os.makedirs(folder, exist_ok=True)
-    z_out = np.lib.format.open_memmap(os.path.join(folder, f"part-{rank:04d}.npy"), "w+", np.float16, (n, ae.c, h, w))
+    path, error = os.path.join(folder, f"part-{rank:04d}.npy"), None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if rank == 0 and os.path.exists(os.path.join(folder, "meta.json")):
+            os.remove(os.path.join(folder, "meta.json"))  # the old cache is gone from here on
+        z_out = np.lib.format.open_memmap(path, "w+", np.float16, (n, ae.c, h, w))
+        with open(path, "r+b") as fh:  # a memory map on a full disk dies of SIGBUS later; reserving fails now
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+    except OSError as e:
+        error = run.write_error(path, e, 2 * n * ae.c * h * w)
+    fsdp.stop_if(error, rank, code=4)
     y_out = np.zeros(n, np.int64)
     skipped, i = 0, 0
 
@@ -428,13 +474,41 @@ def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_s
     scale = ae_lib.estimate_scaling_factor(latents(), reduce=fsdp.all_sum)
     z_out.flush()
     np.save(os.path.join(folder, f"labels-{rank:04d}.npy"), y_out)
-    meta = dict(identity, parts=world_size, latent_std=1 / scale, skipped=fsdp.all_sum(skipped),
-                num_classes=getattr(dataset, "num_classes", None))
+    meta = dict(identity, parts=world_size, lengths=fsdp.gather(n), latent_shape=[ae.c, h, w], latent_std=1 / scale,
+                skipped=fsdp.all_sum(skipped), num_classes=getattr(dataset, "num_classes", None))
     fsdp.barrier()
     if rank == 0:
         run.atomic_write(os.path.join(folder, "meta.json"), lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
     fsdp.barrier()
     return meta
+
+
+def open_cache(folder):
+    """-> (meta.json's dict, None) for a complete cache, (None, None) for no cache, (None, what is wrong) for a damaged
+    one: meta.json unreadable, a part or label file missing, truncated or of another shape than meta.json records. All
+    checked before training, from the files' headers and sizes (nothing is read); train_diffusion.py rebuilds it."""
+    path = os.path.join(folder, "meta.json")
+    if not os.path.isfile(path):
+        return None, None
+    try:
+        with open(path) as fh:
+            meta = json.load(fh)
+        parts, lengths, shape = meta["parts"], meta.get("lengths"), meta.get("latent_shape")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"{path} is unreadable ({type(e).__name__}: {e})"
+    for r in range(parts):
+        for name in (f"part-{r:04d}.npy", f"labels-{r:04d}.npy"):
+            file = os.path.join(folder, name)
+            try:
+                a = np.load(file, mmap_mode="r")  # reads the header; a short file cannot be mapped
+            except FileNotFoundError:
+                return None, f"{file} is missing"
+            except (OSError, ValueError) as e:
+                return None, f"{file} is truncated or unreadable ({e})"
+            want = ((lengths[r], *shape) if name.startswith("part") else (lengths[r],)) if lengths and shape else None
+            if want is not None and tuple(a.shape) != tuple(want):
+                return None, f"{file} holds {tuple(a.shape)}, meta.json records {tuple(want)}"
+    return meta, None
 
 
 def fingerprint(ae):
@@ -480,7 +554,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser = fsdp.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder")
     parser.add_argument("--resolution", type=int, default=32, help="image side (ADM center crop)")
     parser.add_argument("--num-classes", type=int, default=10, help="classes of the toy data")

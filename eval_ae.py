@@ -158,7 +158,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser = fsdp.ArgumentParser(description=__doc__)
     parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a DC-Gen or diffusers folder, or a "
                         "registry name (random weights)")
     parser.add_argument("--data", default="toy", help="'toy' (a held-out set) or a validation image folder")

@@ -22,7 +22,6 @@ Library use (e.g. eval_ae.py on reconstructions, streamed):
     stats = InceptionStats(); features_from_images(model, x_uint8, 50, device, stats=stats, keep=False)
     stats.all_reduce(); mu, sigma = stats.mu_sigma(); fid = frechet_distance(mu, sigma, *load_stats(ref))
 """
-import argparse
 import os
 import sys
 import warnings
@@ -472,8 +471,8 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter,
-                                usage="fid.py SAMPLES REF [options] | fid.py IMAGES --save-stats OUT.npz")
+    parser = fsdp.ArgumentParser(description=__doc__,
+                                  usage="fid.py SAMPLES REF [options] | fid.py IMAGES --save-stats OUT.npz")
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="SAMPLES REF: an image folder, an arr_0 .npz or (REF only) a mu/sigma .npz; or one IMAGES path "
                         "with --save-stats")

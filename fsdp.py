@@ -96,6 +96,15 @@ def agree(error):
     return next((e for e in errors if e), None)
 
 
+def gather(x):
+    """Every rank's Python object x, as a list in rank order (start-up bookkeeping, not the training loop)."""
+    if not is_distributed():
+        return [x]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, x)
+    return out
+
+
 def all_sum(x):
     """Sum of a Python number over ranks (start-up and evaluation bookkeeping, not the training loop)."""
     if not is_distributed():
@@ -105,11 +114,40 @@ def all_sum(x):
     return type(x)(t.item())
 
 
-def stop_if(error, rank):
+def stop_if(error, rank, code=2):
     """All ranks agree on the first error (a string or None) and, if there is one, fail together with one line."""
     error = agree(error)
     if error:
-        fail(error, rank)
+        fail(error, rank, code)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the scripts' --help (HelpFormatter) and one-line errors, like every other bad input: `error:
+    argument --lr: ...` and exit status 2, before any compute (under torchrun from rank 0 only)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def real(low=-math.inf, high=math.inf, above=False):
+    """An argparse type: a finite float in [low, high] (in (low, high] with above=True). NaN, inf and values out of
+    a meaningful range are refused while the command line is parsed (`--cfg-scale nan` would sample NaNs)."""
+    def number(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low or value > high or (above and value == low):
+            bounds = f"{'(' if above else '['}{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number in {bounds}")
+        return value
+    return number
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -214,13 +252,20 @@ def set_lr(opt, step, lr, warmup):
 
 @torch.no_grad()
 def ema_update(ema, model, decay, step, warmup):
-    """ema <- d * ema + (1 - d) * model after optimizer step `step` (1, 2, ...), with DC-Gen's warm-up
-    d = decay * (1 - exp(-step / warmup)) (apps/utils/ema.py), so the EMA does not remember the random init;
-    warmup = 0: the constant decay of the DiT and U-ViT repositories. Both are sharded alike: purely local work."""
+    """ema <- d * ema + (1 - d) * model for the parameters (buffers are copied) after optimizer step `step` (1, 2, ...),
+    with DC-Gen's warm-up d = decay * (1 - exp(-step / warmup)) (apps/utils/ema.py), so the EMA does not remember the
+    random init; warmup = 0: the constant decay of the DiT and U-ViT repositories. Both are sharded alike: purely
+    local work."""
     d = decay * (1 - math.exp(-step / warmup)) if warmup > 0 else decay
     ema_p = [p.to_local() if hasattr(p, "to_local") else p for p in ema.parameters()]
     model_p = [p.detach().to_local() if hasattr(p, "to_local") else p.detach() for p in model.parameters()]
     torch._foreach_lerp_(ema_p, model_p, 1 - d)
+    # Buffers (BatchNorm's running statistics: the DC-AE 1.0 decoder, the PatchGAN) are copied, not averaged: the
+    # EMA then normalises with the statistics the training produced, and integer counters stay counts. (DC-Gen's
+    # apps/utils/ema.py averages floating-point buffers with the weights; its 1.5 AEs have none.) FSDP2 does not shard
+    # buffers, so this is local work too.
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
 
 
 def optimizer_step(model, opt, ema, step, args):

@@ -10,12 +10,14 @@ wall-clock save. A run killed at any moment leaves complete checkpoints; re-runn
     python train_ae.py --steps 3000               # a run in runs/ae; Ctrl-C saves and stops; the same command resumes
     python train_ae.py --resume runs/ae --out runs/ae2   # resume another folder's newest checkpoint
 """
+import errno
 import fcntl
 import glob
 import json
 import os
 import random
 import resource
+import shutil
 import signal
 import sys
 import tempfile
@@ -28,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from fsdp import barrier, cleanup, is_distributed, stop_if
+from fsdp import cleanup, is_distributed, stop_if
 
 
 # ------------------------------------------------------------------------------------------------
@@ -44,6 +46,48 @@ def fill_recipe(args, recipe):
         args.save_every = max(1, args.steps // 10)
 
 
+def check_out(folder, option="--out"):
+    """A folder the run can write in, checked before any compute without creating it: not a file, not on a read-only
+    file system, writable. Raises ValueError naming the path and the cause."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):  # the nearest existing ancestor decides whether the folder can be made
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"{option} {folder}: {path} is a file, not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        cause = "read-only file system" if os.statvfs(path).f_flag & os.ST_RDONLY else "permission denied"
+        raise ValueError(f"{option} {folder}: cannot write in {path} ({cause})")
+
+
+def write_error(path, error, needed=None):
+    """One line for a file that could not be written: the path, the cause, and for a full disk the bytes needed (a full
+    disk makes torch.save fail with "[enforce fail at inline_container.cc] ... unexpected pos", no errno)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    free = shutil.disk_usage(folder).free
+    if (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or (needed and needed > free):
+        return f"cannot write {path}: no space left on the device ({needed or '?'} bytes needed, {free} free)"
+    cause = error.strerror if isinstance(error, OSError) and error.strerror else \
+        f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    return f"cannot write {path}: {cause}"
+
+
+def enough_space(folder, needed):
+    return shutil.disk_usage(folder).free >= needed
+
+
+def tensor_bytes(obj):
+    """Bytes of the tensors in a nested dict / list (about the size of its torch.save file)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def check_training_args(args, world_size):
     """The checks both trainers share, before any compute; raises ValueError naming the value."""
     for name in ("steps", "batch_size", "accum", "save_every", "log_every", "num_workers"):
@@ -57,6 +101,19 @@ def check_training_args(args, world_size):
                          f"({world_size} x {args.accum})")
     if args.resume and not os.path.exists(args.resume):
         raise ValueError(f"checkpoint not found: {args.resume}")
+    check_out(args.out)
+
+
+# What may change when a run resumes: how long it runs, how often it logs, saves and draws, and where it writes. Every
+# other argument decides the numbers, and a resume with another value is not the run it continues.
+MAY_CHANGE = ("steps", "save_every", "save_minutes", "log_every", "grid_every", "grid_steps", "grid_cols", "num_workers",
+              "encode_batch", "compile", "resume", "out", "cache", "init")
+
+
+def changed_args(old, new):
+    """{option: (checkpoint's value, this run's)} of the arguments that differ and break an exact resume."""
+    same = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  (a recipe's tuple, a command line's list)
+    return {k: (old[k], v) for k, v in new.items() if k not in MAY_CHANGE and k in old and same(old[k]) != same(v)}
 
 
 def lock_run(out):
@@ -74,7 +131,7 @@ def lock_run(out):
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     lock_run.held.append(fd)  # keep it open (and locked) until exit
-    for stale in glob.glob(os.path.join(out, "*.tmp")):  # temp files of writers that died; none is alive now
+    for stale in glob.glob(os.path.join(out, "*.tmp")) + glob.glob(os.path.join(out, "*", "*.tmp")):  # of dead writers
         os.remove(stale)
     return None
 
@@ -141,6 +198,13 @@ def start_run(args, rank, world_size, expect):
                 if have != want:
                     raise ValueError(f"{path} is a checkpoint of {have!r}, not --model {want}" if key == "model" else
                                      f"{path} was trained with {key} {have}, this run has {want}")
+            changed = changed_args(ckpt["args"], vars(args))
+            if changed:
+                flag = lambda k: "--" + k.replace("_", "-")  # noqa: E731
+                raise ValueError(f"{path} was trained with other settings; an exact resume needs the same: " +
+                                 ", ".join(f"{flag(k)} {old} (now {new})" for k, (old, new) in changed.items()) +
+                                 ". Pass the old values, or another --out for a new run (options that may change: " +
+                                 ", ".join(flag(k) for k in MAY_CHANGE[:9]) + ")")
         if rank == 0 and not error and not locked:
             error = lock_run(args.out)
     except ValueError as e:
@@ -185,13 +249,21 @@ def save_checkpoint(out, step, modules, optimizers, args, extra=None, keep=2):
         rngs[0] = rng_state()
     ckpt.update(step=step, args=vars(args) if not isinstance(args, dict) else args, rng=rngs, **(extra or {}))
     path = os.path.join(out, f"ckpt_{step:07d}.pt")
-    size = 0
-    if not is_distributed() or dist.get_rank() == 0:
-        atomic_write(path, lambda fh: torch.save(ckpt, fh))
-        size = os.path.getsize(path)
-        for old in sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))[:-keep]:
-            os.remove(old)
-    barrier()
+    size, error, rank = 0, None, dist.get_rank() if is_distributed() else 0
+    if rank == 0:
+        needed = tensor_bytes(ckpt)
+        try:
+            if not enough_space(out, needed):  # do not start a write that cannot finish
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            atomic_write(path, lambda fh: torch.save(ckpt, fh))  # a failed write leaves no temp file
+        except (OSError, RuntimeError) as e:
+            error = (write_error(path, e, needed) + f"; the last checkpoint is intact: {latest_checkpoint(out)}; "
+                     f"free some space and run the same command to resume")
+        else:
+            size = os.path.getsize(path)
+            for old in sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))[:-keep]:
+                os.remove(old)
+    stop_if(error, rank, code=4)  # every rank stops together (exit status 4), or all go on
     return path, size, time.time() - t0
 
 
@@ -394,8 +466,7 @@ class RunLog:
     def log(self, record, show=True):
         if self.rank != 0:
             return
-        self.fh.write(json.dumps(record) + "\n")
-        self.fh.flush()
+        self.append(record)
         if self.bar is not None:
             self.bar.n = record.get("step", self.bar.n)
             self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items()
@@ -407,12 +478,23 @@ class RunLog:
     def message(self, text):
         if self.rank != 0:
             return
-        self.fh.write(json.dumps({"message": text}) + "\n")
-        self.fh.flush()
+        self.append({"message": text})
         if self.bar is not None:
             self.bar.write(text)
         else:
             print(text, flush=True)
+
+    def append(self, record):
+        """One JSON line. A disk that fills up mid-run ends the run with one line and exit status 4 (the checkpoints
+        on disk are complete; under torchrun the launcher then stops the other ranks)."""
+        try:
+            self.fh.write(json.dumps(record) + "\n")
+            self.fh.flush()
+        except OSError as e:
+            print(f"error: {write_error(self.fh.name, e)}", file=sys.stderr, flush=True)
+            if is_distributed():
+                os._exit(4)  # a collective clean-up would wait for ranks that are still training
+            sys.exit(4)
 
     def close(self):
         if self.rank == 0:

@@ -31,6 +31,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 
@@ -220,6 +221,12 @@ def run_config(args, info):
                 device=args.device_type)
 
 
+def stop(signum, frame):
+    """SIGTERM / SIGINT while sampling: leave through SystemExit(128 + signal), so that a chunk being written removes its
+    temp file (run.atomic_write) and the finished chunks stay for the rerun."""
+    raise SystemExit(128 + signum)
+
+
 def check_run_config(out, config):
     path = os.path.join(out, "sample_config.json")
     if os.path.isfile(path):
@@ -252,6 +259,7 @@ def check_cli(args):
         raise ValueError("--fid needs --num-samples (it evaluates the .npz, not the grid)")
     if args.fid and not os.path.exists(args.fid):
         raise ValueError(f"--fid {args.fid}: reference not found (statistics .npz, image .npz or folder)")
+    run.check_out(args.out)
 
 
 def check_args(args, info, objective):
@@ -309,7 +317,9 @@ def main(args):
         info["objective"] = models.MODELS[info["model"]].objective
         objective = diffusion.make_objective(info["objective"])
         check_args(args, info, objective)
-        if args.num_samples and rank == 0:
+        if rank == 0:  # one run per folder, as the trainers (the kernel drops the lock however this process ends)
+            error = run.lock_run(args.out)
+        if args.num_samples and rank == 0 and not error:
             check_run_config(args.out, run_config(args, info))
     except (ValueError, FileNotFoundError) as e:
         error = str(e)
@@ -347,12 +357,26 @@ def main(args):
     if not os.path.isfile(out_npz):
         todo = [k for k in range(rank, num_chunks, world_size) if not os.path.isfile(shard_path(args.out, k))]
         mine = sum(min(B, N - k * B) for k in todo)
-        with tqdm(total=mine, unit="img", disable=rank != 0 or None, desc=f"sampling (rank 0 of {world_size})") as bar:
-            for k in todo:
-                y = labels[k * B:(k + 1) * B]  # (n,)
-                images = generate_chunk(model, objective, ae, y, k, args, info, device, timer)
-                timer("write", write_shard, shard_path(args.out, k), images, y.numpy())
-                bar.update(len(y))
+        for sig in (signal.SIGTERM, signal.SIGINT):  # to one rank or the whole process group: stop at once, finished
+            signal.signal(sig, stop)  # chunks stay, a chunk being written leaves nothing
+        try:
+            with tqdm(total=mine, unit="img", disable=rank != 0 or None, desc=f"sampling (rank 0 of {world_size})") as bar:
+                for k in todo:
+                    y = labels[k * B:(k + 1) * B]  # (n,)
+                    images = generate_chunk(model, objective, ae, y, k, args, info, device, timer)
+                    timer("write", write_shard, shard_path(args.out, k), images, y.numpy())
+                    bar.update(len(y))
+        except SystemExit as e:
+            done = len(glob.glob(os.path.join(args.out, "shards", "chunk_*.npz")))
+            if rank == 0:
+                print(f"stopped by {signal.Signals(e.code - 128).name}: {done} of {num_chunks} chunks are in "
+                      f"{args.out}/shards; run the same command to sample the rest", file=sys.stderr, flush=True)
+            raise
+        except OSError as e:  # a full or lost disk: the finished chunks stay
+            fsdp.fail(run.write_error(shard_path(args.out, k), e, B * H * W * 3), rank, 4)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # main() may run again in this process (toy.py)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if args.profile or rank == 0:
             report(timer, mine, rank, world_size)
         fsdp.barrier()  # every chunk is on disk
@@ -385,7 +409,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser = fsdp.ArgumentParser(description=__doc__)
     parser.add_argument("--ckpt", required=True, help="required: a train_diffusion.py checkpoint or run "
                         "folder, a released DC-Gen folder, or random:<model> for speed runs")
     parser.add_argument("--ae", default=None, help="the AE (default: the one the checkpoint trained on; required for DC-Gen "
@@ -406,9 +430,9 @@ def parse_args(argv=None):
                         help="default: the paper's protocol: ddpm (DiT), dpm-solver (UViT), dopri5 (SiT/USiT)")
     parser.add_argument("--steps", type=int, default=None, help="default: 250 DDPM, 30 DPM-Solver, 250 euler/heun/"
                         "euler_maruyama; dopri5 is adaptive")
-    parser.add_argument("--cfg-scale", type=float, default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
+    parser.add_argument("--cfg-scale", type=fsdp.real(0), default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
                         "DC-Gen documents 1.3 for DiT-XL, 1.5 for the others")
-    parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+    parser.add_argument("--guidance-interval", type=fsdp.real(0, 1), nargs=2, default=None, metavar=("LO", "HI"),
                         help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8 (default: "
                         "every step)")
     parser.add_argument("--c-prime", type=int, default=None, help="generate only the first c' latent channels (default: all c)")

@@ -20,7 +20,6 @@ class-conditional samples ("acc", higher is better). With --inception-weights th
     python toy.py --quick          # a smoke run of about a minute (CI): its numbers are not evidence
     python toy.py --ae dc-ae-f8c16-tiny   # the knob "latent channels per pixel": 4x fewer
 """
-import argparse
 import json
 import os
 import sys
@@ -335,7 +334,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser = fsdp.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute (CI); not evidence")
     parser.add_argument("--out", default="runs/toy", help="output folder: runs, figures, toy_results.md")
     parser.add_argument("--seed", type=int, default=0, help="seed of the AE runs")

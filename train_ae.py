@@ -321,7 +321,7 @@ def recipe_default(key):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser = fsdp.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f8c64-tiny", help="AE (ae.py)")
     parser.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder (class subfolders)")
     parser.add_argument("--toy-size", type=int, default=50_000, help="images of the toy dataset")
@@ -340,17 +340,17 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps ({recipe_default('steps')})")
     parser.add_argument("--batch-size", type=int, default=None, help=f"global batch size ({recipe_default('batch_size')})")
     parser.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
-    parser.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate ({recipe_default('lr')})")
+    parser.add_argument("--lr", type=fsdp.real(0, above=True), default=None, help=f"AdamW learning rate ({recipe_default('lr')})")
     parser.add_argument("--warmup", type=int, default=None, help=f"linear LR warm-up steps ({recipe_default('warmup')})")
-    parser.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0: no clipping)")
-    parser.add_argument("--ema-decay", type=float, default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
+    parser.add_argument("--grad-clip", type=fsdp.real(0), default=1.0, help="max grad norm (0: no clipping)")
+    parser.add_argument("--ema-decay", type=fsdp.real(0, 1), default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
     parser.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
                         f"0: constant decay ({recipe_default('ema_warmup')})")
-    parser.add_argument("--w-l1", type=float, default=1.0, help="weight of the L1 term")
-    parser.add_argument("--w-lpips", type=float, default=None, help=f"weight of LPIPS ({recipe_default('w_lpips')})")
-    parser.add_argument("--w-gan", type=float, default=0.1, help="weight of the hinge GAN term")
+    parser.add_argument("--w-l1", type=fsdp.real(0), default=1.0, help="weight of the L1 term")
+    parser.add_argument("--w-lpips", type=fsdp.real(0), default=None, help=f"weight of LPIPS ({recipe_default('w_lpips')})")
+    parser.add_argument("--w-gan", type=fsdp.real(0), default=0.1, help="weight of the hinge GAN term")
     parser.add_argument("--gan-start", type=int, default=None, help="step at which the GAN loss starts (default: 0 in phase 3, no GAN in phases 1-2)")
-    parser.add_argument("--disc-lr", type=float, default=None, help="discriminator learning rate (default: --lr)")
+    parser.add_argument("--disc-lr", type=fsdp.real(0, above=True), default=None, help="discriminator learning rate (default: --lr)")
     parser.add_argument("--lpips-random", action="store_true",
                         help="random VGG trunk for LPIPS (offline smoke runs; not a perceptual loss)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
@@ -361,7 +361,7 @@ def parse_args(argv=None):
     parser.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
     parser.add_argument("--init", default=None, help="weights (EMA) of a previous phase: a checkpoint or its run folder (default: random init)")
     parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
-    parser.add_argument("--save-minutes", type=float, default=None, help="... and at least every M minutes of wall time "
+    parser.add_argument("--save-minutes", type=fsdp.real(0, above=True), default=None, help="... and at least every M minutes of wall time "
                         f"({recipe_default('save_minutes')})")
     parser.add_argument("--grid-every", type=int, default=1000, help="Fig. 3 grid of the EMA every N steps (0: never)")
     parser.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")

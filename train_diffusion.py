@@ -15,8 +15,8 @@ Fig. 5; Sec. 4.1; Tables 2-5).
         --data /data/imagenet/train --resolution 512 --out runs/usit2b-f64
 """
 import argparse
-import json
 import os
+import sys
 
 import torch
 
@@ -29,7 +29,9 @@ import models
 
 
 def check_args(args, ae):
-    """What depends on the AE, before any compute (the checks both trainers share are in run.start_run)."""
+    """What depends on the AE, before any compute (the checks both trainers share are in run.start_run; --out is
+    checked here too, before the latent cache under it)."""
+    run.check_out(args.out)
     if args.resolution < 1 or args.resolution % ae.f:
         raise ValueError(f"--resolution {args.resolution} is not a positive multiple of the AE's f={ae.f} ({ae.name})")
     if any(not 1 <= cp <= ae.c for cp in args.aug_c_primes):
@@ -39,20 +41,22 @@ def check_args(args, ae):
 
 
 def latent_cache(ae, source, args):
-    """(identity, meta.json of a usable cache or None, the dataset to encode or None): a cache is used only if the
-    same AE, data, resolution and precision made it; one made by anything else is refused (ValueError)."""
+    """(identity, meta.json of a usable cache or None, the dataset to encode or None, what was wrong with a damaged
+    cache or None): a cache is used only if the same AE, data, resolution and precision made it, and one made by
+    anything else is refused (ValueError); a damaged one (data.open_cache) is rebuilt."""
     identity = dict(ae=source, ae_name=ae.name, ae_fingerprint=data_lib.fingerprint(ae), data=os.path.abspath(args.data)
                     if args.data != "toy" else f"toy:{args.toy_size}", resolution=args.resolution, ae_bf16=args.ae_bf16)
-    path = os.path.join(args.cache, "meta.json")
-    meta = json.load(open(path)) if os.path.isfile(path) else None
+    meta, damaged = data_lib.open_cache(args.cache)
     if meta is not None and {k: meta.get(k) for k in identity} != identity:
         raise ValueError(f"latent cache {args.cache} was made by {meta.get('ae')} ({meta.get('ae_fingerprint')}) on "
                          f"{meta.get('data')} at {meta.get('resolution')}px, not by {identity['ae']} "
                          f"({identity['ae_fingerprint']}) on {identity['data']} at {args.resolution}px: pass another "
                          f"--cache")
+    if meta is None:
+        run.check_out(args.cache, "--cache")
     # The toy data are one fixed dataset (seed 0), whatever the training --seed: seeds share one latent cache.
     dataset = None if meta else data_lib.build_dataset(args.data, args.resolution, args.num_classes, args.toy_size, 0)
-    return identity, meta, dataset
+    return identity, meta, dataset, damaged
 
 
 @torch.no_grad()
@@ -86,7 +90,7 @@ def main(args):
         ae, scaling, source = ae_lib.load_ae(args.ae, device)
         args.aug_c_primes = args.aug_c_primes or ae.c_prime_candidates
         check_args(args, ae)
-        identity, meta, dataset = latent_cache(ae, source, args)
+        identity, meta, dataset, damaged = latent_cache(ae, source, args)
     except ValueError as e:
         error = str(e)
     fsdp.stop_if(error, rank)
@@ -94,6 +98,8 @@ def main(args):
     ckpt_path, ckpt = run.start_run(args, rank, world_size, dict(model=args.model, latent_shape=[ae.c, side, side]))
 
     # Latents, encoded once; the scale that makes them unit-std: the released factor of released weights, else 1 / std.
+    if damaged and rank == 0:
+        print(f"latent cache {args.cache} is damaged: {damaged}; rebuilding it", file=sys.stderr, flush=True)
     if meta is None:
         meta = data_lib.build_cache(ae, dataset, args.cache, identity, rank, world_size, device, args.encode_batch,
                                     args.num_workers, args.ae_bf16)
@@ -176,7 +182,7 @@ def recipe_default(key):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=fsdp.HelpFormatter)
+    parser = fsdp.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=sorted(models.MODELS), default="USiT-tiny", help="backbone (models.py)")
     parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a diffusers or DC-Gen folder, "
                         "or a registry name (random weights, smoke runs)")
@@ -192,13 +198,13 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps ({recipe_default('steps')})")
     parser.add_argument("--batch-size", type=int, default=None, help=f"global batch size ({recipe_default('batch_size')})")
     parser.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
-    parser.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate ({recipe_default('lr')})")
-    parser.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay, not on norms and biases "
+    parser.add_argument("--lr", type=fsdp.real(0, above=True), default=None, help=f"AdamW learning rate ({recipe_default('lr')})")
+    parser.add_argument("--weight-decay", type=fsdp.real(0), default=None, help=f"AdamW weight decay, not on norms and biases "
                         f"({recipe_default('weight_decay')})")
-    parser.add_argument("--betas", type=float, nargs=2, default=None, help=f"AdamW betas ({recipe_default('betas')})")
+    parser.add_argument("--betas", type=fsdp.real(0, 1), nargs=2, default=None, help=f"AdamW betas ({recipe_default('betas')})")
     parser.add_argument("--warmup", type=int, default=None, help=f"linear LR warm-up steps ({recipe_default('warmup')})")
-    parser.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm (0: no clipping)")
-    parser.add_argument("--ema-decay", type=float, default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
+    parser.add_argument("--grad-clip", type=fsdp.real(0), default=1.0, help="max grad norm (0: no clipping)")
+    parser.add_argument("--ema-decay", type=fsdp.real(0, 1), default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
     parser.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
                         f"0: constant decay, as DiT and U-ViT ({recipe_default('ema_warmup')})")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
@@ -210,7 +216,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="runs/diffusion", help="run folder: args, metrics, grids, checkpoints")
     parser.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
     parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
-    parser.add_argument("--save-minutes", type=float, default=None, help="... and at least every M minutes of wall time "
+    parser.add_argument("--save-minutes", type=fsdp.real(0, above=True), default=None, help="... and at least every M minutes of wall time "
                         f"({recipe_default('save_minutes')})")
     parser.add_argument("--grid-every", type=int, default=5000, help="EMA sample grid every N steps (0: never)")
     parser.add_argument("--grid-steps", type=int, default=50, help="sampler steps for the periodic grids")
