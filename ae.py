@@ -3,25 +3,23 @@
 A deep compression autoencoder maps an image x (N, 3, H, W) in [-1, 1] to a latent z (N, c, H/f, W/f) and back.
 DC-AE 1.5 trains it to reconstruct from the first c' latent channels only (the channel mask of Eq. 1), so that the
 front channels carry object structure and the later ones add detail (Fig. 3). In reading order: building blocks ->
-Encoder / Decoder -> channel mask (Eq. 1) -> DCAE -> LPIPS -> latent scaling -> registry -> loading. The loss
-is in train_ae.py. Module names mirror diffusers' `AutoencoderDC` (its checkpoints load as they are; DC-Gen's are
-renamed by formats.py).
+Encoder / Decoder -> channel mask (Eq. 1) -> DCAE -> LPIPS -> latent scaling -> the registry. The loss is in
+train_ae.py; released weights load through checkpoints.py. Module names mirror diffusers' `AutoencoderDC`, so its
+state dicts load as they are.
 
     python ae.py                                    # parameter counts of every registry entry (meta device)
-    python -c "import ae; m, s = ae.load_pretrained('path/to/dc-ae-f64c128-1.5')"
+    python -c "import ae, torch; m = ae.build_ae('dc-ae-f8c64-tiny'); print(m.encode(torch.zeros(1, 3, 32, 32)).shape)"
 """
-import glob
-import json
+import dataclasses
 import os
 import socket
 import sys
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-import formats
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,27 +230,12 @@ class Decoder(nn.Module):
 
 
 # Channel mask (Eq. 1).
-def channel_mask(c, c_prime, n=None, device=None):
-    """mask_{c,c'} = (1, ..., 1 [c'], 0, ..., 0 [c - c']), shaped to multiply latents (N, c, H, W).
-
-    c_prime: an int -> (1, c, 1, 1), or (n, c, 1, 1) when n is given; an integer tensor (N,) of per-sample c'
-    -> (N, c, 1, 1). The range check reads the values, so pass CPU tensors on hot paths (no GPU sync).
-    """
-    if isinstance(c_prime, torch.Tensor):
-        if c_prime.ndim != 1 or c_prime.is_floating_point() or (n is not None and len(c_prime) != n):
-            raise ValueError(f"c_prime must be an int or an integer tensor ({'N' if n is None else n},), got "
-                             f"{c_prime.dtype} {tuple(c_prime.shape)}")
-        # Reading values breaks a torch.compile graph, so compiled code skips this check (eager calls check).
-        if not torch.compiler.is_compiling() and len(c_prime) and (c_prime.min() < 1 or c_prime.max() > c):
-            raise ValueError(f"c_prime values must lie in [1, c={c}], got {c_prime.tolist()}")
-        keep = c_prime.to(device or c_prime.device)[:, None]  # (N, 1)
-    elif isinstance(c_prime, int) and not isinstance(c_prime, bool):
-        if not 1 <= c_prime <= c:
-            raise ValueError(f"c_prime={c_prime} is outside [1, c={c}]")
-        keep = torch.full((1 if n is None else n, 1), c_prime, device=device)  # (1 or n, 1)
-    else:
-        raise ValueError(f"c_prime must be an int or an integer tensor, got {type(c_prime).__name__}")
-    return (torch.arange(c, device=keep.device) < keep).float()[:, :, None, None]  # (N, c, 1, 1)
+def channel_mask(c, c_prime):
+    """mask_{c,c'} = (1, ..., 1 [c'], 0, ..., 0 [c - c']): c_prime (N,) -> (N, c, 1, 1), one mask per sample, to multiply
+    latents (N, c, H, W); an int gives (1, c, 1, 1). Values are checked where they enter (the command lines,
+    diffusion.latent_mask), not here."""
+    c_prime = torch.as_tensor(c_prime).reshape(-1, 1)  # (N, 1)
+    return (torch.arange(c, device=c_prime.device) < c_prime).float()[:, :, None, None]  # (N, c, 1, 1)
 
 
 def sample_c_prime(candidates, n, generator=None):
@@ -272,19 +255,21 @@ def channel_candidates(c, start=16, step=4):
 
 
 class DCAE(nn.Module):
-    """Deep compression autoencoder with an optional structured latent space (DC-AE 1.5, Sec. 3.2)."""
+    """Deep compression autoencoder with an optional structured latent space (DC-AE 1.5, Sec. 3.2), built from one
+    registry entry (AEConfig)."""
 
-    def __init__(self, name, c, widths, enc_depths, dec_depths, enc_blocks, dec_blocks, dec_norms, dec_acts,
-                 latent_shortcut, out_act, scaling_factor=None, c_prime_start=16, c_prime_step=4):
+    def __init__(self, name, config):
         super().__init__()
-        if enc_depths[0] != 0 or dec_depths[0] != 0 or min(enc_depths[1:] + dec_depths[1:]) < 1:
+        cfg = config
+        if cfg.enc_depths[0] != 0 or cfg.dec_depths[0] != 0 or min(cfg.enc_depths[1:] + cfg.dec_depths[1:]) < 1:
             raise ValueError(f"{name}: stage 0 must be empty and every later stage needs >= 1 block (as in all "
-                             f"released DC-AE configs), got {enc_depths} / {dec_depths}")
-        self.name, self.c, self.f = name, c, 2 ** (len(widths) - 1)
-        self.scaling_factor = scaling_factor  # None where no value is published: see estimate_scaling_factor
-        self.c_prime_candidates = channel_candidates(c, min(c_prime_start, c), c_prime_step)  # c < 16: just [c]
-        self.encoder = Encoder(c, widths, enc_depths, enc_blocks, latent_shortcut)
-        self.decoder = Decoder(c, widths, dec_depths, dec_blocks, dec_norms, dec_acts, latent_shortcut, out_act)
+                             f"released DC-AE configs), got {cfg.enc_depths} / {cfg.dec_depths}")
+        self.name, self.config, self.c, self.f = name, cfg, cfg.c, 2 ** (len(cfg.widths) - 1)
+        self.scaling_factor = cfg.scaling_factor  # None where no value is published: see estimate_scaling_factor
+        self.c_prime_candidates = channel_candidates(cfg.c, min(cfg.c_prime_start, cfg.c), cfg.c_prime_step)  # c < 16: [c]
+        self.encoder = Encoder(cfg.c, cfg.widths, cfg.enc_depths, cfg.enc_blocks, cfg.latent_shortcut)
+        self.decoder = Decoder(cfg.c, cfg.widths, cfg.dec_depths, cfg.dec_blocks, cfg.dec_norms, cfg.dec_acts,
+                               cfg.latent_shortcut, cfg.out_act)
 
     def fsdp_units(self):
         """The modules a trainer wraps with `fully_shard` one by one (before the root): the non-empty stages."""
@@ -312,22 +297,16 @@ class DCAE(nn.Module):
             z = F.pad(z, (0, 0, 0, 0, 0, self.c - z.shape[1]))  # (N, c, h, w), zeros after channel c'
         return self.decoder(z)
 
-    def forward(self, x, c_prime=None):
-        """Training forward of Fig. 4: reconstruct x from z * mask_{c,c'}. Returns (x_rec, z).
-
-        c_prime: None (all channels), an int, a tensor (N,) of per-sample c', or a tensor (K N,): K decodes from one
-        encoder pass (DC-Gen's num_sample_latent_channels), z repeated K times and block k masked by c_prime[k N];
-        x_rec is then (K N, 3, H, W), to compare with x.repeat(K, 1, 1, 1). The official code slices the weights
+    def forward(self, x, mask):
+        """Training forward of Fig. 4: one encode, K decodes of z * mask_k. x (N, 3, H, W), mask (K, N, c, 1, 1) of
+        Eq. 1 -> x_rec (K N, 3, H, W), block k reconstructed from the channels mask[k] keeps (DC-Gen's
+        num_sample_latent_channels; K = 1 is the paper's one c' per image). The official code slices the weights
         instead (conv_out.weight[:c'], conv_in.weight[:, :c']); a zeroed channel contributes nothing to the next conv
-        and gets no gradient through it, so slicing and masking are the same function (and the mask lets one batch
-        mix several c').
-        """
+        and gets no gradient through it, so slicing and masking are the same function, and the mask lets one batch
+        mix several c'."""
         z = self.encode(x)  # (N, c, h, w)
-        if isinstance(c_prime, torch.Tensor) and len(c_prime) != len(z) and len(c_prime) % len(z) == 0:
-            z = z.repeat(len(c_prime) // len(z), 1, 1, 1)  # (K N, c, h, w)
-        if c_prime is not None:
-            z = z * channel_mask(self.c, c_prime, device=z.device)  # (K N, c, h, w)
-        return self.decoder(z), z
+        z = (z[None] * mask).flatten(0, 1)  # (K, N, c, h, w) -> (K N, c, h, w)
+        return self.decoder(z)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,112 +377,69 @@ def estimate_scaling_factor(latents, reduce=None):
 # Registry: the paper's models (DESIGN.md §4) and tiny entries for tests and CPU runs
 # ------------------------------------------------------------------------------------------------
 
-def _v10(c, widths, enc, dec, scaling, start=16, step=4):  # DC-AE 1.0: Res x3 + EfficientViT, BN/ReLU decoder, shortcuts
+@dataclass(frozen=True)
+class AEConfig:
+    """One DC-AE: per-stage tuples run from stage 0 (full resolution) to the latent."""
+    c: int  # latent channels
+    widths: tuple  # channels per stage; f = 2 ** (len(widths) - 1)
+    enc_depths: tuple  # blocks per encoder stage; stage 0 is empty (conv_in downsamples)
+    dec_depths: tuple
+    enc_blocks: tuple  # "res" (ResBlock) or "evit" (EfficientViT: linear attention + GLUMBConv) per stage
+    dec_blocks: tuple
+    dec_norms: tuple  # "rms" or "bn" (BatchNorm: DC-AE 1.0's shallow decoder stages) per decoder stage
+    dec_acts: tuple  # "silu" or "relu" per decoder stage
+    out_act: str  # before the decoder's last conv
+    latent_shortcut: bool  # DC-AE 1.0: channel averaging into z, duplication out of it; 1.5 drops them (clean c' < c)
+    scaling_factor: float | None  # published with the released weights; None: 1 / std of the latents
+    structured: bool  # trained with the channel mask of Eq. 1 (1.5); the 1.0 and 1.1 baselines are not
+    c_prime_start: int = 16  # the c' list [start, start + step, ..., c] (Sec. 4.1)
+    c_prime_step: int = 4
+    recipe: str = "paper"  # train_ae.py's recipe: "paper" (the three DC-AE phases) or "tiny" (CPU runs)
+
+
+def dc_ae_10(widths, **fields):
+    """DC-AE 1.0: ResBlocks in the first three stages, EfficientViT blocks after; BatchNorm + ReLU in the shallow
+    decoder stages; latent shortcuts; trained without the mask."""
     k = len(widths) - 3
-    return dict(c=c, widths=widths, enc_depths=enc, dec_depths=dec, enc_blocks=["res"] * 3 + ["evit"] * k,
-                dec_blocks=["res"] * 3 + ["evit"] * k, dec_norms=["bn"] * 3 + ["rms"] * k,
-                dec_acts=["relu"] * 3 + ["silu"] * k, latent_shortcut=True, out_act="relu", scaling_factor=scaling,
-                c_prime_start=start, c_prime_step=step)
+    return AEConfig(widths=widths, enc_blocks=("res",) * 3 + ("evit",) * k, dec_blocks=("res",) * 3 + ("evit",) * k,
+                    dec_norms=("bn",) * 3 + ("rms",) * k, dec_acts=("relu",) * 3 + ("silu",) * k, out_act="relu",
+                    latent_shortcut=True, structured=False, **fields)
 
 
-def _v15(c, widths, depths, scaling, start=16, step=4):  # DC-AE 1.5: ResBlocks only, no latent shortcuts
+def dc_ae_15(widths, depths, **fields):
+    """DC-AE 1.5 (and its unstructured 1.1 baseline): ResBlocks only, RMSNorm + SiLU, no latent shortcuts."""
     S = len(widths)
-    return dict(c=c, widths=widths, enc_depths=depths, dec_depths=depths, enc_blocks=["res"] * S,
-                dec_blocks=["res"] * S, dec_norms=["rms"] * S, dec_acts=["silu"] * S, latent_shortcut=False,
-                out_act="silu", scaling_factor=scaling, c_prime_start=start, c_prime_step=step)
+    return AEConfig(widths=widths, enc_depths=depths, dec_depths=depths, enc_blocks=("res",) * S,
+                    dec_blocks=("res",) * S, dec_norms=("rms",) * S, dec_acts=("silu",) * S, out_act="silu",
+                    latent_shortcut=False, **fields)
 
 
-W6 = [128, 256, 512, 512, 1024, 1024]
+W6 = (128, 256, 512, 512, 1024, 1024)
 AE_CONFIGS = {
-    "dc-ae-f32c32-in-1.0": _v10(32, W6, [0, 4, 8, 2, 2, 2], [0, 5, 10, 2, 2, 2], 0.3189),
-    "dc-ae-f64c128-in-1.0": _v10(128, W6 + [2048], [0, 4, 8, 2, 2, 2, 2], [0, 5, 10, 2, 2, 2, 2], 0.2889),
-    # The unstructured baseline of Tables 2 and 5 ("DC-AE-f32c128"): same architecture as 1.5, trained without the mask.
-    "dc-ae-f32c128-1.1": _v15(128, W6, [0, 5, 10, 4, 4, 4], None),
-    "dc-ae-f32c128-1.5": _v15(128, W6, [0, 5, 10, 4, 4, 4], None),
-    "dc-ae-f64c128-1.5": _v15(128, W6 + [1024], [0, 5, 10, 4, 4, 4, 4], 0.5935),
+    "dc-ae-f32c32-in-1.0": dc_ae_10(c=32, widths=W6, enc_depths=(0, 4, 8, 2, 2, 2), dec_depths=(0, 5, 10, 2, 2, 2),
+                                    scaling_factor=0.3189),
+    "dc-ae-f64c128-in-1.0": dc_ae_10(c=128, widths=W6 + (2048,), enc_depths=(0, 4, 8, 2, 2, 2, 2),
+                                     dec_depths=(0, 5, 10, 2, 2, 2, 2), scaling_factor=0.2889),
+    # The unstructured baseline of Tables 2 and 5 ("DC-AE-f32c128"): the 1.5 architecture, trained without the mask.
+    "dc-ae-f32c128-1.1": dc_ae_15(c=128, widths=W6, depths=(0, 5, 10, 4, 4, 4), scaling_factor=None, structured=False),
+    "dc-ae-f32c128-1.5": dc_ae_15(c=128, widths=W6, depths=(0, 5, 10, 4, 4, 4), scaling_factor=None, structured=True),
+    "dc-ae-f64c128-1.5": dc_ae_15(c=128, widths=W6 + (1024,), depths=(0, 5, 10, 4, 4, 4, 4), scaling_factor=0.5935,
+                                  structured=True),
     # Tiny entries (CPU runs, tests). f8c64 is the toy analogue of f32c128: many channels per latent pixel.
-    "dc-ae-f8c16-tiny": _v15(16, [16, 32, 64, 64], [0, 1, 1, 1], None, start=4, step=4),
-    "dc-ae-f8c64-tiny": _v15(64, [16, 32, 64, 128], [0, 1, 1, 1], None, start=8, step=8),
-    "dc-ae-f8c16-tiny-1.0": _v10(16, [16, 32, 64, 64], [0, 1, 1, 1], [0, 1, 1, 1], None, start=4),
+    "dc-ae-f8c16-tiny": dc_ae_15(c=16, widths=(16, 32, 64, 64), depths=(0, 1, 1, 1), scaling_factor=None,
+                                 structured=True, c_prime_start=4, c_prime_step=4, recipe="tiny"),
+    "dc-ae-f8c64-tiny": dc_ae_15(c=64, widths=(16, 32, 64, 128), depths=(0, 1, 1, 1), scaling_factor=None,
+                                 structured=True, c_prime_start=8, c_prime_step=8, recipe="tiny"),
+    "dc-ae-f8c16-tiny-1.0": dc_ae_10(c=16, widths=(16, 32, 64, 64), enc_depths=(0, 1, 1, 1), dec_depths=(0, 1, 1, 1),
+                                     scaling_factor=None, c_prime_start=4, recipe="tiny"),
 }
 
 
-def build_ae(name, **overrides):
-    """Build a registry entry: build_ae('dc-ae-f64c128-1.5'). Overrides replace config fields."""
+def build_ae(name, **fields):
+    """Build a registry entry: build_ae('dc-ae-f64c128-1.5'); keyword arguments replace AEConfig fields."""
     if name not in AE_CONFIGS:
         raise ValueError(f"unknown AE {name!r}; choose from {sorted(AE_CONFIGS)}")
-    return DCAE(name, **{**AE_CONFIGS[name], **overrides})
-
-
-# ------------------------------------------------------------------------------------------------
-# Loading: our train_ae.py checkpoints, released DC-Gen and diffusers folders (formats.py), the scripts' --ae
-# ------------------------------------------------------------------------------------------------
-
-def load_pretrained(path, device="cpu"):
-    """(model, scaling_factor or None) from a diffusers folder (config.json + diffusion_pytorch_model.safetensors), a
-    DC-Gen folder (config.json {"model_name": ...} + model.safetensors, e.g. dc-ai/dc-ae-f64c128-1.5; fetch with
-    huggingface_hub.snapshot_download) or a train_ae.py checkpoint (.pt: its model name and EMA weights)."""
-    from safetensors.torch import load_file
-    if os.path.isfile(path) and path.endswith((".pt", ".pth")):
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or "args" not in ckpt or "model" not in ckpt:
-            raise ValueError(f"{path} is not a train_ae.py checkpoint (no 'args'/'model')")
-        args = ckpt["args"]
-        if args.get("model") not in AE_CONFIGS:
-            raise ValueError(f"{path} is a checkpoint of {args.get('model')!r}, not of an AE of ae.py"
-                             + (" (a diffusion checkpoint: pass it to --ckpt)" if "latent_shape" in ckpt else ""))
-        model = build_ae(args["model"], **({"c_prime_start": args["c_prime_start"], "c_prime_step": args[
-            "c_prime_step"]} if "c_prime_start" in args else {}))
-        formats.load_state_dict_strict(model, ckpt.get("ema") or ckpt["model"], path)
-        # A released factor belongs to the released weights: our own training gives other latents, so the factor is
-        # the one measured on them, or None (then train_diffusion.py uses 1 / std of its latent cache).
-        model.scaling_factor = ckpt.get("scaling_factor")
-        return model.to(device).eval(), model.scaling_factor
-    cfg_path = os.path.join(path, "config.json")
-    if not os.path.isfile(cfg_path):
-        raise FileNotFoundError(f"{path}: expected a folder with config.json (diffusers or DC-Gen format) "
-                                f"or a train_ae.py .pt checkpoint")
-    with open(cfg_path) as fh:
-        cfg = json.load(fh)
-    if "model_name" in cfg:  # DC-Gen
-        name = cfg["model_name"].split("/")[-1]
-        model = build_ae(name)
-        weights = os.path.join(path, "model.safetensors")
-        formats.load_state_dict_strict(model, formats.rename_dcgen(load_file(weights)), weights)
-    else:  # diffusers
-        if cfg.get("_class_name", "AutoencoderDC") != "AutoencoderDC":
-            raise ValueError(f"{cfg_path}: _class_name {cfg['_class_name']!r} is not AutoencoderDC")
-        name = os.path.basename(os.path.normpath(path)).removesuffix("-diffusers")
-        model = DCAE(name, **formats.config_from_diffusers(cfg))
-        if name in AE_CONFIGS and model.scaling_factor in (None, 1.0):
-            model.scaling_factor = AE_CONFIGS[name]["scaling_factor"]
-        weights = os.path.join(path, "diffusion_pytorch_model.safetensors")
-        formats.load_state_dict_strict(model, load_file(weights), weights)
-    return model.to(device).eval(), model.scaling_factor
-
-
-def load_ae(spec, device="cpu"):
-    """The scripts' --ae -> (AE in eval mode without gradients, scaling factor or None, source string). spec: a
-    train_ae.py run folder (its newest ckpt_*.pt) or .pt, a diffusers or DC-Gen folder, or a registry name (random
-    weights: smoke runs only, said loudly)."""
-    if spec in AE_CONFIGS:
-        print(f"WARNING: --ae {spec} is a registry name: the AE has RANDOM weights, its latents carry no image "
-              "content; use a trained checkpoint for real runs.", file=sys.stderr)
-        with torch.random.fork_rng(devices=[]):  # the same random AE every time, without touching the caller's RNG
-            torch.manual_seed(0)
-            model = build_ae(spec)
-        return model.to(device).eval().requires_grad_(False), None, f"random:{spec}"
-    if os.path.isdir(spec) and not os.path.isfile(os.path.join(spec, "config.json")):
-        ckpts = sorted(glob.glob(os.path.join(spec, "ckpt_*.pt")))
-        if not ckpts:
-            raise ValueError(f"--ae {spec}: no ckpt_*.pt in this folder (run `python train_ae.py --out {spec}` "
-                             f"first) and no config.json (diffusers / DC-Gen format)")
-        spec = ckpts[-1]
-    if not os.path.exists(spec):
-        raise ValueError(f"--ae {spec}: not found. Train one with `python train_ae.py` (writes runs/ae), pass a "
-                         f"released checkpoint folder, or a registry name for a random-weight smoke run")
-    model, scaling = load_pretrained(spec, device)
-    return model.requires_grad_(False), scaling, os.path.abspath(spec)
+    return DCAE(name, dataclasses.replace(AE_CONFIGS[name], **fields))
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Datasets, loaders, the latent cache and image grids for train_ae.py, train_diffusion.py, sample.py and toy.py.
+"""Datasets, loaders and image grids for train_ae.py, train_diffusion.py, eval_ae.py, fid.py, sample.py and toy.py.
 
 Two datasets, one contract: `dataset[i] -> (x, y, bad)` with `x` a float32 image (3, H, W) in [-1, 1],
 `y` the int class label and `bad` = 1 when the file at index i was unreadable and another sample stood
@@ -13,15 +13,12 @@ DataLoader worker processes (no shared counters).
   detail). A structured latent space (Sec. 3.2, Fig. 3) should put the former in the front channels
   and the latter in the back ones, and a class-conditional diffusion model (Sec. 3.3) must learn the former.
 - `Batches`: endless training batches that resume exactly where a checkpoint left them (epoch, position).
-- `LatentCache` / `build_cache`: the dataset encoded once by the frozen AE (Sec. 4.1: latents precomputed from
-  center crops, no flips), memory-mapped, with the std that gives the latent scaling factor.
+The latent cache that train_diffusion.py trains on (the dataset encoded once by the frozen AE) is latents.py.
 
     python data.py --out /tmp/toy_grid.png                     # 8 samples of each toy class as a grid
     python data.py --data /path/to/imagenet/train --resolution 256 --out /tmp/grid.png
 """
 
-import hashlib
-import json
 import math
 import os
 import signal
@@ -31,11 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-import ae as ae_lib
 import fsdp
-import run
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
@@ -430,110 +424,6 @@ class FolderImages(Dataset):
             self.skipped += skipped
             if x is not None:
                 yield x
-
-
-# -------------------------------------------------------------------------------------------------
-# The latent cache (Sec. 4.1: latents precomputed once by the frozen AE)
-# -------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_size=64, num_workers=2, bf16=False):
-    """Encode `dataset` once (each rank a shard, fp32 unless bf16) into folder/part-RRRR.npy (fp16 latents, unscaled)
-    + labels-RRRR.npy, then meta.json: `identity` plus the parts, their lengths and the latent shape (open_cache checks
-    the files against them), the latent std (ae.estimate_scaling_factor over all ranks) and the number of skipped
-    files. meta.json is removed first and written last, atomically: a cache without it is incomplete and is rebuilt.
-    The space of each part is reserved before encoding, so a full disk fails at once, with one line. Returns meta."""
-    loader = make_loader(dataset, batch_size, rank, world_size, num_workers=num_workers, pin_memory=device.type == "cuda")
-    n = sum(len(b) for b in loader.batch_sampler)
-    x0 = dataset[0][0]
-    h, w = x0.shape[1] // ae.f, x0.shape[2] // ae.f
-    path, error = os.path.join(folder, f"part-{rank:04d}.npy"), None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        if rank == 0 and os.path.exists(os.path.join(folder, "meta.json")):
-            os.remove(os.path.join(folder, "meta.json"))  # the old cache is gone from here on
-        z_out = np.lib.format.open_memmap(path, "w+", np.float16, (n, ae.c, h, w))
-        with open(path, "r+b") as fh:  # a memory map on a full disk dies of SIGBUS later; reserving fails now
-            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
-    except OSError as e:
-        error = run.write_error(path, e, 2 * n * ae.c * h * w)
-    fsdp.stop_if(error, rank, code=4)
-    y_out = np.zeros(n, np.int64)
-    skipped, i = 0, 0
-
-    def latents():  # written to the part as they stream through the std estimate
-        nonlocal skipped, i
-        for x, y, bad in tqdm(loader, desc="encoding latents", disable=rank != 0 or None):
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                z = ae.encode(x.to(device)).float()  # (N, c, h, w), unscaled
-            z_out[i:i + len(z)] = z.cpu().numpy().astype(np.float16)
-            y_out[i:i + len(z)] = y.numpy()
-            i, skipped = i + len(z), skipped + int(bad.sum())
-            yield z
-    scale = ae_lib.estimate_scaling_factor(latents(), reduce=fsdp.all_sum)
-    z_out.flush()
-    np.save(os.path.join(folder, f"labels-{rank:04d}.npy"), y_out)
-    meta = dict(identity, parts=world_size, lengths=fsdp.gather(n), latent_shape=[ae.c, h, w], latent_std=1 / scale,
-                skipped=fsdp.all_sum(skipped), num_classes=getattr(dataset, "num_classes", None))
-    fsdp.barrier()
-    if rank == 0:
-        run.atomic_write(os.path.join(folder, "meta.json"), lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
-    fsdp.barrier()
-    return meta
-
-
-def open_cache(folder):
-    """-> (meta.json's dict, None) for a complete cache, (None, None) for no cache, (None, what is wrong) for a damaged
-    one: meta.json unreadable, a part or label file missing, truncated or of another shape than meta.json records. All
-    checked before training, from the files' headers and sizes (nothing is read); train_diffusion.py rebuilds it."""
-    path = os.path.join(folder, "meta.json")
-    if not os.path.isfile(path):
-        return None, None
-    try:
-        with open(path) as fh:
-            meta = json.load(fh)
-        parts, lengths, shape = meta["parts"], meta.get("lengths"), meta.get("latent_shape")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return None, f"{path} is unreadable ({type(e).__name__}: {e})"
-    for r in range(parts):
-        for name in (f"part-{r:04d}.npy", f"labels-{r:04d}.npy"):
-            file = os.path.join(folder, name)
-            try:
-                a = np.load(file, mmap_mode="r")  # reads the header; a short file cannot be mapped
-            except FileNotFoundError:
-                return None, f"{file} is missing"
-            except (OSError, ValueError) as e:
-                return None, f"{file} is truncated or unreadable ({e})"
-            want = ((lengths[r], *shape) if name.startswith("part") else (lengths[r],)) if lengths and shape else None
-            if want is not None and tuple(a.shape) != tuple(want):
-                return None, f"{file} holds {tuple(a.shape)}, meta.json records {tuple(want)}"
-    return meta, None
-
-
-def fingerprint(ae):
-    """A short hash of the AE's weights next to the latent: a cache made by another AE is told apart."""
-    h = hashlib.sha256()
-    for t in (ae.encoder.conv_out.weight, ae.encoder.conv_out.bias, ae.decoder.conv_in.weight):
-        h.update(t.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-class LatentCache(Dataset):
-    """All parts of a latent cache, memory-mapped (ranks on a node share the page cache): -> (z, y, 0)."""
-
-    def __init__(self, folder, parts):
-        self.z = [np.load(os.path.join(folder, f"part-{r:04d}.npy"), mmap_mode="r") for r in range(parts)]
-        self.y = [np.load(os.path.join(folder, f"labels-{r:04d}.npy")) for r in range(parts)]
-        self.offsets = np.cumsum([0] + [len(y) for y in self.y])
-
-    def __len__(self):
-        return int(self.offsets[-1])
-
-    def __getitem__(self, i):
-        part = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        j = i - self.offsets[part]
-        return torch.from_numpy(np.array(self.z[part][j], dtype=np.float32)), int(self.y[part][j]), 0
 
 
 def main(args):

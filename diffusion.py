@@ -52,7 +52,7 @@ def augmented_loss(err, mask):
 
 
 def augment_batch(x0, y, candidates, mode, generator=None):
-    """Fig. 5a: (x0, y, c_prime) for the objectives' loss; c_prime a CPU tensor (channel_mask checks it there).
+    """Fig. 5a: (x0, y, c_prime) for the objectives' loss; c_prime a CPU tensor (latent_mask checks it on the host).
 
     mode "off": c_prime None. "replace": one c' per sample (Eq. 2 as written). "extra": the batch twice, the
     first copy with c' = c and the second with drawn c' - the official always_sample_max_channel runs these as two
@@ -73,11 +73,19 @@ def augment_batch(x0, y, candidates, mode, generator=None):
 
 
 def latent_mask(model, x, c_prime, what="x0"):
-    """Check x (N, c, H, W) against the model and return Eq. 1's mask (N, c, 1, 1) for c_prime None / int / (N,)."""
-    c = getattr(model, "in_channels", x.shape[1])
+    """Check x (N, c, H, W) and c_prime (None, an int or a CPU integer tensor (N,)) against the model, then Eq. 1's
+    mask (N, c, 1, 1) on x's device. The objectives' and samplers' one entry check (the values are read on the host:
+    pass CPU tensors, as augment_batch makes them, so that no step waits for the device)."""
+    N, c = len(x), getattr(model, "in_channels", x.shape[1])
     if x.ndim != 4 or x.shape[1] != c:
         raise ValueError(f"{what} must be (N, {c}, H, W) for this model, got {tuple(x.shape)}")
-    return channel_mask(c, c if c_prime is None else c_prime, n=x.shape[0], device=x.device)
+    c_prime = torch.full((N,), c) if c_prime is None else c_prime
+    c_prime = torch.full((N,), c_prime) if isinstance(c_prime, int) and not isinstance(c_prime, bool) else c_prime
+    if not isinstance(c_prime, torch.Tensor) or c_prime.shape != (N,) or c_prime.is_floating_point():
+        raise ValueError(f"c_prime must be an int or an integer tensor ({N},), got {c_prime!r:.80}")
+    if len(c_prime) and (c_prime.min() < 1 or c_prime.max() > c):
+        raise ValueError(f"c_prime values must lie in [1, c={c}], got {c_prime.tolist()}")
+    return channel_mask(c, c_prime).to(x.device)  # (N, c, 1, 1)
 
 
 #################################################################################

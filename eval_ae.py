@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import ae as ae_lib
+import checkpoints
 import data as data_lib
 import fid as fid_lib
 import fsdp
@@ -92,11 +93,12 @@ def main(args):
     error, model = None, None
     try:
         check_args(args)
-        model, _, source = ae_lib.load_ae(args.ae, device)
+        frozen = checkpoints.load_ae(args.ae, device)
+        model, source = frozen.model, frozen.source
         c_primes = args.c_primes or model.c_prime_candidates
         if any(not 1 <= cp <= model.c for cp in c_primes):
             raise ValueError(f"--c-primes {c_primes} must lie in [1, c={model.c}]")
-        resolution = args.resolution or (32 if model.name.endswith("-tiny") else 256)
+        resolution = args.resolution or (32 if model.config.recipe == "tiny" else 256)
         if resolution % model.f:
             raise ValueError(f"--resolution {resolution} is not a multiple of {model.name}'s f={model.f}")
         # Toy: a held-out set (seed 1); train_ae.py trains on seed 0.

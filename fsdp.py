@@ -1,6 +1,7 @@
-"""Distributed-training plumbing shared by the trainers, sample.py, eval_ae.py and fid.py: process groups, one-line
-errors that every rank agrees on, FSDP2 sharding, AdamW groups, LR warmup and the EMA (paper Sec. 4.1: "FSDP and bf16
-training"). The run folder (lock, checkpoints, exact resume, logs, sync points) is run.py.
+"""Distributed-training plumbing shared by the trainers, sample.py, eval_ae.py and fid.py (paper Sec. 4.1: "FSDP and
+bf16 training"): process groups, one-line errors that every rank agrees on, the command lines' parser, the machine and
+the precision policy, FSDP2 sharding, AdamW groups, LR warmup and the EMA update. Utilities that answer; the trainers
+write their steps out and decide. The run folder (lock, checkpoints, exact resume, logs, sync points) is run.py.
 
 One code path serves one process (CPU or one GPU, no process group) and `torchrun` (NCCL on GPUs, gloo on CPU; also
 with one process, which then shards through fully_shard exactly as 8 ranks would):
@@ -268,12 +269,7 @@ def ema_update(ema, model, decay, step, warmup):
         b_ema.copy_(b)
 
 
-def optimizer_step(model, opt, ema, step, args):
-    """The end of training step `step` (0-based): clip (foreach), AdamW step, zero the grads, EMA update. Returns the
-    total grad norm as a device tensor: reading it would make the host wait for the device."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip if args.grad_clip > 0 else float("inf"), foreach=True)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    ema_update(ema, model, args.ema_decay, step + 1, args.ema_warmup)
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor, all-reduced here
+def full_tensor(x):
+    """A value reduced over the shards: clip_grad_norm_ of FSDP2 parameters returns a DTensor (all-reduced here); a
+    plain tensor as it is. The result stays on the device: reading it would make the host wait."""
+    return x.full_tensor() if hasattr(x, "full_tensor") else x

@@ -10,25 +10,20 @@ The objective decides the scale of t (diffusion.py): DDPM 0..999, U-ViT's eps ob
 sampling), flow matching t in [0, 1] unscaled, as SiT and DC-Gen's USiT; all through one sinusoidal embedding.
 Key names are the released code's: DiT/SiT facebookresearch/DiT's (`x_embedder.proj`, `t_embedder.mlp`,
 `blocks.N.attn.qkv`, ...), UViT/USiT DC-Gen's `uvit.py` (`patch_embed.proj`, `label_emb.embedding_table`,
-`in_blocks.N`, `mid_block`, `out_blocks.N.skip_linear`, `decoder_pred`): the 14 released DC-Gen class-to-image
-folders load strictly (`load_pretrained`, Tables 3-4).
+`in_blocks.N`, `mid_block`, `out_blocks.N.skip_linear`, `decoder_pred`), so the released DC-Gen class-to-image
+folders load strictly (checkpoints.py, Tables 3-4). In reading order: embeddings -> shared blocks -> DiT -> UViT ->
+counting -> the registry.
 
     python -c "import models; m = models.create_model('USiT-H', device='meta'); print(models.count_params(m))"
-    python -c "import models; m, info = models.load_pretrained('dc-ae-f64c128-1.5-usit-2b-in-512px'); print(info)"
 """
 
-import json
+import dataclasses
 import math
-import os
-from functools import partial
-from typing import Callable, NamedTuple
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-import ae as ae_lib  # the AE registry: latent channels, f and the released scaling factors of from_dcgen
-import diffusion  # the objectives' protocols
 
 
 #################################################################################
@@ -387,115 +382,48 @@ TINY = dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99), warmup=50, batch_size=
 RECIPES = {"DiT/SiT": DIT, "UViT": UVIT, "USiT": USIT, "tiny": TINY}  # by name, for --help
 
 
-class Entry(NamedTuple):
-    build: Callable  # the constructor, with the size fixed
+@dataclass(frozen=True)
+class Backbone:
+    """One registry entry: the architecture and its size, the objective it trains with, and its training recipe."""
+    arch: type  # DiT or UViT
+    depth: int
+    hidden_size: int
+    num_heads: int
     objective: str  # diffusion.make_objective: "ddpm" (DiT's DDPM + learned variance), "eps" (U-ViT), "flow" (SiT)
-    recipe: dict
+    recipe: dict  # RECIPES
+    learn_sigma: bool = False  # DiT's variance output (out = 2c); SiT drops it (the SiT repo keeps it unused)
+
+    def build(self, **kwargs):
+        """The model: input_size, patch_size, in_channels, num_classes (create_model) go to the constructor."""
+        kwargs.update(depth=self.depth, hidden_size=self.hidden_size, num_heads=self.num_heads)
+        if self.arch is DiT:
+            kwargs["learn_sigma"] = self.learn_sigma
+        return self.arch(**kwargs)
 
 
-# SiT/USiT are the DiT/UViT architectures; SiT drops the learned-sigma output half (the SiT repo keeps it unused).
 MODELS = {
-    "DiT-XL": Entry(partial(DiT, depth=28, hidden_size=1152, num_heads=16, learn_sigma=True), "ddpm", DIT),
-    "SiT-XL": Entry(partial(DiT, depth=28, hidden_size=1152, num_heads=16, learn_sigma=False), "flow", DIT),
-    "UViT-S": Entry(partial(UViT, depth=12, hidden_size=512, num_heads=8), "eps", UVIT),
-    "UViT-H": Entry(partial(UViT, depth=28, hidden_size=1152, num_heads=16), "eps", UVIT),
-    "UViT-2B": Entry(partial(UViT, depth=28, hidden_size=2048, num_heads=32), "eps", UVIT),
-    "USiT-H": Entry(partial(UViT, depth=28, hidden_size=1152, num_heads=16), "flow", USIT),
-    "USiT-2B": Entry(partial(UViT, depth=28, hidden_size=2048, num_heads=32), "flow", USIT),
-    "USiT-3B": Entry(partial(UViT, depth=56, hidden_size=2048, num_heads=32), "flow", USIT),
+    "DiT-XL": Backbone(DiT, depth=28, hidden_size=1152, num_heads=16, objective="ddpm", recipe=DIT, learn_sigma=True),
+    "SiT-XL": Backbone(DiT, depth=28, hidden_size=1152, num_heads=16, objective="flow", recipe=DIT),
+    "UViT-S": Backbone(UViT, depth=12, hidden_size=512, num_heads=8, objective="eps", recipe=UVIT),
+    "UViT-H": Backbone(UViT, depth=28, hidden_size=1152, num_heads=16, objective="eps", recipe=UVIT),
+    "UViT-2B": Backbone(UViT, depth=28, hidden_size=2048, num_heads=32, objective="eps", recipe=UVIT),
+    "USiT-H": Backbone(UViT, depth=28, hidden_size=1152, num_heads=16, objective="flow", recipe=USIT),
+    "USiT-2B": Backbone(UViT, depth=28, hidden_size=2048, num_heads=32, objective="flow", recipe=USIT),
+    "USiT-3B": Backbone(UViT, depth=56, hidden_size=2048, num_heads=32, objective="flow", recipe=USIT),
     # Tiny entries for tests and CPU runs.
-    "DiT-tiny": Entry(partial(DiT, depth=2, hidden_size=64, num_heads=4, learn_sigma=True), "ddpm", TINY),
-    "SiT-tiny": Entry(partial(DiT, depth=2, hidden_size=64, num_heads=4, learn_sigma=False), "flow", TINY),
-    "UViT-tiny": Entry(partial(UViT, depth=2, hidden_size=64, num_heads=4), "eps", TINY),
-    "USiT-tiny": Entry(partial(UViT, depth=2, hidden_size=64, num_heads=4), "flow", TINY),
+    "DiT-tiny": Backbone(DiT, depth=2, hidden_size=64, num_heads=4, objective="ddpm", recipe=TINY, learn_sigma=True),
+    "SiT-tiny": Backbone(DiT, depth=2, hidden_size=64, num_heads=4, objective="flow", recipe=TINY),
+    "UViT-tiny": Backbone(UViT, depth=2, hidden_size=64, num_heads=4, objective="eps", recipe=TINY),
+    "USiT-tiny": Backbone(UViT, depth=2, hidden_size=64, num_heads=4, objective="flow", recipe=TINY),
 }
 
 
 def create_model(name, in_channels=32, input_size=16, num_classes=1000, patch_size=1, device=None, **kwargs):
     """Build a registry model. Defaults are the paper's counting setting: c = 32, 16x16 latent (f32 at 512 px).
-    device='meta' builds a full-size model without allocating memory."""
+    device='meta' builds a full-size model without allocating memory; kwargs replace the entry's sizes (bench.py)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     with torch.device(device or "cpu"):
-        return MODELS[name].build(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
-                                  num_classes=num_classes, **kwargs)
-
-
-#################################################################################
-#              Released class-to-image checkpoints (DC-Gen, Tables 3-4)          #
-#################################################################################
-
-# DC-Gen's c2i_model_zoo.py: folder name -> (our model, its AE). All ImageNet 512 px, 1000 classes (+ null), patch
-# size 1, the AE's scaling factor. The 1.5 USiTs have "adaptive channels": the patch embedding sliced to the input's
-# c' channels and decoder_pred to c' rows, which at patch size 1 is our zero-masking (tests/test_pretrained.py).
-F32C32, F64C128, F64C128_15 = "dc-ae-f32c32-in-1.0", "dc-ae-f64c128-in-1.0", "dc-ae-f64c128-1.5"
-DCGEN_MODELS = {
-    **{f"{F32C32}-{k}-in-512px": (v, F32C32) for k, v in [("dit-xl", "DiT-XL"), ("sit-xl", "SiT-XL"),
-       ("uvit-s", "UViT-S"), ("uvit-h", "UViT-H"), ("uvit-2b", "UViT-2B"), ("usit-h", "USiT-H"), ("usit-2b", "USiT-2B")]},
-    f"{F32C32}-dit-xl-in-512px-trainbs1024": ("DiT-XL", F32C32),
-    **{f"{F64C128}-{k}-in-512px{s}": (v, F64C128) for k, v in [("uvit-h", "UViT-H"), ("uvit-2b", "UViT-2B")]
-       for s in ("", "-train2000k")},
-    f"{F64C128_15}-usit-2b-in-512px": ("USiT-2B", F64C128_15),
-    f"{F64C128_15}-usit-3b-in-512px": ("USiT-3B", F64C128_15),
-}
-PREFIX = "diffusion_model."  # DC-Gen wraps the backbone as DCAE_Diffusion_HF.diffusion_model
-
-
-def convert_dcgen_state_dict(state_dict):
-    """A DC-Gen class-to-image state dict -> ours: strip `diffusion_model.`; key names are otherwise the same (DiT's
-    for DiT/SiT, DC-Gen's uvit.py for UViT/USiT). Strict for any size: the architecture and depth are read from the
-    keys, and every key outside that architecture or missing from it is named."""
-    outside = [k for k in state_dict if not k.startswith(PREFIX)]
-    sd = {k[len(PREFIX):]: v for k, v in state_dict.items() if k.startswith(PREFIX)}
-    with torch.device("meta"):  # a tiny reference of the same architecture and depth, for its key names
-        if "x_embedder.proj.weight" in sd:  # DiT / SiT
-            depth = 1 + max([int(k.split(".")[1]) for k in sd if k.startswith("blocks.")], default=-1)
-            out = sd.get("final_layer.linear.weight", torch.empty(0, 0)).shape[0]
-            reference = DiT(1, 1, 1, 4, depth, 1, learn_sigma=out == 2 * sd["x_embedder.proj.weight"].shape[1])
-        elif "patch_embed.proj.weight" in sd:  # UViT / USiT
-            depth = 2 * (1 + max([int(k.split(".")[1]) for k in sd if k.startswith("in_blocks.")], default=-1))
-            reference = UViT(1, 1, 1, 4, depth, 1)
-        else:
-            raise ValueError(f"not a DC-Gen DiT or UViT state dict: no {PREFIX}x_embedder.proj.weight or "
-                             f"{PREFIX}patch_embed.proj.weight among its {len(state_dict)} keys")
-    expected = reference.state_dict().keys()
-    unknown = outside + [PREFIX + k for k in sd if k not in expected]
-    missing = [PREFIX + k for k in expected if k not in sd]
-    if unknown or missing:
-        raise ValueError(f"state dict does not match {type(reference).__name__} of depth {depth}: {len(unknown)} "
-                         f"unknown keys {unknown[:8]}, {len(missing)} missing keys {missing[:8]}")
-    return sd
-
-
-def from_dcgen(name, state_dict, device="cpu"):
-    """(model in eval mode, info) for a released name and its state dict; info: the AE, the latent, the objective and
-    the paper's evaluation protocol (the objective's first sampler and steps, DC-Gen's documented CFG scale)."""
-    if name not in DCGEN_MODELS:
-        raise ValueError(f"unknown DC-Gen model {name!r}; released: {sorted(DCGEN_MODELS)}")
-    ours, ae_name = DCGEN_MODELS[name]
-    sampler, steps = next(iter(diffusion.OBJECTIVES[MODELS[ours].objective].samplers.items()))
-    cfg = ae_lib.AE_CONFIGS[ae_name]
-    c, side = cfg["c"], 512 // 2 ** (len(cfg["widths"]) - 1)
-    model = create_model(ours, in_channels=c, input_size=side, num_classes=1000, device="meta")
-    try:
-        model.load_state_dict(convert_dcgen_state_dict(state_dict), strict=True, assign=True)
-    except RuntimeError as e:  # shapes: another width, channel count or resolution
-        raise ValueError(f"{name}: weights do not fit {ours} at c={c}, {side}x{side}: {str(e)[:400]}") from e
-    info = dict(model=ours, dcgen_name=name, objective=MODELS[ours].objective, ae=None, ae_name=ae_name,
-                latent_shape=[c, side, side], scaling_factor=cfg["scaling_factor"], num_classes=1000, null_class=1000,
-                adaptive=ae_name == F64C128_15, sampler=sampler, steps=steps, cfg_scale=1.3 if ours == "DiT-XL" else 1.5,
-                guidance_interval=None, step=None, patch_size=1)
-    return model.to(device).eval().requires_grad_(False), info
-
-
-def load_pretrained(path, device="cpu"):
-    """A released DC-Gen class-to-image folder (config.json {"model_name": ...} + model.safetensors with keys
-    `diffusion_model.<key>`) -> (model, info). The AE is not in that file: ae.load_pretrained loads it."""
-    config, weights = os.path.join(path, "config.json"), os.path.join(path, "model.safetensors")
-    if not (os.path.isfile(config) and os.path.isfile(weights)):
-        raise ValueError(f"{path}: a DC-Gen model folder holds config.json and model.safetensors")
-    with open(config) as fh:
-        name = json.load(fh).get("model_name", "").split("/")[-1]
-    from safetensors.torch import load_file
-    model, info = from_dcgen(name, load_file(weights), device)
-    return model, dict(info, path=os.path.abspath(path))
+        size = {k: kwargs.pop(k) for k in ("depth", "hidden_size", "num_heads") if k in kwargs}
+        return dataclasses.replace(MODELS[name], **size).build(input_size=input_size, patch_size=patch_size,
+                                                                in_channels=in_channels, num_classes=num_classes, **kwargs)

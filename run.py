@@ -329,14 +329,18 @@ class Meter:
         self.steps += 1
 
 
-class SyncPoints:
-    """Every --log-every steps, at save steps and at the last step, all ranks meet in one all-reduce of the logged
-    sums and three flags (a non-finite loss, a stop signal, a checkpoint due by wall time). Between them the
-    training loop never waits for the device. SIGTERM / SIGINT ask for a checkpoint and a clean stop there (a
-    second SIGINT interrupts at once)."""
+class Sync:
+    """The sync points of a run, answered, not decided. `due(step)`: every --log-every steps, at save steps and at the
+    last step, decided by the step alone, so every rank meets in the same all-reduce (a signal reaches ranks at slightly
+    different moments). `reduce(step, meter)`: that one all-reduce, of the logged sums and three flags -> (the record of
+    means since the last sync point, a non-finite loss?, a stop signal?, a checkpoint due by wall time?); between sync
+    points the host never waits for the device. SIGTERM / SIGINT only note the signal, for the trainer to act on at
+    the next sync point (a second SIGINT interrupts at once)."""
 
-    def __init__(self, args, device, start_step, train_flops_per_image=None):
-        self.args, self.device = args, device
+    def __init__(self, device, start_step, steps, log_every, save_every, save_minutes, batch_size,
+                 train_flops_per_image=None):
+        self.device, self.steps, self.log_every, self.save_every = device, steps, log_every, save_every
+        self.save_minutes, self.batch_size = save_minutes, batch_size
         self.last_save, self.t_last, self.step_last, self.totals = time.time(), time.time(), start_step, {}
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
@@ -351,16 +355,17 @@ class SyncPoints:
             raise KeyboardInterrupt
         self.signal = signum
 
-    def due(self, step):
-        """Decided by the step alone, so every rank arrives at the same all-reduce (a signal reaches ranks at slightly
-        different moments; it is acted on at the next sync point, where the ranks agree on it)."""
-        a = self.args
-        return step % a.log_every == 0 or step % a.save_every == 0 or step == a.steps
+    @property
+    def signal_name(self):
+        return signal.Signals(self.signal).name
 
-    def sync(self, step, meter):
-        """-> (record with the means since the last sync point, non-finite?, stop?, save?)."""
+    def due(self, step):
+        return step % self.log_every == 0 or step % self.save_every == 0 or step == self.steps
+
+    def reduce(self, step, meter):
+        """-> (record with the means since the last sync point, non-finite?, stop?, save due by wall time?)."""
         keys, counts = sorted(k for k in meter.sums if k != "nonfinite"), sorted(meter.counts)
-        flags = [self.signal is not None, time.time() - self.last_save > 60 * self.args.save_minutes]
+        flags = [self.signal is not None, time.time() - self.last_save > 60 * self.save_minutes]
         values = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(self.device) for v in
                               [meter.sums[k] for k in keys] + [meter.sums.get("nonfinite", 0.0)] +
                               [meter.counts[k] for k in counts] + flags])
@@ -374,50 +379,31 @@ class SyncPoints:
             self.totals[k] = self.totals.get(k, 0) + int(v)
         now = time.time()
         record = {"step": step, **{k: v / n for k, v in zip(keys, values)}, **self.totals,
-                  "img_per_s": (step - self.step_last) * self.args.batch_size / max(now - self.t_last, 1e-9),
+                  "img_per_s": (step - self.step_last) * self.batch_size / max(now - self.t_last, 1e-9),
                   "mem_gib": peak_memory_gib(self.device)}
         if self.mfu_per_image:
             record["mfu"] = record["img_per_s"] * self.mfu_per_image
         self.t_last, self.step_last = now, step
         meter.sums, meter.counts, meter.steps = {}, {}, 0
-        nonfinite, stop, late = values[len(keys)] > 0, values[-2] > 0, values[-1] > 0
-        save = stop or late or step % self.args.save_every == 0 or step == self.args.steps
-        return record, nonfinite, stop, save
+        return record, values[len(keys)] > 0, values[-2] > 0, values[-1] > 0
 
-    def after_step(self, step, meter, log, save, **extra):
-        """At a sync point: log the means since the last one; on a non-finite loss stop with exit status 3 and write
-        nothing (the last checkpoint stays the last good state); write a checkpoint when due (save() -> (path, bytes,
-        seconds)); after a stop signal, stop once it is written (exit status 128 + the signal's number)."""
-        if not self.due(step):
-            return
-        record, nonfinite, stop, save_due = self.sync(step, meter)
-        if nonfinite:
-            log.message(f"non-finite loss by step {step}; stopping. The last checkpoint is untouched: "
-                        f"{latest_checkpoint(self.args.out)}")
-            self.finish(log, 3)
-        log.log({**record, **extra})
-        if save_due:
-            path, size, seconds = save()
-            log.message(f"saved {path} ({size / 2 ** 30:.2f} GiB in {seconds:.1f}s)")
-            self.last_save = time.time()
-        if stop:
-            log.message(f"stopped by {signal.Signals(self.signal).name} at step {step} after saving; run the same "
-                        f"command again to resume")
-            self.finish(log, 128 + self.signal)
-
-    def finish(self, log, code=None):
-        """The end of a run: signals back to Python, log closed, process group down; exit with `code` if given."""
-        self.close()
-        log.close()
-        release_locks()
-        cleanup()
-        if code is not None:
-            sys.exit(code)
+    def saved(self):
+        """A checkpoint was written: the wall-clock save is due --save-minutes from now."""
+        self.last_save = time.time()
 
     def close(self):
         """Give SIGTERM / SIGINT back to Python's defaults (main() may run in-process, e.g. in tests)."""
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def finish(log, sync):
+    """The end of a run in this process, however it ends: signals back to Python, the log closed, the folder's lock
+    released, the process group down (main() may run again in-process, e.g. from toy.py)."""
+    sync.close()
+    log.close()
+    release_locks()
+    cleanup()
 
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s, for MFU
@@ -495,6 +481,12 @@ class RunLog:
             if is_distributed():
                 os._exit(4)  # a collective clean-up would wait for ranks that are still training
             sys.exit(4)
+
+    def saved(self, path, size, seconds):
+        """A checkpoint was written: a message, and a record that benchmarks read (benchmarks/bench.py)."""
+        self.message(f"saved {path} ({size / 2 ** 30:.2f} GiB in {seconds:.1f}s)")
+        if self.rank == 0:
+            self.append({"saved": path, "bytes": size, "seconds": seconds})
 
     def close(self):
         if self.rank == 0:

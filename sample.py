@@ -2,7 +2,7 @@
 for FID (paper Sec. 4.2, Tables 2-4, Fig. 7; evaluation protocol Sec. 4.1 / DESIGN.md §5b-6).
 
 --ckpt takes a train_diffusion.py checkpoint (or its run folder), a released DC-Gen class-to-image folder
-(models.load_pretrained; its AE goes to --ae), or "random:<model>" for speed runs. The defaults are the paper's
+(checkpoints.load_diffusion; its AE goes to --ae), or "random:<model>" for speed runs. The defaults are the paper's
 evaluation protocol (DC-Gen's eval_dc_ae_diffusion_model.py), printed in the header line:
   - SiT/USiT: adaptive dopri5 on t 0 -> 1 (atol 1e-6, rtol 1e-3); UViT: DPM-Solver "fast" (singlestep, order 3,
     30 evaluations, t 1 -> 1e-3); DiT: 250-step DDPM with the learned variance (diffusion.py, `.samplers`);
@@ -27,6 +27,7 @@ labels: the ADM evaluator format that fid.py reads) without holding all images i
         --batch-size 125 --sampler euler --steps 50 --profile                  # speed only (random weights)
 """
 import argparse
+import functools
 import glob
 import json
 import os
@@ -37,102 +38,19 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import ae as ae_lib
+import checkpoints
 import data as data_lib
 import diffusion
 import fid
 import fsdp
-import run
 import models
+import run
 
 # ImageNet classes of DC-AE's demo grid (the official demo_dc_ae_diffusion_model prompts).
 DEMO_CLASSES = [279, 333, 979, 936, 933, 145, 497, 1, 248, 360, 793, 12, 387, 437, 938, 978]
-
-
-# ------------------------------------------------------------------------------------------------
-# Loading the diffusion model and its AE
-# ------------------------------------------------------------------------------------------------
-
-def load_diffusion(spec, device, weights="ema", expect_model=None, resolution=512, num_classes=1000, ae=None):
-    """--ckpt: a train_diffusion.py checkpoint or its run folder (newest ckpt_*.pt), a released DC-Gen folder
-    (config.json with "model_name" + model.safetensors), or "random:<model>" (random weights, for speed runs; the
-    latent shape comes from `ae`). Returns (model in eval mode on device, info dict)."""
-    if spec.startswith("random:"):
-        name = spec[len("random:"):]
-        if name not in models.MODELS:
-            raise ValueError(f"--ckpt {spec}: unknown model {name!r}; choose from {sorted(models.MODELS)}")
-        print(f"WARNING: --ckpt {spec}: the diffusion model has RANDOM weights (speed runs only)", file=sys.stderr)
-        side = resolution // ae.f
-        info = dict(model=name, step=0, patch_size=1, latent_shape=[ae.c, side, side], num_classes=num_classes,
-                    scaling_factor=None, ae=None, ae_name=None, path=spec)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = models.create_model(name, in_channels=ae.c, input_size=side, num_classes=num_classes,
-                                        device=device)
-        return model.eval().requires_grad_(False), info
-    if os.path.isfile(os.path.join(spec, "config.json")):  # a released DC-Gen class-to-image folder
-        model, info = models.load_pretrained(spec, device)
-        if expect_model is not None and expect_model != info["model"]:
-            raise ValueError(f"--ckpt {spec} is {info['dcgen_name']} ({info['model']}), not --model {expect_model}")
-        return model, info
-    path = spec
-    if os.path.isdir(spec):
-        path = run.latest_checkpoint(spec)
-        if path is None:
-            raise ValueError(f"--ckpt {spec}: no ckpt_*.pt in this folder (train one with train_diffusion.py) and no "
-                             f"config.json (a released DC-Gen folder)")
-    if not os.path.isfile(path):
-        raise ValueError(f"--ckpt {path}: checkpoint not found")
-    # mmap: a 2B-parameter checkpoint also holds the raw weights and Adam moments (~25 GB); only the tensors
-    # we use are read from disk. Our own file, so pickle (weights_only=False) is fine.
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:  # truncated zip, pickle garbage, ...: name the file, not the unpickler
-        raise ValueError(f"--ckpt {path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
-    keys = ("model", "ema", "args", "latent_shape", "scaling_factor", "num_classes", "ae")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
-        raise ValueError(f"--ckpt {path} is not a train_diffusion.py checkpoint (needs keys {list(keys)}); "
-                         f"an AE checkpoint goes to --ae")
-    name = ckpt["args"].get("model")
-    if name not in models.MODELS:
-        raise ValueError(f"--ckpt {path}: recorded model {name!r} is not a diffusion backbone of models.py")
-    if expect_model is not None and expect_model != name:
-        raise ValueError(f"--ckpt {path} is a checkpoint of {name}, not --model {expect_model}")
-    c, h, w = ckpt["latent_shape"]
-    info = dict(model=name, step=ckpt.get("step"), patch_size=ckpt["args"].get("patch_size", 1),
-                latent_shape=[c, h, w], num_classes=ckpt["num_classes"], scaling_factor=ckpt["scaling_factor"],
-                ae=ckpt["ae"], ae_name=ckpt.get("ae_name"), path=os.path.abspath(path))
-    # Build on the meta device and adopt the checkpoint's tensors (no random init of 1.6B parameters first).
-    model = models.create_model(name, in_channels=c, input_size=h, num_classes=info["num_classes"],
-                                patch_size=info["patch_size"], device="meta")
-    try:
-        model.load_state_dict(ckpt[weights], strict=True, assign=True)
-    except RuntimeError as e:
-        raise ValueError(f"--ckpt {path}: its {weights!r} weights do not match {name} at c={c}, {h}x{w}: "
-                         f"{str(e)[:400]}") from e
-    return model.to(device).eval().requires_grad_(False), info
-
-
-def load_ae(spec, device, info=None):
-    """The AE a checkpoint was trained on (info["ae"]) or `spec` (--ae), via ae.load_ae. With info, its latent must
-    have the checkpoint's channel count. Returns (ae in eval mode, its scaling factor or None)."""
-    spec = spec or (info or {}).get("ae")
-    if spec is None:
-        what = "a released DC-Gen model" if (info or {}).get("dcgen_name") else "--ckpt random:<model>"
-        hint = f" (the folder of {info['ae_name']})" if (info or {}).get("ae_name") else ""
-        raise ValueError(f"{what} records no AE weights: pass --ae{hint}")
-    name = spec[len("random:"):] if spec.startswith("random:") else spec  # random: rebuilt as training did
-    if name not in ae_lib.AE_CONFIGS and not os.path.exists(name):
-        raise ValueError(f"AE {spec!r} (from --ae or recorded in the checkpoint) not found: pass --ae PATH")
-    ae, scaling, _ = ae_lib.load_ae(name, device)
-    if info is not None:
-        if ae.c != info["latent_shape"][0]:
-            raise ValueError(f"AE {ae.name} has c={ae.c} latent channels, the diffusion model was trained on "
-                             f"c={info['latent_shape'][0]} ({info['ae_name']})")
-        if info["ae_name"] and ae.name != info["ae_name"]:
-            print(f"WARNING: AE {ae.name} is not the checkpoint's {info['ae_name']}", file=sys.stderr)
-    return ae, scaling
 
 
 # ------------------------------------------------------------------------------------------------
@@ -151,17 +69,6 @@ def sample_labels(n, seed, classes):
     return torch.as_tensor(classes)[torch.randint(len(classes), (n,), generator=g)]  # (n,)
 
 
-@torch.no_grad()
-def sample_latents(model, objective, y, k, args, info, device):
-    """Latents x0 (n, c, h, w), still multiplied by the scaling factor, for labels y (n,) of chunk k."""
-    c, h, w = info["latent_shape"]
-    g = torch.Generator(device).manual_seed(chunk_seed(args.seed, k))
-    z = torch.randn(len(y), c, h, w, generator=g, device=device)  # (n, c, h, w) initial noise
-    with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-        return objective.sample(model, z, y.to(device), args.sampler, args.steps, cfg_scale=args.cfg_scale,
-                                guidance_interval=args.guidance_interval, c_prime=args.c_prime, generator=g).float()
-
-
 class Timer:
     """Wall time per phase; with sync=True the GPU is drained at each boundary so the split is honest."""
 
@@ -178,24 +85,50 @@ class Timer:
         self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
         return out
 
+    def report(self, n, rank, world_size):
+        """Print and return the rate and the split of the phases: {"images", "seconds", "img_per_s", phase: s}."""
+        total = sum(self.t.values())
+        split = ", ".join(f"{k} {v:.2f}s ({100 * v / max(total, 1e-9):.0f}%)" for k, v in self.t.items())
+        print(f"rank {rank}: {n} images in {total:.2f}s = {n / max(total, 1e-9):.2f} img/s per rank "
+              f"(x{world_size} ranks); {split}", flush=True)
+        return {"images": n, "seconds": total, "img_per_s": n / max(total, 1e-9), **self.t}
 
-def generate_chunk(model, objective, ae, y, k, args, info, device, timer):
-    """uint8 images (n, H, W, 3) on the host for labels y (n,) of chunk k."""
-    x0 = timer("denoise", sample_latents, model, objective, y, k, args, info, device)
 
-    def decode(x0):
-        # Undo the latent scaling; with --c-prime the channels after c' are exactly zero (structured AE). fp32
-        # unless --ae-bf16: the decoder's precision moves FID (DC-Gen decodes in fp32).
-        with torch.autocast(device.type, torch.bfloat16, enabled=args.ae_bf16):
-            return ae.decode(x0 / info["scaling_factor"]).float()  # (n, 3, H, W)
-    x = timer("decode", decode, x0)
+@torch.no_grad()
+def generate_chunk(model, objective, sampling, ae, scale, latent_shape, y, seed, device, bf16, ae_bf16, timer):
+    """uint8 images (n, H, W, 3) on the host for labels y (n,): initial noise from a generator seeded `seed`, the
+    objective's sampler with `sampling` (its .sample keyword arguments: sampler, steps, cfg_scale, guidance_interval,
+    c_prime), the latent scale undone, the AE's decode (bf16 only if asked: the decoder's precision moves FID)."""
+    g = torch.Generator(device).manual_seed(seed)
+    z = torch.randn(len(y), *latent_shape, generator=g, device=device)  # (n, c, h, w) initial noise
+
+    def denoise(z):
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            return objective.sample(model, z, y.to(device), generator=g, **sampling).float()  # (n, c, h, w)
+
+    def decode(x0):  # with --c-prime the channels after c' are exactly zero (a structured AE decodes them)
+        with torch.autocast(device.type, torch.bfloat16, enabled=ae_bf16):
+            return ae.decode(x0 / scale).float()  # (n, 3, H, W)
+    x = timer("decode", decode, timer("denoise", denoise, z))
     # Quantise on the device, then copy uint8: a quarter of the bytes of a float32 copy.
     return timer("to_uint8+copy", lambda x: data_lib.to_uint8(x).numpy(), x)  # (n, H, W, 3)
 
 
 # ------------------------------------------------------------------------------------------------
-# Shards, resume and the 50K .npz
+# The two programs: a grid to look at, and the 50K evaluation (shards, resume, the .npz, FID)
 # ------------------------------------------------------------------------------------------------
+
+def grid(generate, classes, per_class, batch_size, seed, out):
+    """One row per class, per_class columns (rank 0 only: a few dozen images) -> OUT/grid.png. Returns the images."""
+    y_all = torch.tensor(classes).repeat_interleave(per_class)  # (rows * cols,)
+    chunks = [y_all[i:i + batch_size] for i in range(0, len(y_all), batch_size)]
+    images = np.concatenate([generate(y, chunk_seed(seed, k)) for k, y in enumerate(chunks)])  # (N, H, W, 3)
+    path = os.path.join(out, "grid.png")
+    data_lib.save_grid(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, path,  # lossless uint8
+                       nrow=per_class, row_labels=[f"class {y}" for y in classes])
+    print(f"wrote {path}")
+    return images
+
 
 def shard_path(out, k):
     return os.path.join(out, "shards", f"chunk_{k:06d}.npz")
@@ -212,19 +145,70 @@ def read_shards(paths):
             yield shard["images"], shard["labels"]
 
 
-def run_config(args, info):
-    """What determines the images: a rerun into the same --out must match it to reuse shards or samples."""
-    return dict(ckpt=info["path"], step=info["step"], weights=args.weights, ae=args.ae or info["ae"],
-                num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, classes=args.classes,
-                sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
-                guidance_interval=args.guidance_interval, c_prime=args.c_prime, bf16=args.bf16, ae_bf16=args.ae_bf16,
-                device=args.device_type)
-
-
 def stop(signum, frame):
     """SIGTERM / SIGINT while sampling: leave through SystemExit(128 + signal), so that a chunk being written removes its
     temp file (run.atomic_write) and the finished chunks stay for the rerun."""
     raise SystemExit(128 + signum)
+
+
+def evaluate(generate, labels, batch_size, seed, out, image_shape, rank, world_size, timer, keep_shards=False):
+    """The N samples of an evaluation (N = len(labels)), chunk k of global indices [k B, (k + 1) B) on rank
+    k % world_size, each finished chunk written atomically to OUT/shards/ (a rerun samples only the missing ones),
+    then OUT/samples.npz in ADM's format, streamed. Rank 0 appends the rate to OUT/metrics.jsonl. -> the .npz path."""
+    out_npz = os.path.join(out, "samples.npz")
+    if os.path.isfile(out_npz):
+        if rank == 0:
+            print(f"{out_npz} exists with this configuration: nothing to sample")
+        return out_npz
+    N, B = len(labels), batch_size
+    num_chunks = (N + B - 1) // B
+    todo = [k for k in range(rank, num_chunks, world_size) if not os.path.isfile(shard_path(out, k))]
+    mine = sum(min(B, N - k * B) for k in todo)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # to one rank or the whole process group: stop at once, finished
+        signal.signal(sig, stop)  # chunks stay, a chunk being written leaves nothing
+    try:
+        with tqdm(total=mine, unit="img", disable=rank != 0 or None, desc=f"sampling (rank 0 of {world_size})") as bar:
+            for k in todo:
+                y = labels[k * B:(k + 1) * B]  # (n,)
+                images = generate(y, chunk_seed(seed, k))
+                timer("write", write_shard, shard_path(out, k), images, y.numpy())
+                bar.update(len(y))
+    except SystemExit as e:
+        done = len(glob.glob(os.path.join(out, "shards", "chunk_*.npz")))
+        if rank == 0:
+            print(f"stopped by {signal.Signals(e.code - 128).name}: {done} of {num_chunks} chunks are in "
+                  f"{out}/shards; run the same command to sample the rest", file=sys.stderr, flush=True)
+        raise
+    except OSError as e:  # a full or lost disk: the finished chunks stay
+        fsdp.fail(run.write_error(shard_path(out, k), e, B * int(np.prod(image_shape))), rank, 4)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # main() may run again in this process (toy.py)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    rate = timer.report(mine, rank, world_size) if timer.sync or rank == 0 else None
+    fsdp.barrier()  # every chunk is on disk
+    if rank == 0:
+        with open(os.path.join(out, "metrics.jsonl"), "a") as fh:  # for benchmarks/bench.py
+            fh.write(json.dumps({"sampled": rate, "world_size": world_size}) + "\n")
+        shards = [shard_path(out, k) for k in range(num_chunks)]
+        missing = [p for p in shards if not os.path.isfile(p)]
+        if missing:
+            raise RuntimeError(f"{len(missing)} chunks are missing after sampling, e.g. {missing[0]}")
+        t0 = time.perf_counter()
+        fid.write_npz(out_npz, read_shards(shards), (N, *image_shape))  # ADM's format, streamed
+        print(f"wrote {out_npz} ({N} x {'x'.join(map(str, image_shape))} uint8) in {time.perf_counter() - t0:.1f}s",
+              flush=True)
+        if not keep_shards:
+            shutil.rmtree(os.path.join(out, "shards"))
+    return out_npz
+
+
+def run_config(args, ckpt):
+    """What determines the images: a rerun into the same --out must match it to reuse shards or samples."""
+    return dict(ckpt=ckpt.source, step=ckpt.step, weights=args.weights, ae=args.ae or ckpt.ae,
+                num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, classes=args.classes,
+                sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
+                guidance_interval=args.guidance_interval, c_prime=args.c_prime, bf16=args.bf16, ae_bf16=args.ae_bf16,
+                device=args.device_type)
 
 
 def check_run_config(out, config):
@@ -248,9 +232,7 @@ def check_run_config(out, config):
 
 def check_cli(args):
     """What needs no checkpoint: checked before loading one (a 2B model takes a while)."""
-    if args.cfg_scale < 0:
-        raise ValueError(f"--cfg-scale {args.cfg_scale} must be >= 0 (1.0 = no guidance)")
-    if args.guidance_interval is not None and not 0 <= args.guidance_interval[0] < args.guidance_interval[1] <= 1:
+    if args.guidance_interval is not None and not args.guidance_interval[0] < args.guidance_interval[1]:
         raise ValueError(f"--guidance-interval {args.guidance_interval} must be 0 <= lo < hi <= 1 (noise level)")
     if args.batch_size < 1 or args.num_samples < 0 or args.per_class < 1:
         raise ValueError(f"--batch-size {args.batch_size}, --num-samples {args.num_samples} and --per-class "
@@ -262,40 +244,66 @@ def check_cli(args):
     run.check_out(args.out)
 
 
-def check_args(args, info, objective):
+def load(args, device):
+    """(the diffusion model, its AE) as checkpoints.Loaded. The AE is --ae, or the one the checkpoint trained on, and
+    its latent must have the checkpoint's channels; the latent scale is the checkpoint's (the one it trained with)."""
+    if args.ckpt.startswith("random:"):  # speed runs: the AE gives the latent shape and the scaling factor
+        if not args.ae:
+            raise ValueError("--ckpt random:<model> needs --ae (its latent shape)")
+        ae = checkpoints.load_ae(args.ae, device)
+        ckpt = checkpoints.load_diffusion(args.ckpt, device, ae=ae.model, resolution=args.resolution,
+                                          num_classes=args.num_classes)
+        ckpt.scaling_factor = ae.scaling_factor or 1.0
+        return ckpt, ae
+    ckpt = checkpoints.load_diffusion(args.ckpt, device, args.weights)
+    if args.model is not None and args.model != ckpt.name:
+        raise ValueError(f"--ckpt {args.ckpt} is {ckpt.release or 'a checkpoint'} of {ckpt.name}, not --model "
+                         f"{args.model}")
+    spec = args.ae or ckpt.ae
+    if spec is None:
+        hint = f" (the folder of {ckpt.ae_name})" if ckpt.ae_name else ""
+        raise ValueError(f"{'a released DC-Gen model' if ckpt.release else args.ckpt} records no AE weights: pass "
+                         f"--ae{hint}")
+    name = spec[len("random:"):] if spec.startswith("random:") else spec  # random: rebuilt as training did
+    if name not in ae_lib.AE_CONFIGS and not os.path.exists(name):
+        raise ValueError(f"AE {spec!r} (from --ae or recorded in the checkpoint) not found: pass --ae PATH")
+    ae = checkpoints.load_ae(name, device)
+    if ae.model.c != ckpt.latent_shape[0]:
+        raise ValueError(f"AE {ae.name} has c={ae.model.c} latent channels, the diffusion model was trained on "
+                         f"c={ckpt.latent_shape[0]} ({ckpt.ae_name})")
+    if ckpt.ae_name and ae.name != ckpt.ae_name:
+        print(f"WARNING: AE {ae.name} is not the checkpoint's {ckpt.ae_name}", file=sys.stderr)
+    return ckpt, ae
+
+
+def check_args(args, ckpt, objective):
     """What depends on the checkpoint: sampler (default: the objective's protocol), steps, c', classes."""
-    c, num_classes = info["latent_shape"][0], info["num_classes"]
+    c, num_classes = ckpt.latent_shape[0], ckpt.num_classes
     try:
         args.sampler, args.steps = diffusion.resolve_sampler(objective, args.sampler, args.steps)
     except ValueError as e:
-        raise ValueError(f"--sampler {args.sampler} --steps {args.steps} does not fit {info['model']} "
-                         f"({info['objective']}): {e}") from e
+        raise ValueError(f"--sampler {args.sampler} --steps {args.steps} does not fit {ckpt.name} "
+                         f"({models.MODELS[ckpt.name].objective}): {e}") from e
     if args.c_prime is not None and not 1 <= args.c_prime <= c:
         raise ValueError(f"--c-prime {args.c_prime} is outside [1, c={c}]")
     if args.classes is not None and (not args.classes or min(args.classes) < 0 or max(args.classes) >= num_classes):
         raise ValueError(f"--classes {args.classes} must lie in [0, {num_classes}) (the model's classes)")
 
 
-def protocol(args, info, objective, ae):
+def protocol(args, ckpt, objective, ae):
     """The header line: everything that decides the numbers, in words."""
-    documented = f"; DC-Gen's documented scale {info['cfg_scale']}" if info.get("cfg_scale") else ""
+    documented = f"; DC-Gen's documented scale {ckpt.cfg_scale}" if ckpt.cfg_scale else ""
     cfg = "off" if args.cfg_scale == 1.0 else f"{args.cfg_scale:g}"
     interval = "off" if args.guidance_interval is None else f"[{args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]"
-    c = info["latent_shape"][0]
-    return (f"{info.get('dcgen_name') or info['model']} (step {info['step']}) + {ae.name}: "
+    c = ckpt.latent_shape[0]
+    return (f"{ckpt.release or ckpt.name} (step {ckpt.step}) + {ae.name}: "
             f"{objective.describe(args.sampler, args.steps)}; CFG {cfg}{documented}, guidance interval {interval}; "
             f"c' {args.c_prime or c}/{c}; denoiser {'bf16' if args.bf16 else 'fp32'}, AE decode "
-            f"{'bf16' if args.ae_bf16 else 'fp32'}; latent scale {info['scaling_factor']:.4g}")
-
-
-def report(timer, n, rank, world_size):
-    total = sum(timer.t.values())
-    split = ", ".join(f"{k} {v:.2f}s ({100 * v / max(total, 1e-9):.0f}%)" for k, v in timer.t.items())
-    print(f"rank {rank}: {n} images in {total:.2f}s = {n / max(total, 1e-9):.2f} img/s per rank "
-          f"(x{world_size} ranks); {split}", flush=True)
+            f"{'bf16' if args.ae_bf16 else 'fp32'}; latent scale {ckpt.scaling_factor:.4g}")
 
 
 def main(args):
+    # Setup: checks, the model and its AE, the folder's lock, all before any sampling.
     rank, world_size, device = fsdp.setup()
     args.device_type = device.type
     # fp32 denoiser and decoder by default on every device: DC-Gen's evaluation protocol (fsdp.precision).
@@ -306,97 +314,46 @@ def main(args):
     error = None
     try:
         check_cli(args)
-        if args.ckpt.startswith("random:"):  # speed runs: the AE gives the latent shape and scaling factor
-            ae, scaling = load_ae(args.ae, device)
-            model, info = load_diffusion(args.ckpt, device, resolution=args.resolution, num_classes=args.num_classes,
-                                         ae=ae)
-            info["scaling_factor"] = scaling or 1.0
-        else:
-            model, info = load_diffusion(args.ckpt, device, args.weights, args.model)
-            ae, _ = load_ae(args.ae, device, info)  # the checkpoint's scaling factor is the one it trained with
-        info["objective"] = models.MODELS[info["model"]].objective
-        objective = diffusion.make_objective(info["objective"])
-        check_args(args, info, objective)
+        ckpt, ae = load(args, device)
+        objective = diffusion.make_objective(models.MODELS[ckpt.name].objective)
+        check_args(args, ckpt, objective)
         if rank == 0:  # one run per folder, as the trainers (the kernel drops the lock however this process ends)
             error = run.lock_run(args.out)
         if args.num_samples and rank == 0 and not error:
-            check_run_config(args.out, run_config(args, info))
+            check_run_config(args.out, run_config(args, ckpt))
     except (ValueError, FileNotFoundError) as e:
         error = str(e)
     fsdp.stop_if(error, rank)  # one line, exit status 2, before any sampling
-    c, h, w = info["latent_shape"]
-    H, W = h * ae.f, w * ae.f
-    timer = Timer(device, args.profile)
-    from tqdm import tqdm
+    c, h, w = ckpt.latent_shape
+    image_shape = (h * ae.model.f, w * ae.model.f, 3)
     if rank == 0:
-        print(f"{protocol(args, info, objective, ae)} -> {H}x{W}; {world_size} rank(s) on {device}", flush=True)
-        print(f"precision: denoiser {precision}, AE decode {ae_precision}", flush=True)
+        print(f"{protocol(args, ckpt, objective, ae)} -> {image_shape[0]}x{image_shape[1]}; {world_size} rank(s) on "
+              f"{device}", flush=True)
+        print(f"precision: denoiser {precision}, AE decode {ae_precision}; {fsdp.machine(device)}", flush=True)
+    timer = Timer(device, args.profile)
+    sampling = dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
+                    guidance_interval=args.guidance_interval, c_prime=args.c_prime)
+    generate = functools.partial(generate_chunk, ckpt.model, objective, sampling, ae.model, ckpt.scaling_factor,
+                                 ckpt.latent_shape, device=device, bf16=args.bf16, ae_bf16=args.ae_bf16, timer=timer)
 
-    if not args.num_samples:  # grid: rows = classes, --per-class columns; rank 0 only (a few dozen images)
-        classes = args.classes or (DEMO_CLASSES if info["num_classes"] == 1000 else
-                                   list(range(min(info["num_classes"], 16))))  # every class, up to 16
-        y_all = torch.tensor(classes).repeat_interleave(args.per_class)  # (rows * cols,)
+    if not args.num_samples:  # a grid: rows = classes, --per-class columns
+        classes = args.classes or (DEMO_CLASSES if ckpt.num_classes == 1000 else
+                                   list(range(min(ckpt.num_classes, 16))))  # every class, up to 16
         images = None
         if rank == 0:
-            chunks = [y_all[i:i + args.batch_size] for i in range(0, len(y_all), args.batch_size)]
-            images = np.concatenate([generate_chunk(model, objective, ae, y, k, args, info, device, timer)
-                                     for k, y in enumerate(chunks)])  # (N, H, W, 3)
-            path = os.path.join(args.out, "grid.png")
-            data_lib.save_grid(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, path,
-                               nrow=args.per_class, row_labels=[f"class {y}" for y in classes])  # lossless uint8
-            report(timer, len(y_all), rank, 1)
-            print(f"wrote {path}")
+            images = grid(generate, classes, args.per_class, args.batch_size, args.seed, args.out)
+            timer.report(len(images), rank, 1)
+        run.release_locks()
         fsdp.cleanup()  # barriers first: no rank tears down while another still samples
         return {"grid": os.path.join(args.out, "grid.png"), "images": images}
 
-    # 50K mode: chunk k of global indices -> rank k % world_size; skip chunks already on disk (resume).
-    out_npz = os.path.join(args.out, "samples.npz")
-    N, B = args.num_samples, args.batch_size
-    num_chunks = (N + B - 1) // B
-    labels = sample_labels(N, args.seed, args.classes or list(range(info["num_classes"])))  # (N,)
-    if not os.path.isfile(out_npz):
-        todo = [k for k in range(rank, num_chunks, world_size) if not os.path.isfile(shard_path(args.out, k))]
-        mine = sum(min(B, N - k * B) for k in todo)
-        for sig in (signal.SIGTERM, signal.SIGINT):  # to one rank or the whole process group: stop at once, finished
-            signal.signal(sig, stop)  # chunks stay, a chunk being written leaves nothing
-        try:
-            with tqdm(total=mine, unit="img", disable=rank != 0 or None, desc=f"sampling (rank 0 of {world_size})") as bar:
-                for k in todo:
-                    y = labels[k * B:(k + 1) * B]  # (n,)
-                    images = generate_chunk(model, objective, ae, y, k, args, info, device, timer)
-                    timer("write", write_shard, shard_path(args.out, k), images, y.numpy())
-                    bar.update(len(y))
-        except SystemExit as e:
-            done = len(glob.glob(os.path.join(args.out, "shards", "chunk_*.npz")))
-            if rank == 0:
-                print(f"stopped by {signal.Signals(e.code - 128).name}: {done} of {num_chunks} chunks are in "
-                      f"{args.out}/shards; run the same command to sample the rest", file=sys.stderr, flush=True)
-            raise
-        except OSError as e:  # a full or lost disk: the finished chunks stay
-            fsdp.fail(run.write_error(shard_path(args.out, k), e, B * H * W * 3), rank, 4)
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # main() may run again in this process (toy.py)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        if args.profile or rank == 0:
-            report(timer, mine, rank, world_size)
-        fsdp.barrier()  # every chunk is on disk
-        if rank == 0:
-            shards = [shard_path(args.out, k) for k in range(num_chunks)]
-            missing = [p for p in shards if not os.path.isfile(p)]
-            if missing:
-                raise RuntimeError(f"{len(missing)} chunks are missing after sampling, e.g. {missing[0]}")
-            t0 = time.perf_counter()
-            fid.write_npz(out_npz, read_shards(shards), (N, H, W, 3))  # ADM's format, streamed
-            print(f"wrote {out_npz} ({N} x {H}x{W}x3 uint8) in {time.perf_counter() - t0:.1f}s", flush=True)
-            if not args.keep_shards:
-                shutil.rmtree(os.path.join(args.out, "shards"))
-        if args.fid:  # the other ranks wait for the file only if they read it (no NCCL timeout otherwise)
-            fsdp.barrier()
-    elif rank == 0:
-        print(f"{out_npz} exists with this configuration: nothing to sample")
-
+    # The evaluation: N samples with labels uniform over the classes, then FID, IS, precision and recall.
+    labels = sample_labels(args.num_samples, args.seed, args.classes or list(range(ckpt.num_classes)))  # (N,)
+    out_npz = evaluate(generate, labels, args.batch_size, args.seed, args.out, image_shape, rank, world_size, timer,
+                       args.keep_shards)
     metrics = None
     if args.fid:  # every rank computes Inception features of its share of the .npz (fid.py shards by rank)
+        fsdp.barrier()  # the other ranks wait for the file only if they read it (no NCCL timeout otherwise)
         metrics = fid.compute_metrics(out_npz, args.fid, weights=args.inception_weights, batch_size=args.fid_batch_size,
                                       device=device, num_workers=0, progress=rank == 0)
         if rank == 0:
@@ -404,6 +361,7 @@ def main(args):
                   f"precision {metrics['precision']}  recall {metrics['recall']}  ({metrics['n_samples']} samples)")
             with open(os.path.join(args.out, "metrics.json"), "w") as fh:
                 json.dump(dict(metrics, ref=args.fid, inception_weights=args.inception_weights), fh, indent=2)
+    run.release_locks()
     fsdp.cleanup()
     return {"npz": out_npz, "metrics": metrics}
 

@@ -31,11 +31,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ae as ae_lib
+import checkpoints
 import data as data_lib
 import eval_ae
 import fid as fid_lib
 import fsdp
-import run
 import sample
 import train_ae
 import train_diffusion
@@ -129,7 +129,7 @@ def ae_figures(ae_dirs, args):
     x = torch.stack([ds[i][0] for i in (0, 2, 4, 7)])  # 4 classes (item i has class i % 10)
     rows, latents = [], [x]
     for folder in ae_dirs.values():
-        model, _ = ae_lib.load_pretrained(run.latest_checkpoint(folder))
+        model = checkpoints.load_ae(folder).model  # its EMA weights
         z = model.encode(x)  # (4, c, 4, 4)
         rows.append(torch.stack([x] + [model.decode(z[:, :cp]).clamp(-1, 1) for cp in args.c_primes], 1))
         avg = z.mean(1, keepdim=True)  # (4, 1, 4, 4): Fig. 2a
@@ -290,7 +290,7 @@ def report(recon, ae_seconds, cells, clf_acc, setting, args, wall):
 
 
 def check_args(args):
-    c = ae_lib.AE_CONFIGS[args.ae]["c"]
+    c = ae_lib.AE_CONFIGS[args.ae].c
     args.c_primes = args.c_primes or [c // 8, c // 4, c // 2, c]
     if any(not 1 <= cp <= c for cp in args.c_primes):
         raise ValueError(f"--c-primes {args.c_primes} must lie in [1, c={c}] for {args.ae}")
@@ -338,7 +338,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute (CI); not evidence")
     parser.add_argument("--out", default="runs/toy", help="output folder: runs, figures, toy_results.md")
     parser.add_argument("--seed", type=int, default=0, help="seed of the AE runs")
-    parser.add_argument("--ae", default=DEFAULT_AE, choices=[n for n in ae_lib.AE_CONFIGS if n.endswith("-tiny")],
+    parser.add_argument("--ae", default=DEFAULT_AE, choices=[n for n, cfg in ae_lib.AE_CONFIGS.items()
+                                                             if cfg.recipe == "tiny" and cfg.structured],
                         help="the knob 'latent channels per pixel': dc-ae-f8c16-tiny has 4x fewer")
     parser.add_argument("--c-primes", type=int, nargs="+", default=None, help="c' of the reconstruction table "
                         "(default: c/8, c/4, c/2, c)")

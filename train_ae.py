@@ -17,6 +17,7 @@ The three DC-AE phases (Sec. 4.1, following DC-AE):
 """
 import argparse
 import os
+import sys
 
 import torch
 import torch.nn as nn
@@ -35,8 +36,9 @@ import run
 # --always-max) halve the cost at c' = c of the structured latent, but the diffusion model then learns its latents
 # more slowly (README: toy results); the structure is what the paper trains the AE for.
 TINY_RECIPE = dict(resolution=32, batch_size=32, lr=3e-4, steps=1500, warmup=20, w_lpips=0.0,  # lr 1e-3 stalls
-                   ema_decay=0.999, ema_warmup=200, save_minutes=2, num_c_primes=1, always_max=False)
-PAPER = dict(ema_decay=0.9999, ema_warmup=2000, w_lpips=1.0, save_minutes=30, num_c_primes=1, always_max=False)
+                   ema_decay=0.999, ema_warmup=200, save_minutes=2, num_c_primes=1, always_max=False, disc_width=16)
+PAPER = dict(ema_decay=0.9999, ema_warmup=2000, w_lpips=1.0, save_minutes=30, num_c_primes=1, always_max=False,
+             disc_width=64)
 PAPER_RECIPE = {1: dict(PAPER, resolution=256, batch_size=256, lr=1e-4, steps=200_000, warmup=1000),
                 2: dict(PAPER, resolution=512, batch_size=64, lr=5e-5, steps=50_000, warmup=500),
                 3: dict(PAPER, resolution=256, batch_size=256, lr=5e-5, steps=50_000, warmup=500)}
@@ -106,19 +108,11 @@ class AELoss(nn.Module):
         return loss, terms
 
     def discriminator_loss(self, x, x_rec):
-        """Hinge loss for the PatchGAN: mean(relu(1 - D(x))) + mean(relu(1 + D(x_rec))), halved."""
+        """Hinge loss for the PatchGAN: mean(relu(1 - D(x))) + mean(relu(1 + D(x_rec))), halved; x_rec is detached, so
+        this loss trains the discriminator alone."""
         real = self.discriminator(x)
         fake = self.discriminator(x_rec.detach())
         return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
-
-    def discriminator_step(self, x, x_rec, opt, bf16):
-        """One update of the PatchGAN on real x and the detached reconstructions; returns its loss (a tensor)."""
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
-            loss = self.discriminator_loss(x, x_rec.float())
-        loss.backward()
-        opt.step()
-        return loss.detach()
 
 
 def sample_step_c_primes(candidates, k=1, always_max=False, always_min_max=False, generator=None):
@@ -156,13 +150,13 @@ def fill_defaults(args, device):
     """The recipe of the model and phase, then what depends on it, for every argument left at None."""
     if args.always_min_max and args.always_max is None:  # the min-max option replaces the recipe's always-max
         args.always_max = False
-    run.fill_recipe(args, TINY_RECIPE if "tiny" in args.model else PAPER_RECIPE[args.phase])
     cfg = ae_lib.AE_CONFIGS[args.model]
-    args.structured = not args.model.endswith(("-1.0", "-1.1")) if args.structured is None else args.structured
+    run.fill_recipe(args, TINY_RECIPE if cfg.recipe == "tiny" else PAPER_RECIPE[args.phase])
+    args.structured = cfg.structured if args.structured is None else args.structured  # 1.5: Eq. 1; 1.0 / 1.1: not
     if not args.structured:  # c' = c always: K decodes would be K copies of one
         args.num_c_primes, args.always_max, args.always_min_max = 1, False, False
-    args.c_prime_start = cfg["c_prime_start"] if args.c_prime_start is None else args.c_prime_start
-    args.c_prime_step = cfg["c_prime_step"] if args.c_prime_step is None else args.c_prime_step
+    args.c_prime_start = cfg.c_prime_start if args.c_prime_start is None else args.c_prime_start
+    args.c_prime_step = cfg.c_prime_step if args.c_prime_step is None else args.c_prime_step
     args.gan_start = 0 if args.phase == 3 and args.gan_start is None else args.gan_start
     args.compile = device.type == "cuda" if args.compile is None else args.compile
     args.bf16, precision = fsdp.precision(device, args.bf16)  # bf16 autocast on CUDA, fp32 on CPU
@@ -187,7 +181,7 @@ def read_init(args):
     """--init: the EMA weights of a previous phase (a checkpoint or its run folder), unless this run resumes."""
     if not args.init or run.resume_path(args):
         return None
-    path = run.latest_checkpoint(args.init) if os.path.isdir(args.init) else args.init
+    path = run.latest_checkpoint(args.init) if os.path.isdir(args.init) else args.init  # its newest checkpoint
     if path is None or not os.path.isfile(path):
         raise ValueError(f"--init {args.init}: checkpoint not found")
     init = run.read_checkpoint(path)
@@ -219,14 +213,15 @@ def main(args):
         if init is not None:
             model.load_state_dict(init)
         return model.to(device)
-    model, ema = fsdp.build_with_ema(build, args.seed, methods=("encode", "decode"))
+    model, ema = fsdp.build_with_ema(build, args.seed, methods=("encode", "decode"))  # the grids call them
     prefixes, n_train = set_phase(model, args.phase)
     opt = fsdp.adamw(model, args.lr, 0.0, (0.9, 0.999))
     modules, optimizers = {"model": model, "ema": ema}, {"opt": (opt, model)}
-    disc = None
+    disc = opt_disc = None
     if args.gan_start is not None:
-        disc = fsdp.shard(PatchDiscriminator(width=16 if "tiny" in args.model else 64).to(device), [])
-        modules["disc"], optimizers["opt_disc"] = disc, (fsdp.adamw(disc, args.disc_lr or args.lr, 0.0, (0.5, 0.9)), disc)
+        disc = fsdp.shard(PatchDiscriminator(width=args.disc_width).to(device), [])
+        opt_disc = fsdp.adamw(disc, args.disc_lr or args.lr, 0.0, (0.5, 0.9))
+        modules["disc"], optimizers["opt_disc"] = disc, (opt_disc, disc)
     torch.manual_seed(args.seed * 1000 + rank)  # c' draws and flips differ across ranks
     step, data_state = run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
     ckpt = init = None  # free the host copies of the weights
@@ -251,7 +246,8 @@ def main(args):
     fixed = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
     candidates = model.c_prime_candidates if args.structured else [model.c]
     train_model = torch.compile(model) if args.compile else model
-    sync, meter = run.SyncPoints(args, device, step), run.Meter()
+    sync = run.Sync(device, step, args.steps, args.log_every, args.save_every, args.save_minutes, args.batch_size)
+    meter = run.Meter()
     n_params = sum(p.numel() for p in model.parameters())
     log.log({"params": n_params, "params_local": fsdp.local_numel(model)}, show=False)
     log.message(f"{args.model}: {n_params / 1e6:.2f}M params, phase {args.phase}, training "
@@ -261,10 +257,11 @@ def main(args):
                 f"{' sharded with FSDP2' if fsdp.is_distributed() else ''}, "
                 f"global batch {args.batch_size} ({micro} x {args.accum} x {world_size}), {args.resolution}px, "
                 f"GAN from step {args.gan_start}, EMA {args.ema_decay} warm-up {args.ema_warmup}")
-    log.message(f"precision: {precision}")
+    log.message(f"precision: {precision}; {fsdp.machine(device)}")
 
     # Training loop. The host waits for the device only at sync points (every --log-every steps and at saves).
     model.train()
+    code = 0
     while step < args.steps:
         lr = fsdp.set_lr(opt, step, args.lr, args.warmup)
         # K c' per step (DC-Gen's num_sample_latent_channels) on the training RNG: one encode, K masked decodes.
@@ -274,28 +271,58 @@ def main(args):
             if args.data != "toy":  # random horizontal flips, drawn from the training RNG (exact resume)
                 x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(3), x)  # (N, 3, H, W)
             x = x.to(device, non_blocking=True)
-            c_prime = torch.tensor(c_primes).repeat_interleave(len(x))  # (K N,): block k keeps c_primes[k] channels
+            # Channel masks (Eq. 1): block k keeps the first c'_k channels of every image.
+            mask = torch.stack([ae_lib.channel_mask(model.c, [cp] * len(x)) for cp in c_primes])  # (K, N, c, 1, 1)
+            mask = mask.to(device, non_blocking=True)
             if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-step
                 model.set_requires_gradient_sync(i == args.accum - 1)
             with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-                x_rec, _ = train_model(x, c_prime=c_prime)  # reconstruct from z * mask_{c,c'} (Eq. 1, Fig. 4)
+                x_rec = train_model(x, mask)  # (K N, 3, H, W): reconstructions from z * mask_k (Fig. 4)
                 # The mean over the K blocks: the mean of the K losses, each against the same images.
                 loss, terms = loss_fn(x.repeat(len(c_primes), 1, 1, 1), x_rec.float(), step)
             (loss / args.accum).backward()
             meter.add({"loss": loss, **terms}, 1 / args.accum)
             meter.count("skipped", bad.sum())
-            if disc is not None and step >= loss_fn.gan_start:  # the PatchGAN's own step (phase 3)
-                meter.add({"disc": loss_fn.discriminator_step(x, x_rec, optimizers["opt_disc"][0], args.bf16)},
-                          1 / args.accum)
-        meter.add({"grad_norm": fsdp.optimizer_step(model, opt, ema, step, args)})
+            if disc is not None and step >= loss_fn.gan_start:  # the PatchGAN's own step on the same batch (phase 3)
+                opt_disc.zero_grad(set_to_none=True)  # also drops what the generator's GAN term left in it
+                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                    d_loss = loss_fn.discriminator_loss(x, x_rec.float())
+                d_loss.backward()
+                opt_disc.step()
+                meter.add({"disc": d_loss.detach()}, 1 / args.accum)
+        # Clip, AdamW step, EMA (DC-Gen's warm-up).
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or float("inf"), foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        fsdp.ema_update(ema, model, args.ema_decay, step + 1, args.ema_warmup)
+        meter.add({"grad_norm": fsdp.full_tensor(grad_norm)})
         meter.end_step()
         step += 1
         if args.grid_every and (step % args.grid_every == 0 or step == args.steps):
             save_grid(ema, fixed, candidates, args, device, os.path.join(args.out, f"grid_{step:07d}.png"), rank)
-        extra = {"c_prime_candidates": candidates, "structured": args.structured, "data": batches.state()}
-        sync.after_step(step, meter, log, lambda: run.save_checkpoint(args.out, step, modules, optimizers, args, extra),
-                        lr=lr, c_prime=c_primes if len(c_primes) > 1 else c_primes[0])
-    sync.finish(log)
+
+        # Log, stop, save: only at sync points, where one all-reduce brings the means and the flags to every rank.
+        if not sync.due(step):
+            continue
+        record, nonfinite, stopped, late = sync.reduce(step, meter)
+        if nonfinite:  # write nothing: the last checkpoint stays the last good state
+            log.message(f"non-finite loss by step {step}; stopping. The last checkpoint is untouched: "
+                        f"{run.latest_checkpoint(args.out)}")
+            code = 3
+            break
+        log.log({**record, "lr": lr, "c_prime": c_primes if len(c_primes) > 1 else c_primes[0]})
+        if late or stopped or step % args.save_every == 0 or step == args.steps:
+            extra = {"c_prime_candidates": candidates, "structured": args.structured, "data": batches.state()}
+            log.saved(*run.save_checkpoint(args.out, step, modules, optimizers, args, extra))
+            sync.saved()
+        if stopped:  # SIGTERM / SIGINT: saved above, now stop (exit status 128 + the signal)
+            log.message(f"stopped by {sync.signal_name} at step {step} after saving; run the same command again to "
+                        f"resume")
+            code = 128 + sync.signal
+            break
+    run.finish(log, sync)
+    if code:
+        sys.exit(code)
 
 
 @torch.no_grad()

@@ -20,12 +20,13 @@ import sys
 
 import torch
 
-import ae as ae_lib
+import checkpoints
 import data as data_lib
 import diffusion
 import fsdp
-import run
+import latents
 import models
+import run
 
 
 def check_args(args, ae):
@@ -44,9 +45,9 @@ def latent_cache(ae, source, args):
     """(identity, meta.json of a usable cache or None, the dataset to encode or None, what was wrong with a damaged
     cache or None): a cache is used only if the same AE, data, resolution and precision made it, and one made by
     anything else is refused (ValueError); a damaged one (data.open_cache) is rebuilt."""
-    identity = dict(ae=source, ae_name=ae.name, ae_fingerprint=data_lib.fingerprint(ae), data=os.path.abspath(args.data)
+    identity = dict(ae=source, ae_name=ae.name, ae_fingerprint=latents.fingerprint(ae), data=os.path.abspath(args.data)
                     if args.data != "toy" else f"toy:{args.toy_size}", resolution=args.resolution, ae_bf16=args.ae_bf16)
-    meta, damaged = data_lib.open_cache(args.cache)
+    meta, damaged = latents.open_cache(args.cache)
     if meta is not None and {k: meta.get(k) for k in identity} != identity:
         raise ValueError(f"latent cache {args.cache} was made by {meta.get('ae')} ({meta.get('ae_fingerprint')}) on "
                          f"{meta.get('data')} at {meta.get('resolution')}px, not by {identity['ae']} "
@@ -87,7 +88,8 @@ def main(args):
     args.cache = args.cache or os.path.join(args.out, "latents")
     error, ae = None, None
     try:
-        ae, scaling, source = ae_lib.load_ae(args.ae, device)
+        frozen = checkpoints.load_ae(args.ae, device)
+        ae, scaling, source = frozen.model, frozen.scaling_factor, frozen.source
         args.aug_c_primes = args.aug_c_primes or ae.c_prime_candidates
         check_args(args, ae)
         identity, meta, dataset, damaged = latent_cache(ae, source, args)
@@ -101,7 +103,7 @@ def main(args):
     if damaged and rank == 0:
         print(f"latent cache {args.cache} is damaged: {damaged}; rebuilding it", file=sys.stderr, flush=True)
     if meta is None:
-        meta = data_lib.build_cache(ae, dataset, args.cache, identity, rank, world_size, device, args.encode_batch,
+        meta = latents.build_cache(ae, dataset, args.cache, identity, rank, world_size, device, args.encode_batch,
                                     args.num_workers, args.ae_bf16)
     scale = scaling if scaling is not None else 1.0 / meta["latent_std"]
     num_classes = meta["num_classes"] or args.num_classes
@@ -120,14 +122,16 @@ def main(args):
         log.message(f"resumed from {ckpt_path} at step {step}")
     micro = args.batch_size // (world_size * args.accum)
     try:  # latents are memory-mapped: read in this process, no DataLoader workers
-        batches = data_lib.Batches(data_lib.LatentCache(args.cache, meta["parts"]), micro, rank, world_size, args.seed,
+        batches = data_lib.Batches(latents.LatentCache(args.cache, meta["parts"]), micro, rank, world_size, args.seed,
                                    pin_memory=device.type == "cuda", state=data_state)
     except ValueError as e:
         fsdp.fail(str(e), rank)
     objective = diffusion.make_objective(models.MODELS[args.model].objective)
     train_model = torch.compile(model) if args.compile else model
     flops = 3 * ema.flops_per_image() * (2 if args.aug == "extra" else 1)  # fwd + bwd per training image
-    sync, meter = run.SyncPoints(args, device, step, flops), run.Meter()
+    sync = run.Sync(device, step, args.steps, args.log_every, args.save_every, args.save_minutes, args.batch_size,
+                    flops)
+    meter = run.Meter()
     std = meta["latent_std"]
     log.log({"params": models.count_params(model, trainable_only=False), "params_local": fsdp.local_numel(model)},
             show=False)
@@ -138,7 +142,7 @@ def main(args):
                 f"{' sharded with FSDP2' if fsdp.is_distributed() else ''}, global batch {args.batch_size} "
                 f"({micro} x {args.accum} x {world_size}), compile={args.compile}, EMA {args.ema_decay} warm-up "
                 f"{args.ema_warmup}")
-    log.message(f"precision: {precision}; latent cache: {cache_precision}")
+    log.message(f"precision: {precision}; latent cache: {cache_precision}; {fsdp.machine(device)}")
     if not 0.5 <= std * scale <= 2:
         log.message(f"WARNING: the scaled latents have std {std * scale:.3f}, far from 1: the scaling factor "
                     f"{scale:.4f} of {ae.name} does not fit these latents (std {std:.4f}); the noise schedules assume "
@@ -146,6 +150,7 @@ def main(args):
 
     # Training loop. The host waits for the device only at sync points (every --log-every steps and at saves).
     model.train()
+    code = 0
     while step < args.steps:
         lr = fsdp.set_lr(opt, step, args.lr, args.warmup)
         for i in range(args.accum):
@@ -156,20 +161,44 @@ def main(args):
             if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-step
                 model.set_requires_gradient_sync(i == args.accum - 1)
             with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-                loss, terms = objective.loss(train_model, x0, y, c_prime=c_prime)
+                loss, terms = objective.loss(train_model, x0, y, c_prime=c_prime)  # Eq. 2 where c' < c
             (loss / args.accum).backward()
             meter.add({"loss": loss, **terms}, 1 / args.accum)
-        meter.add({"grad_norm": fsdp.optimizer_step(model, opt, ema, step, args)})
+        # Clip, AdamW step, EMA (DC-Gen's warm-up).
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or float("inf"), foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        fsdp.ema_update(ema, model, args.ema_decay, step + 1, args.ema_warmup)
+        meter.add({"grad_norm": fsdp.full_tensor(grad_norm)})
         meter.end_step()
         step += 1
         if args.grid_every and (step % args.grid_every == 0 or step == args.steps):  # every rank: the EMA is sharded
             save_samples(ema, objective, ae, scale, args, device, os.path.join(args.out, f"samples_{step:07d}.png"),
                          num_classes, rank)
-        extra = {"ae": source, "ae_name": ae.name, "scaling_factor": scale, "num_classes": num_classes,
-                 "latent_shape": [ae.c, side, side], "data": batches.state()}
-        sync.after_step(step, meter, log, lambda: run.save_checkpoint(args.out, step, modules, optimizers, args, extra),
-                        lr=lr)
-    sync.finish(log)
+
+        # Log, stop, save: only at sync points, where one all-reduce brings the means and the flags to every rank.
+        if not sync.due(step):
+            continue
+        record, nonfinite, stopped, late = sync.reduce(step, meter)
+        if nonfinite:  # write nothing: the last checkpoint stays the last good state
+            log.message(f"non-finite loss by step {step}; stopping. The last checkpoint is untouched: "
+                        f"{run.latest_checkpoint(args.out)}")
+            code = 3
+            break
+        log.log({**record, "lr": lr})
+        if late or stopped or step % args.save_every == 0 or step == args.steps:
+            extra = {"ae": source, "ae_name": ae.name, "scaling_factor": scale, "num_classes": num_classes,
+                     "latent_shape": [ae.c, side, side], "data": batches.state()}
+            log.saved(*run.save_checkpoint(args.out, step, modules, optimizers, args, extra))
+            sync.saved()
+        if stopped:  # SIGTERM / SIGINT: saved above, now stop (exit status 128 + the signal)
+            log.message(f"stopped by {sync.signal_name} at step {step} after saving; run the same command again to "
+                        f"resume")
+            code = 128 + sync.signal
+            break
+    run.finish(log, sync)
+    if code:
+        sys.exit(code)
 
 
 def recipe_default(key):

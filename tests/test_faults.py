@@ -21,8 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
-import ae as ae_lib
+import checkpoints
 import data as data_lib
+import latents
 import models
 import run
 import sample
@@ -260,7 +261,7 @@ def test_damaged_latent_cache_is_rebuilt(tmp_path, capsys, damage, problem):
     err = capsys.readouterr().err
     assert f"latent cache {cache} is damaged: " in err and problem in err and "rebuilding it" in err, err
     assert {name: (cache / name).read_bytes() for name in intact} == intact  # the same latents again
-    assert data_lib.open_cache(str(cache))[1] is None
+    assert latents.open_cache(str(cache))[1] is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -340,7 +341,7 @@ def test_a_second_sample_run_in_one_folder_refuses_to_start(tmp_path, ckpt_folde
 
 
 def test_ema_of_a_batchnorm_ae_carries_the_running_statistics(tmp_path):
-    """DC-AE 1.0's decoder normalises with BatchNorm: the EMA copy (which load_pretrained prefers) must hold the running
+    """DC-AE 1.0's decoder normalises with BatchNorm: the EMA copy (which checkpoints.load_ae prefers) must hold the running
     statistics training produced, not those of the initialisation."""
     train_ae.main(train_ae.parse_args(["--model", "dc-ae-f8c16-tiny-1.0", "--steps", "3", "--batch-size", "4",
                                        "--num-workers", "0", "--grid-every", "0", "--out", str(tmp_path)]))
@@ -348,7 +349,7 @@ def test_ema_of_a_batchnorm_ae_carries_the_running_statistics(tmp_path):
     stats = [k for k in ckpt["model"] if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert stats and all(torch.equal(ckpt["ema"][k], ckpt["model"][k]) for k in stats)
     assert all(ckpt["model"][k].item() == 3 for k in stats if k.endswith("num_batches_tracked"))
-    loaded, _ = ae_lib.load_pretrained(str(tmp_path / "ckpt_0000003.pt"))
+    loaded = checkpoints.load_ae(str(tmp_path / "ckpt_0000003.pt")).model
     trained = {k: v for k, v in loaded.state_dict().items() if k in stats}
     assert all(torch.equal(trained[k], ckpt["model"][k]) for k in stats)
     assert any(not torch.equal(trained[k], torch.zeros_like(trained[k])) for k in stats if k.endswith("running_mean"))

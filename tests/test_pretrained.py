@@ -1,4 +1,4 @@
-"""The released DC-Gen class-to-image checkpoints (models.load_pretrained, Tables 3-4): the official key layout loads
+"""The released DC-Gen class-to-image checkpoints (checkpoints.load_diffusion, Tables 3-4): the official key layout loads
 strictly, and the loaded model computes the official function. The reference forwards below are written from the
 facts of DESIGN.md §5b (DC-Gen's dit.py / uvit.py), independently of models.py. Weights are random (no download).
 
@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ae as ae_lib  # noqa: E402
+import checkpoints  # noqa: E402
 import models  # noqa: E402
 
 # The 14 released names -> (architecture, depth, hidden, heads, c, tokens per side), read from DC-Gen's
@@ -158,10 +159,11 @@ C, SIDE = 16, 8  # a fake AE with f = 64 at 512 px: 8x8x16 latents
 
 @pytest.fixture
 def tiny_releases(monkeypatch, tmp_path):
-    monkeypatch.setitem(ae_lib.AE_CONFIGS, "test-ae", dict(c=C, widths=[1] * 7, scaling_factor=0.5))
+    monkeypatch.setitem(ae_lib.AE_CONFIGS, "test-ae", ae_lib.dc_ae_15(c=C, widths=(1,) * 7, depths=(0,) + (1,) * 6,
+                                                                      scaling_factor=0.5, structured=True))
     folders = {}
     for name, (ours, arch) in TINY.items():
-        monkeypatch.setitem(models.DCGEN_MODELS, name, (ours, "test-ae"))
+        monkeypatch.setitem(checkpoints.DCGEN_MODELS, name, (ours, "test-ae"))
         folder = tmp_path / name
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({"model_name": f"dc-ai/{name}"}))
@@ -173,16 +175,17 @@ def tiny_releases(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name", list(TINY))
 def test_synthetic_release_loads_strictly_and_computes_the_official_function(tiny_releases, name):
     from safetensors.torch import load_file
-    model, info = models.load_pretrained(tiny_releases[name])
-    assert info["model"] == TINY[name][0] and info["latent_shape"] == [C, SIDE, SIDE] and info["scaling_factor"] == 0.5
-    assert info["null_class"] == 1000 and info["objective"] == models.MODELS[TINY[name][0]].objective
+    ckpt = checkpoints.load_diffusion(tiny_releases[name])
+    model, objective = ckpt.model, models.MODELS[ckpt.name].objective
+    assert ckpt.name == TINY[name][0] and ckpt.latent_shape == [C, SIDE, SIDE] and ckpt.scaling_factor == 0.5
+    assert ckpt.num_classes == 1000 and ckpt.release == name and ckpt.ae_name == "test-ae" and ckpt.ae is None
     sd = load_file(os.path.join(tiny_releases[name], "model.safetensors"))
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, C, SIDE, SIDE, generator=g)
     y = torch.tensor([3, 999, 1000])  # 1000: the null class of CFG
     # The objectives' time scales: DDPM 0..999, U-ViT's t * 1000 in [1, 1000], flow raw t in [0, 1].
     t = {"ddpm": torch.tensor([0.0, 500.0, 999.0]), "eps": torch.tensor([1.0, 333.3, 1000.0]),
-         "flow": torch.tensor([0.0, 0.4, 1.0])}[info["objective"]]
+         "flow": torch.tensor([0.0, 0.4, 1.0])}[objective]
     reference = reference_dit if TINY[name][1] in ("dit", "sit") else reference_uvit
     sd, model, x = {k: v.double() for k, v in sd.items()}, model.double(), x.double()  # float64: no round-off
     with torch.no_grad():
@@ -193,7 +196,7 @@ def test_adaptive_channels_are_zero_padding(tiny_releases):
     """The 1.5 models slice their input and output projections to c': ours zero-pads the latent and keeps the first
     c' output channels, which must be the official adaptive function (16 of 128 channels in the paper's models)."""
     from safetensors.torch import load_file
-    model, _ = models.load_pretrained(tiny_releases["test-usit"])
+    model = checkpoints.load_diffusion(tiny_releases["test-usit"]).model
     sd = load_file(os.path.join(tiny_releases["test-usit"], "model.safetensors"))
     c_prime = 4
     x = torch.randn(2, c_prime, SIDE, SIDE)
@@ -207,30 +210,30 @@ def test_adaptive_channels_are_zero_padding(tiny_releases):
 
 def test_wrong_or_extra_keys_are_named(tiny_releases):
     sd = random_official("uvit", 2, 64, C, SIDE, 1000)
-    assert set(models.convert_dcgen_state_dict(sd)) == {k[len("diffusion_model."):] for k in sd}
+    assert set(checkpoints.convert_dcgen_state_dict(sd)) == {k[len("diffusion_model."):] for k in sd}
     extra = dict(sd, **{"diffusion_model.time_embed.0.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match=r"1 unknown keys \['diffusion_model.time_embed.0.weight'\]"):
-        models.convert_dcgen_state_dict(extra)
+        checkpoints.convert_dcgen_state_dict(extra)
     missing = {k: v for k, v in sd.items() if k != "diffusion_model.out_blocks.0.skip_linear.bias"}
     with pytest.raises(ValueError, match=r"1 missing keys \['diffusion_model.out_blocks.0.skip_linear.bias'\]"):
-        models.convert_dcgen_state_dict(missing)
+        checkpoints.convert_dcgen_state_dict(missing)
     unprefixed = dict(sd, **{"autoencoder.conv.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="autoencoder.conv.weight"):
-        models.convert_dcgen_state_dict(unprefixed)
+        checkpoints.convert_dcgen_state_dict(unprefixed)
     with pytest.raises(ValueError, match="not a DC-Gen DiT or UViT"):
-        models.convert_dcgen_state_dict({"diffusion_model.foo": torch.zeros(1)})
+        checkpoints.convert_dcgen_state_dict({"diffusion_model.foo": torch.zeros(1)})
     wide = random_official("uvit", 2, 32, C, SIDE, 1000)  # same keys, other width: named by load_state_dict
     with pytest.raises(ValueError, match="do not fit USiT-tiny"):
-        models.from_dcgen("test-usit", wide)
+        checkpoints.from_dcgen("test-usit", wide, "wide")
 
 
 def test_bad_folders(tmp_path):
-    with pytest.raises(ValueError, match="config.json and model.safetensors"):
-        models.load_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_name": "dc-ai/dc-ae-f99-usit-9b"}))
+    with pytest.raises(ValueError, match="config.json and model.safetensors"):
+        checkpoints.load_diffusion(str(tmp_path))
     save_file({"x": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="unknown DC-Gen model 'dc-ae-f99-usit-9b'"):
-        models.load_pretrained(str(tmp_path))
+        checkpoints.load_diffusion(str(tmp_path))
 
 
 @pytest.mark.parametrize("name", list(RELEASED))
@@ -238,11 +241,12 @@ def test_every_released_name_loads_its_official_layout(name):
     """Meta-device state dicts with the released keys and shapes (no memory): all 14 load strictly by name."""
     arch, depth, D, heads, c, side = RELEASED[name]
     sd = {k: torch.empty(v, device="meta") for k, v in official_shapes(arch, depth, D, c, side).items()}
-    model, info = models.from_dcgen(name, sd, device="meta")
-    assert info["latent_shape"] == [c, side, side] and info["dcgen_name"] == name
-    assert info["scaling_factor"] == {"dc-ae-f32c32-in-1.0": 0.3189, "dc-ae-f64c128-in-1.0": 0.2889,
-                                      "dc-ae-f64c128-1.5": 0.5935}[info["ae_name"]]
-    assert info["cfg_scale"] == (1.3 if arch == "dit" else 1.5) and info["adaptive"] == ("-1.5-" in name)
+    ckpt = checkpoints.from_dcgen(name, sd, name, device="meta")
+    model = ckpt.model
+    assert ckpt.latent_shape == [c, side, side] and ckpt.release == name
+    assert ckpt.scaling_factor == {"dc-ae-f32c32-in-1.0": 0.3189, "dc-ae-f64c128-in-1.0": 0.2889,
+                                   "dc-ae-f64c128-1.5": 0.5935}[ckpt.ae_name]
+    assert ckpt.cfg_scale == (1.3 if arch == "dit" else 1.5)
     assert model.num_heads == heads and model.hidden_size == D
     assert sum(p.numel() for p in model.parameters()) == sum(t.numel() for t in sd.values())
 

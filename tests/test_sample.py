@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checkpoints  # noqa: E402
 import diffusion  # noqa: E402
 import fid  # noqa: E402
 import models  # noqa: E402
@@ -142,11 +143,11 @@ def test_interrupted_run_resumes(ckpts, tmp_path, monkeypatch, capsys):
     ref = load_npz(run(ckpts["USiT-tiny"], tmp_path / "ref", *args)["npz"])
     real, done = sample.generate_chunk, []
 
-    def crash_on_third(*a):
+    def crash_on_third(*a, **k):  # a[7]: the chunk's noise seed, chunk_seed(0, k) = k
         if len(done) == 2:
             raise KeyboardInterrupt  # the job is killed while sampling chunk 2
-        done.append(a[4])
-        return real(*a)
+        done.append(a[7])
+        return real(*a, **k)
     monkeypatch.setattr(sample, "generate_chunk", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         run(ckpts["USiT-tiny"], tmp_path / "run", *args)
@@ -156,7 +157,7 @@ def test_interrupted_run_resumes(ckpts, tmp_path, monkeypatch, capsys):
     assert "another configuration" in capsys.readouterr().err
 
     done.clear()
-    monkeypatch.setattr(sample, "generate_chunk", lambda *a: done.append(a[4]) or real(*a))
+    monkeypatch.setattr(sample, "generate_chunk", lambda *a, **k: done.append(a[7]) or real(*a, **k))
     res = run(ckpts["USiT-tiny"], tmp_path / "run", *args)
     assert done == [2, 3]  # only the missing chunks
     out = load_npz(res["npz"])
@@ -175,8 +176,8 @@ def test_cfg_one_is_unguided_sampling(ckpts, tmp_path, name):
     """The .npz equals the documented recipe with the objective's plain (unguided) sampler; CFG 2 differs."""
     res = run(ckpts[name], tmp_path / "cfg1", "--num-samples", "3", "--batch-size", "3", "--cfg-scale", "1.0")
     x, y = load_npz(res["npz"])
-    model, info = sample.load_diffusion(ckpts[name], torch.device("cpu"))
-    ae, _ = sample.load_ae(None, torch.device("cpu"), info)
+    model = checkpoints.load_diffusion(str(ckpts[name])).model
+    ae = checkpoints.load_ae("dc-ae-f8c16-tiny").model  # the checkpoint's random:dc-ae-f8c16-tiny
     objective = diffusion.make_objective(models.MODELS[name].objective)
     g = torch.Generator().manual_seed(sample.chunk_seed(0, 0))
     z = torch.randn(3, C, S, S, generator=g)
@@ -190,8 +191,8 @@ def test_cfg_one_is_unguided_sampling(ckpts, tmp_path, name):
 
 
 def test_partial_channel_zeros_before_decoding(ckpts, tmp_path, monkeypatch):
-    latents, real = [], sample.sample_latents
-    monkeypatch.setattr(sample, "sample_latents", lambda *a: latents.append(real(*a)) or latents[-1])
+    latents, real = [], sample.ae_lib.DCAE.decode  # what the decoder receives
+    monkeypatch.setattr(sample.ae_lib.DCAE, "decode", lambda self, z: latents.append(z) or real(self, z))
     run(ckpts["UViT-tiny"], tmp_path / "c4", "--classes", "1", "--per-class", "3", "--c-prime", "4")
     run(ckpts["UViT-tiny"], tmp_path / "full", "--classes", "1", "--per-class", "3")
     partial, full = latents

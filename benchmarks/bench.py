@@ -1,13 +1,15 @@
-"""Benchmarks whose numbers the README and docs/benchmarks.md quote (paper Table 4's throughput, Fig. 1a), one
-subcommand each. Speed lives here, never in tests; every command prints the machine and the settings.
+"""Benchmarks whose numbers the README and docs/benchmarks.md quote (paper Table 4's throughput and Fig. 1a's fewer
+tokens; the parity and speed of our AE and FID against diffusers and pytorch-fid), one subcommand each. Speed lives
+here, never in tests; every command prints the machine, the precision and the settings. It runs the project's files
+from the folder above.
 
-    python bench.py tokens --threads 1       # fwd+bwd of one small USiT on both 512 px latents: the 4x of Table 4
-    python bench.py train                    # training steps (bf16, AdamW): images/s, peak memory, MFU on GPU
-    python bench.py ae --model dc-ae-f32c128-1.5 --image-size 256   # parity and speed vs diffusers, bf16 vs fp32
-    python bench.py fid                      # Inception features vs pytorch-fid, FID by eigenvalues vs sqrtm
-    python bench.py profile --device cuda --model USiT-2B --batch 128   # where a training step's time goes
-    python bench.py gpu                      # the H100 suite of the real scripts -> docs/benchmarks.md (issue 12)
-    python bench.py gpu --tiny               # the same suite on CPU with tiny models: checks the plumbing
+    python benchmarks/bench.py tokens --threads 1   # fwd+bwd of one small USiT on both 512 px latents: Table 4's 4x
+    python benchmarks/bench.py train                # training steps (AdamW): images/s, peak memory, MFU on GPU
+    python benchmarks/bench.py ae --model dc-ae-f32c128-1.5 --image-size 256   # parity and speed vs diffusers, bf16
+    python benchmarks/bench.py fid                  # Inception features vs pytorch-fid, FID by eigenvalues vs sqrtm
+    python benchmarks/bench.py profile --device cuda --model USiT-2B --batch 128   # where a training step's time goes
+    python benchmarks/bench.py gpu                  # Table 4 on one H100 with the real scripts -> docs/benchmarks.md
+    python benchmarks/bench.py gpu --tiny           # the same suite on CPU with tiny models: checks the plumbing
 
 diffusers and pytorch-fid are not dependencies: `ae` and `fid` compare against them when they are installed (a
 scratch environment: pip install diffusers pytorch-fid) and time ours alone otherwise.
@@ -27,17 +29,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-import ae as ae_lib
-import data
-import diffusion
-import fid
-import fsdp
-import run
-import inception
-import models
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the project's files sit one folder up
+import ae as ae_lib  # noqa: E402
+import checkpoints  # noqa: E402
+import data  # noqa: E402
+import diffusion  # noqa: E402
+import fid  # noqa: E402
+import fsdp  # noqa: E402
+import inception  # noqa: E402
+import models  # noqa: E402
+import run  # noqa: E402
 
 SHAPES = {"f64c128": (128, 8), "f32c32": (32, 16)}  # the two 512 px latents: name -> (c, side)
-REPO = os.path.dirname(os.path.abspath(__file__))
+USIT = [name for name, entry in models.MODELS.items() if entry.arch is models.UViT and entry.objective == "flow"]
 
 
 def synchronize(device):
@@ -60,7 +65,7 @@ def best_time(fn, repeats):
 
 def small_usit(name, c, side, device, width=256, depth=6, heads=4):
     """The registry model, or (for USiT-tiny) a CPU-sized USiT wide enough that matmuls, not Python, dominate."""
-    kw = dict(hidden_size=width, depth=depth, num_heads=heads) if name.endswith("-tiny") else {}
+    kw = dict(hidden_size=width, depth=depth, num_heads=heads) if models.MODELS[name].recipe is models.TINY else {}
     torch.manual_seed(0)
     return models.create_model(name, in_channels=c, input_size=side, device=device, **kw)
 
@@ -150,21 +155,6 @@ def train(args):
 # ae: parity and speed against diffusers, and what bf16 changes
 # ------------------------------------------------------------------------------------------------
 
-def diffusers_kwargs(cfg):
-    """The AutoencoderDC config equivalent to one of our registry entries (inverse of formats.config_from_diffusers)."""
-    kind, norm, S = {"res": "ResBlock", "evit": "EfficientViTBlock"}, {"rms": "rms_norm", "bn": "batch_norm"}, len(
-        cfg["widths"])
-    return dict(in_channels=3, latent_channels=cfg["c"], attention_head_dim=32,
-                encoder_block_types=[kind[b] for b in cfg["enc_blocks"]],
-                decoder_block_types=[kind[b] for b in cfg["dec_blocks"]],
-                encoder_block_out_channels=cfg["widths"], decoder_block_out_channels=cfg["widths"],
-                encoder_layers_per_block=cfg["enc_depths"], decoder_layers_per_block=cfg["dec_depths"],
-                encoder_qkv_multiscales=[[]] * S, decoder_qkv_multiscales=[[]] * S,
-                decoder_norm_types=[norm[n] for n in cfg["dec_norms"]], decoder_act_fns=cfg["dec_acts"],
-                encoder_out_shortcut=cfg["latent_shortcut"], decoder_in_shortcut=cfg["latent_shortcut"],
-                decoder_conv_act_fn=cfg["out_act"], scaling_factor=cfg["scaling_factor"] or 1.0)
-
-
 @torch.no_grad()
 def ae(args):
     torch.manual_seed(0)
@@ -186,7 +176,7 @@ def ae(args):
         AutoencoderDC = None
         print("diffusers is not installed: timing ours only (see the docstring for a scratch environment)")
     if AutoencoderDC is not None:
-        theirs = AutoencoderDC(**diffusers_kwargs(ae_lib.AE_CONFIGS[args.model])).eval()
+        theirs = AutoencoderDC(**checkpoints.config_to_diffusers(ae_lib.AE_CONFIGS[args.model])).eval()
         theirs.load_state_dict(ours.state_dict(), strict=True)  # same key names: no renaming
         z_ours, z_theirs = ours.encode(x), theirs.encode(x).latent
         y_ours, y_theirs = ours.decode(z_ours), theirs.decode(z_ours).sample
@@ -287,9 +277,18 @@ def script(name, argv, timeout, procs=None):
             e.stdout, bytes) else (e.stdout or "")
 
 
+def records(out):
+    """The JSON records of a run's metrics.jsonl (the trainers' and sample.py's), [] when there is none."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 def training_rates(out, skip=1):
     """Median img/s, MFU and the peak memory of a run's metrics.jsonl, leaving out the first `skip` records (compile)."""
-    recs = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl")) if '"img_per_s"' in line][skip:]
+    recs = [r for r in records(out) if "img_per_s" in r and "step" in r][skip:]
     if not recs:
         return None
     med = lambda k: statistics.median(r[k] for r in recs) if k in recs[0] else None  # noqa: E731
@@ -307,16 +306,18 @@ def profile(args):
     model = small_usit(args.model, c, side, device)
     ema = small_usit(args.model, c, side, device).requires_grad_(False)
     opt = fsdp.adamw(model, 1e-4, 0.0, (0.99, 0.99))
-    hp = argparse.Namespace(grad_clip=1.0, ema_decay=0.9999, ema_warmup=2000)
     objective, fwd = diffusion.Flow(), torch.compile(model) if device.type == "cuda" else model
     x0, y = torch.randn(args.batch, c, side, side, device=device), torch.randint(0, 1000, (args.batch,), device=device)
 
-    def step(i):
+    def step(i):  # train_diffusion.py's step
         x, yy, cp = diffusion.augment_batch(x0, y, list(range(16, c + 1, 4)), "replace")
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
             loss, _ = objective.loss(fwd, x, yy, c_prime=cp)
         loss.backward()
-        fsdp.optimizer_step(model, opt, ema, i, hp)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        fsdp.ema_update(ema, model, 0.9999, i + 1, 2000)
     for i in range(3):
         step(i)
     synchronize(device)
@@ -338,7 +339,11 @@ def profile(args):
         split[kind] += t
     split["host: data, Python, syncs (device idle)"] = max(wall / args.steps - sum(split.values()), 0.0)
     total = sum(split.values())
-    print(json.dumps({k: round(100 * v / total, 1) for k, v in split.items()}))
+    shares = {k: round(100 * v / total, 1) for k, v in split.items()}
+    print(json.dumps(shares))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(shares, fh)
 
 
 def flags(**kw):
@@ -347,7 +352,9 @@ def flags(**kw):
 
 
 def gpu(args):
-    """Issue 12's measurements with the real scripts. --tiny runs the same plumbing on CPU with tiny models."""
+    """Table 4's setting on one GPU with the real scripts (USiT-2B on f64c128 and f32c32 latents, FSDP2, AE training,
+    sampling with the evaluation protocol), every number read from the runs' metrics.jsonl. --tiny runs the same
+    plumbing on CPU with tiny models."""
     tiny = args.tiny
     work = tempfile.mkdtemp(prefix="bench_gpu_")
     rows, t_start = [], time.time()
@@ -355,7 +362,7 @@ def gpu(args):
 
     def part(label, name, argv, procs=None, out=None):
         code, seconds, log = script(name, argv, limit, procs)
-        rates = training_rates(out) if out and os.path.isfile(os.path.join(out, "metrics.jsonl")) else None
+        rates = training_rates(out) if out else None
         last = [line for line in log.strip().splitlines() if line.strip()][-1:] or [""]
         launch = f"torchrun --nproc_per_node {procs}" if procs else "python"
         rows.append(dict(part=label, status="ok" if code == 0 else f"{code}: {last[0][:150]}", seconds=seconds,
@@ -381,10 +388,11 @@ def gpu(args):
                   batch_size=8 if tiny else 64)
     # 3. FSDP2 + NCCL through torchrun with one rank; the checkpoint it writes (size, time), then a resume.
     fsdp_batch = 8 if tiny else 128
-    log = diffusion_run("USiT f64c128, torchrun 1 rank (FSDP2)", "fsdp1", procs=1, batch_size=fsdp_batch,
-                        save_every=6 if tiny else 30)
-    saved = re.findall(r"saved (\S+) \(([\d.]+) GiB in ([\d.]+)s\)", log)
-    rows[-1]["note"] = f"checkpoint {saved[-1][1]} GiB written in {saved[-1][2]} s" if saved else "no checkpoint"
+    diffusion_run("USiT f64c128, torchrun 1 rank (FSDP2)", "fsdp1", procs=1, batch_size=fsdp_batch,
+                  save_every=6 if tiny else 30)
+    saved = [r for r in records(os.path.join(work, "fsdp1")) if "saved" in r]
+    rows[-1]["note"] = (f"checkpoint {saved[-1]['bytes'] / 2 ** 30:.2f} GiB written in {saved[-1]['seconds']:.1f} s"
+                        if saved else "no checkpoint")
     diffusion_run("resume of that checkpoint, 2 more steps", "fsdp1", procs=1, batch_size=fsdp_batch,
                   steps=8 if tiny else 32)
     # 4. AE training, phase 1 of dc-ae-f32c128-1.5 at 256 px with LPIPS (random VGG: the device cannot download).
@@ -396,19 +404,24 @@ def gpu(args):
     # 5. Sampling with the paper's protocol (dopri5 for USiT) on random weights in the released layout.
     for sampler in ["dopri5"] + ([] if tiny else ["euler"]):
         n = 16 if tiny else 256
-        log = part(f"sample.py, {sampler}", "sample.py", flags(
+        out = os.path.join(work, f"samples_{sampler}")
+        part(f"sample.py, {sampler}", "sample.py", flags(
             ckpt="random:" + ("USiT-tiny" if tiny else "USiT-2B"), ae="dc-ae-f8c64-tiny" if tiny else "dc-ae-f64c128-1.5",
-            resolution=32 if tiny else 512, num_samples=n, batch_size=n // 2, sampler=sampler, profile=True,
-            out=os.path.join(work, f"samples_{sampler}"), **({} if sampler == "dopri5" else {"steps": 250})))
-        rate = re.findall(r"= ([\d.]+) img/s per rank", log)
-        if rate:
-            rows[-1]["img_per_s"] = float(rate[-1])
-            rows[-1]["note"] = f"50K samples on 8 GPUs: {50_000 / (8 * float(rate[-1])) / 60:.1f} min (random weights)"
+            resolution=32 if tiny else 512, num_samples=n, batch_size=n // 2, sampler=sampler, profile=True, out=out,
+            **({} if sampler == "dopri5" else {"steps": 250})))
+        sampled = [r["sampled"] for r in records(out) if "sampled" in r]
+        if sampled:
+            rate = sampled[-1]["img_per_s"]
+            rows[-1]["img_per_s"] = rate
+            rows[-1]["note"] = f"50K samples on 8 GPUs: {50_000 / (8 * rate) / 60:.1f} min (random weights)"
     # 6. Where the time of a USiT-2B f64c128 training step goes (compiled, batch 128).
-    log = part("profile of a training step (share of the time)", "bench.py", ["profile", *flags(
-        device="cpu" if tiny else "cuda", model="USiT-tiny" if tiny else "USiT-2B", batch=8 if tiny else 128)])
-    shares = [line for line in log.splitlines() if line.startswith("{")]
-    rows[-1]["note"] = ", ".join(f"{k} {v}%" for k, v in json.loads(shares[-1]).items()) if shares else ""
+    shares = os.path.join(work, "profile.json")
+    part("profile of a training step (share of the time)", "benchmarks/bench.py", ["profile", *flags(
+        device="cpu" if tiny else "cuda", model="USiT-tiny" if tiny else "USiT-2B", batch=8 if tiny else 128,
+        json=shares)])
+    if os.path.isfile(shares):
+        with open(shares) as fh:
+            rows[-1]["note"] = ", ".join(f"{k} {v}%" for k, v in json.load(fh).items())
     write_report(rows, args, time.time() - t_start)
 
 
@@ -428,7 +441,7 @@ def write_report(rows, args, seconds):
     lines += ["", "Commands (in a temporary folder):", ""] + [f"- {r['part']}: `{r['command']}`" for r in rows]
     text = "\n".join(lines) + "\n"
     print(text)
-    report = args.report or ("runs/bench_gpu_tiny.md" if args.tiny else "docs/benchmarks.md")
+    report = args.report or os.path.join(REPO, "runs/bench_gpu_tiny.md" if args.tiny else "docs/benchmarks.md")
     old = open(report).read() if os.path.isfile(report) else ""
     begin, end = "<!-- bench.py gpu: begin -->\n", "<!-- bench.py gpu: end -->\n"
     if begin in old and end in old:  # docs/benchmarks.md: replace this suite's section, keep the rest
@@ -442,7 +455,7 @@ def parse_args(argv=None):
     parser = fsdp.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("tokens", help="fwd+bwd of a USiT on both 512 px latents")
-    t.add_argument("--model", default="USiT-tiny", choices=[n for n in models.MODELS if n.startswith("USiT")],
+    t.add_argument("--model", default="USiT-tiny", choices=USIT,
                    help="USiT-tiny is widened to 256 x 6 layers")
     t.add_argument("--batch", type=int, default=8, help="images per step")
     t.add_argument("--steps", type=int, default=3, help="steps per timed round")
@@ -475,13 +488,14 @@ def parse_args(argv=None):
     f.add_argument("--repeats", type=int, default=3, help="timed repeats (the best is reported)")
     q = sub.add_parser("profile", help="where a training step's time goes")
     q.add_argument("--device", default="cpu", help="cpu or cuda")
-    q.add_argument("--model", default="USiT-tiny", choices=[n for n in models.MODELS if n.startswith("USiT")],
+    q.add_argument("--model", default="USiT-tiny", choices=USIT,
                    help="USiT-tiny is widened to 256 x 6 layers")
     q.add_argument("--latent", choices=sorted(SHAPES), default="f64c128", help="the 512 px latent")
     q.add_argument("--batch", type=int, default=8, help="images per step")
     q.add_argument("--steps", type=int, default=5, help="profiled steps")
     q.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on with CUDA, fp32 on CPU: fsdp.precision)")
+    q.add_argument("--json", default=None, help="also write the shares to this file (default: print only)")
     g = sub.add_parser("gpu", help="the real scripts on one GPU -> docs/benchmarks.md")
     g.add_argument("--tiny", action="store_true", help="tiny models on CPU: check the plumbing, measure nothing")
     g.add_argument("--report", default=None, help="the Markdown report (default: its section of docs/benchmarks.md; "
