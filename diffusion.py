@@ -185,7 +185,7 @@ class DDPM:
     """DiT's objective: eps-prediction MSE + the variational bound for the learned-range variance."""
 
     samplers = {"ddpm": 250}  # DiT's FID protocol: ancestral sampling respaced to 250 steps
-    min_steps = {}
+    min_steps = {"ddpm": 2}  # IDDPM's clipped variance takes its value at t = 0 from t = 1
     preview = "ddpm"  # the sampler of training-time grids
 
     def __init__(self, num_steps=1000, beta_start=1e-4, beta_end=0.02):
@@ -230,12 +230,17 @@ class DDPM:
         return mse + vb, {"mse": mse.detach(), "vb": vb.detach()}
 
     def respaced_timesteps(self, num_steps):
-        """The original timesteps kept when sampling with num_steps steps, evenly strided from 0 to T - 1."""
-        if not 1 <= num_steps <= self.num_steps:
-            raise ValueError(f"steps={num_steps} is outside [1, {self.num_steps}]")
-        if num_steps == 1:
-            return [0]
-        return [round(i * (self.num_steps - 1) / (num_steps - 1)) for i in range(num_steps)]
+        """The original timesteps kept when sampling with num_steps steps, evenly strided from 0 to T - 1 exactly as
+        DiT's space_timesteps(T, [n]) strides them: a running float sum of (T - 1) / (n - 1), each rounded (the sum's
+        round-off decides the ties that a direct i (T - 1) / (n - 1) would round otherwise, e.g. for n = 21)."""
+        if not 2 <= num_steps <= self.num_steps:
+            raise ValueError(f"steps={num_steps} is outside [2, {self.num_steps}] (the chain's clipped posterior "
+                             f"variance needs two steps)")
+        stride, t, kept = (self.num_steps - 1) / (num_steps - 1), 0.0, []
+        for _ in range(num_steps):
+            kept.append(round(t))
+            t += stride
+        return kept
 
     def describe(self, sampler="ddpm", steps=250):
         return f"DDPM ancestral sampling, {steps} respaced steps, learned variance"

@@ -255,3 +255,28 @@ def test_flops_scale_with_tokens():
     f64 = models.create_model("USiT-2B", in_channels=128, input_size=8, device="meta").flops_per_image()
     f32 = models.create_model("USiT-2B", in_channels=32, input_size=16, device="meta").flops_per_image()
     assert 3.8 < f32 / f64 < 4.5
+
+
+# ---------------------------------------------------------------------------------------------------
+# U-ViT's long skips (issue 19: with depth 2 there is one skip, so its order could not be wrong).
+
+def test_uvit_long_skips_are_last_in_first_out():
+    """U-ViT (Bao et al. 2023) and DC-Gen's uvit.py: each in-block's output is pushed on a stack and each out-block
+    pops the newest, so out_blocks[j] fuses in_blocks[n - 1 - j]'s output, skip_linear(cat([x, skip])): the first
+    in-block feeds the last out-block. Depth 6: three skips."""
+    model = randomize_(models.UViT(input_size=S, in_channels=C, hidden_size=32, depth=6, num_heads=4,
+                                   num_classes=10)).eval()
+    n = len(model.in_blocks)
+    assert n == 3 and len(model.out_blocks) == 3
+    pushed, fused = {}, {}
+    hooks = [b.register_forward_hook(lambda m, i, o, k=k: pushed.__setitem__(k, o))
+             for k, b in enumerate(model.in_blocks)]
+    hooks += [b.skip_linear.register_forward_hook(lambda m, i, o, j=j: fused.__setitem__(j, i[0][..., 32:]))
+              for j, b in enumerate(model.out_blocks)]  # the input of skip_linear is cat([x, skip]) (N, T, 2D)
+    with torch.no_grad():
+        model(*tiny_inputs(num_classes=10))
+    for h in hooks:
+        h.remove()
+    for j in range(n):
+        assert torch.equal(fused[j], pushed[n - 1 - j]), j
+    assert not torch.equal(pushed[0], pushed[2])  # the three skips can be told apart

@@ -4,6 +4,7 @@ facts of DESIGN.md §5b (DC-Gen's dit.py / uvit.py), independently of models.py.
 
     python -m pytest -q tests/test_pretrained.py
 """
+import dataclasses
 import json
 import math
 import os
@@ -152,9 +153,22 @@ def reference_uvit(sd, x, t, y, heads):
 # ---------------------------------------------------------------------------------------------------
 # Tiny synthetic releases, loaded from a folder in the released layout
 
-TINY = {"test-dit": ("DiT-tiny", "dit"), "test-sit": ("SiT-tiny", "sit"), "test-uvit": ("UViT-tiny", "uvit"),
-        "test-usit": ("USiT-tiny", "uvit")}
+# name -> (our registry entry, architecture, depth). The UViTs get depth 6: three long skips, whose order (last in,
+# first out, DESIGN.md §5b) a single skip could not show.
+TINY = {"test-dit": ("DiT-tiny", "dit", 2), "test-sit": ("SiT-tiny", "sit", 2), "test-uvit": ("UViT-tiny", "uvit", 6),
+        "test-usit": ("USiT-tiny", "uvit", 6)}
 C, SIDE = 16, 8  # a fake AE with f = 64 at 512 px: 8x8x16 latents
+
+
+def with_depth(entry, depth):
+    """A copy of a registry entry (models.Backbone) with another depth."""
+    return dataclasses.replace(entry, depth=depth)
+
+
+def registered(name):
+    """The registry name under which tiny_releases registers the release `name`."""
+    ours, _, depth = TINY[name]
+    return ours if depth == 2 else f"{ours}-depth{depth}"
 
 
 @pytest.fixture
@@ -162,12 +176,14 @@ def tiny_releases(monkeypatch, tmp_path):
     monkeypatch.setitem(ae_lib.AE_CONFIGS, "test-ae", ae_lib.dc_ae_15(c=C, widths=(1,) * 7, depths=(0,) + (1,) * 6,
                                                                       scaling_factor=0.5, structured=True))
     folders = {}
-    for name, (ours, arch) in TINY.items():
-        monkeypatch.setitem(checkpoints.DCGEN_MODELS, name, (ours, "test-ae"))
+    for name, (ours, arch, depth) in TINY.items():
+        if registered(name) != ours:
+            monkeypatch.setitem(models.MODELS, registered(name), with_depth(models.MODELS[ours], depth))
+        monkeypatch.setitem(checkpoints.DCGEN_MODELS, name, (registered(name), "test-ae"))
         folder = tmp_path / name
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({"model_name": f"dc-ai/{name}"}))
-        save_file(random_official(arch, 2, 64, C, SIDE, 1000), str(folder / "model.safetensors"))
+        save_file(random_official(arch, depth, 64, C, SIDE, 1000), str(folder / "model.safetensors"))
         folders[name] = str(folder)
     return folders
 
@@ -177,9 +193,10 @@ def test_synthetic_release_loads_strictly_and_computes_the_official_function(tin
     from safetensors.torch import load_file
     ckpt = checkpoints.load_diffusion(tiny_releases[name])
     model, objective = ckpt.model, models.MODELS[ckpt.name].objective
-    assert ckpt.name == TINY[name][0] and ckpt.latent_shape == [C, SIDE, SIDE] and ckpt.scaling_factor == 0.5
+    assert ckpt.name == registered(name) and ckpt.latent_shape == [C, SIDE, SIDE] and ckpt.scaling_factor == 0.5
     assert ckpt.num_classes == 1000 and ckpt.release == name and ckpt.ae_name == "test-ae" and ckpt.ae is None
     sd = load_file(os.path.join(tiny_releases[name], "model.safetensors"))
+    assert sum(k.endswith("skip_linear.weight") for k in sd) == (3 if TINY[name][1] == "uvit" else 0)  # 3 long skips
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, C, SIDE, SIDE, generator=g)
     y = torch.tensor([3, 999, 1000])  # 1000: the null class of CFG
@@ -209,7 +226,7 @@ def test_adaptive_channels_are_zero_padding(tiny_releases):
 
 
 def test_wrong_or_extra_keys_are_named(tiny_releases):
-    sd = random_official("uvit", 2, 64, C, SIDE, 1000)
+    sd = random_official("uvit", 6, 64, C, SIDE, 1000)
     assert set(checkpoints.convert_dcgen_state_dict(sd)) == {k[len("diffusion_model."):] for k in sd}
     extra = dict(sd, **{"diffusion_model.time_embed.0.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match=r"1 unknown keys \['diffusion_model.time_embed.0.weight'\]"):
@@ -222,7 +239,7 @@ def test_wrong_or_extra_keys_are_named(tiny_releases):
         checkpoints.convert_dcgen_state_dict(unprefixed)
     with pytest.raises(ValueError, match="not a DC-Gen DiT or UViT"):
         checkpoints.convert_dcgen_state_dict({"diffusion_model.foo": torch.zeros(1)})
-    wide = random_official("uvit", 2, 32, C, SIDE, 1000)  # same keys, other width: named by load_state_dict
+    wide = random_official("uvit", 6, 32, C, SIDE, 1000)  # same keys, other width: named by load_state_dict
     with pytest.raises(ValueError, match="do not fit USiT-tiny"):
         checkpoints.from_dcgen("test-usit", wide, "wide")
 

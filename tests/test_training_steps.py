@@ -1,0 +1,175 @@
+"""What one training step computes, through the code the trainers run (issue 19): the EMA update, the K c' of an AE
+step (one encode, K masked decodes), the trainable parameters of the DC-AE phases, and the latent scaling of the
+diffusion trainer. The trainers run for 1 step on the toy data with tiny settings (a few seconds in all).
+
+    python -m pytest -q tests/test_training_steps.py
+"""
+import glob
+import json
+import math
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+import ae as ae_lib
+import diffusion
+import fsdp
+import train_ae
+import train_diffusion
+
+AE = "dc-ae-f8c16-tiny"  # c = 16, c' in [4, 8, 12, 16], 4 stages (f = 8)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+# The run folder as the trainers leave it: the one place that knows its file names and checkpoint keys.
+def metrics(out):
+    with open(os.path.join(out, "metrics.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def last_checkpoint(out):
+    """The newest checkpoint of a run folder, read with plain torch.load: {"model": ..., "ema": ..., ...}."""
+    return torch.load(sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))[-1], map_location="cpu", weights_only=False)
+
+
+def train_ae_argv(out, *extra):
+    return ["--model", AE, "--steps", "1", "--batch-size", "4", "--num-workers", "0", "--grid-every", "0",
+            "--log-every", "1", "--toy-size", "8", "--no-bf16", "--out", str(out), *extra]
+
+
+# ---------------------------------------------------------------------------------------------------
+# EMA
+
+def test_ema_update_is_one_step_of_the_moving_average_with_dc_gens_warmup():
+    """DiT / U-ViT: ema <- d ema + (1 - d) model with a constant d (warmup 0). DC-Gen (apps/utils/ema.py) warms the
+    decay up: d = decay (1 - exp(-step / W)) at optimizer step 1, 2, ..., so early EMAs follow the model."""
+    torch.manual_seed(0)
+    model, ema = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)), nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    with torch.no_grad():
+        for p in ema[1].parameters():
+            p.normal_()  # LayerNorm starts at 1 / 0 in both: make every parameter differ
+
+    def params(m):
+        return [p.detach().clone() for p in m.parameters()]
+    e0, m0 = params(ema), params(model)
+    fsdp.ema_update(ema, model, 0.9, step=1, warmup=0)
+    for e, a, b in zip(ema.parameters(), e0, m0):
+        torch.testing.assert_close(e.detach(), 0.9 * a + 0.1 * b, rtol=1e-6, atol=1e-7)
+    for step in (1, 2):  # warm-up W = 10: d = 0.095 at step 1, 0.181 at step 2
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))  # the model moves between updates
+        e0, m0 = params(ema), params(model)
+        d = 0.999 * (1 - math.exp(-step / 10))
+        fsdp.ema_update(ema, model, 0.999, step=step, warmup=10)
+        for e, a, b in zip(ema.parameters(), e0, m0):
+            torch.testing.assert_close(e.detach(), d * a + (1 - d) * b, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The AE step: K c' from one encode (DC-Gen's num_sample_latent_channels)
+
+@pytest.fixture(scope="module")
+def ae_run(tmp_path_factory):
+    """One train_ae.py step with K = 3 c' (--always-min-max: the first two are the smallest and c, so the blocks
+    differ), recording the images the encoder receives and the latent rows the decoder receives and returns."""
+    out = tmp_path_factory.mktemp("ae_phase1")
+    seen = dict(x=[], z_enc=[], z=[], x_rec=[])
+    encode, decode = ae_lib.Encoder.forward, ae_lib.Decoder.forward
+
+    def recording_encoder(self, x):
+        z = encode(self, x)
+        seen["x"].append(x.detach().clone())
+        seen["z_enc"].append(z.detach().clone())
+        return z
+
+    def recording_decoder(self, z):
+        x_rec = decode(self, z)
+        seen["z"].append(z.detach().clone())
+        seen["x_rec"].append(x_rec.detach().clone())
+        return x_rec
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ae_lib.Encoder, "forward", recording_encoder)
+        mp.setattr(ae_lib.Decoder, "forward", recording_decoder)
+        train_ae.main(train_ae.parse_args(train_ae_argv(out, "--num-c-primes", "3", "--always-min-max")))
+    return out, {k: torch.cat(v) for k, v in seen.items()}
+
+
+def test_ae_step_decodes_block_k_with_its_own_c_prime(ae_run):
+    """DC-Gen's aecore trainer (prepare_batch): one encode z of the N images, then block k of the K N decoded rows is
+    decode(z * mask_{c, c'_k}) (Eq. 1), c'_k the k-th value the step drew and logged: row k N + i holds the first
+    c'_k channels of z_i and zeros after them. Checked on the decoder's input, so it holds however the step lays out
+    the K blocks (one batched decode or K decodes). The step's loss is the mean of the K losses, each against the
+    same N images (the tiny recipe's loss is L1)."""
+    out, seen = ae_run
+    record = [r for r in metrics(out) if "c_prime" in r][0]
+    c_primes = record["c_prime"]
+    assert len(c_primes) == 3 and c_primes[:2] == [4, 16]  # always_sample_min_max_channel
+    x, z_enc, z = seen["x"], seen["z_enc"], seen["z"]
+    N = 4
+    assert x.shape[0] == N and z.shape[0] == 3 * N  # one encode, K N decoded rows
+    nonzero = (z != 0).flatten(2).any(2)  # (K N, c): channels that are not all zero
+    for k, cp in enumerate(c_primes):
+        for row in nonzero[k * N:(k + 1) * N].tolist():
+            assert row == [True] * cp + [False] * (16 - cp), (k, cp, nonzero.int())
+        torch.testing.assert_close(z[k * N:(k + 1) * N, :cp], z_enc[:, :cp], rtol=0, atol=0)  # sample i's latent
+    blocks = [(seen["x_rec"][k * N:(k + 1) * N] - x).abs().mean() for k in range(3)]  # L1 of block k vs the images
+    assert math.isclose(record["loss"], (sum(blocks) / 3).item(), rel_tol=1e-5), (record, blocks)
+
+
+@pytest.mark.parametrize("phase, trained", [
+    # DC-AE phase 2, high-resolution latent adaptation: only the layers next to the latent (the deepest stage on each
+    # side and the latent convs).
+    (2, ("encoder.down_blocks.3.", "encoder.conv_out.", "decoder.conv_in.", "decoder.up_blocks.3.")),
+    # DC-AE phase 3, low-resolution local refinement (+ GAN): only the decoder head (its highest-resolution stage and
+    # the output layers).
+    (3, ("decoder.up_blocks.1.", "decoder.norm_out.", "decoder.conv_out.")),
+])
+def test_phase_trains_exactly_its_parameters(ae_run, tmp_path, phase, trained):
+    """DC-AE's decoupled high-resolution adaptation (Chen et al. 2025; DC-AE 1.5 Sec. 4.1 follows its three phases,
+    DESIGN.md §4): after one step of a phase started from the previous phase's weights (--init), exactly the
+    parameters of that phase have moved."""
+    init = last_checkpoint(ae_run[0])["ema"]  # --init loads the previous phase's EMA
+    train_ae.main(train_ae.parse_args(train_ae_argv(tmp_path, "--phase", str(phase), "--init", str(ae_run[0]))))
+    after = last_checkpoint(tmp_path)["model"]
+    names = [k for k, _ in ae_lib.build_ae(AE).named_parameters()]
+    assert len(ae_lib.build_ae(AE).encoder.down_blocks) == 4  # stage 3 is the deepest (next to the latent)
+    moved = {k for k in names if not torch.equal(after[k], init[k])}
+    expected = {k for k in names if k.startswith(trained)}
+    assert expected and moved == expected, (sorted(moved ^ expected))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The diffusion step: the latent scaling
+
+def test_diffusion_trainer_feeds_unit_scale_latents(tmp_path, monkeypatch):
+    """Latent scaling (DESIGN.md §4; Rombach et al.'s scale factor): the diffusion model trains on factor * z, with
+    factor = 1 / std of the latents over the data where none is published (the official code's estimate). With the
+    whole toy set in one batch, the x0 the objective receives has std 1."""
+    seen = []
+    loss = diffusion.Flow.loss
+
+    def recording(self, model, x0, *args, **kwargs):
+        seen.append(x0.detach().clone())
+        return loss(self, model, x0, *args, **kwargs)
+    monkeypatch.setattr(diffusion.Flow, "loss", recording)
+    train_diffusion.main(train_diffusion.parse_args([
+        "--model", "USiT-tiny", "--ae", AE, "--steps", "1", "--batch-size", "8", "--toy-size", "8", "--aug", "off",
+        "--grid-every", "0", "--log-every", "1", "--num-workers", "0", "--no-bf16", "--out", str(tmp_path)]))
+    (x0,) = seen
+    assert x0.shape == (8, 16, 4, 4)
+    assert abs(x0.double().std(unbiased=False).item() - 1) < 1e-2, x0.std()
+
+
+def test_adamw_decays_neither_norms_nor_biases():
+    """The recipes (DESIGN.md §5, as DiT / U-ViT train): AdamW weight decay on the weight matrices only, none on
+    norms and biases (every parameter with fewer than 2 dims)."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Conv2d(4, 2, 1))
+    opt = fsdp.adamw(model, 1e-3, 0.03, (0.9, 0.99))
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(model[0].weight), id(model[2].weight)}
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model.parameters()}
