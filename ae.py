@@ -66,17 +66,19 @@ class ResBlock(nn.Module):
 
 
 class DownBlock(nn.Module):
-    """Halve H and W: conv3x3 to c_out/4 channels + pixel-unshuffle, plus a space-to-channel shortcut that
-    pixel-unshuffles the input and averages groups of channels down to c_out (a residual that is free)."""
+    """Halve H and W: a conv3x3 to c_out / 4 channels + pixel-unshuffle (DC-AE 1.0 / 1.5), or a stride-2 conv3x3 to c_out
+    (SANA's "conv"), plus a space-to-channel shortcut that pixel-unshuffles the input and averages groups of channels
+    down to c_out (a residual that is free)."""
 
-    def __init__(self, c_in, c_out, shortcut=True):
+    def __init__(self, c_in, c_out, shortcut=True, mode="pixel_unshuffle"):
         super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out // 4, 3, 1, 1)
-        self.shortcut = shortcut
-        self.group = 4 * c_in // c_out
+        self.mode, self.shortcut, self.group = mode, shortcut, 4 * c_in // c_out
+        self.conv = nn.Conv2d(c_in, c_out // 4, 3, 1, 1) if mode == "pixel_unshuffle" else nn.Conv2d(c_in, c_out, 3, 2, 1)
 
     def forward(self, x):  # (N, c_in, H, W)
-        h = F.pixel_unshuffle(self.conv(x), 2)  # (N, c_out, H/2, W/2)
+        h = self.conv(x)  # (N, c_out / 4, H, W), or (N, c_out, H/2, W/2) for "conv"
+        if self.mode == "pixel_unshuffle":
+            h = F.pixel_unshuffle(h, 2)  # (N, c_out, H/2, W/2)
         if self.shortcut:
             s = F.pixel_unshuffle(x, 2)  # (N, 4 c_in, H/2, W/2)
             s = s.unflatten(1, (-1, self.group)).mean(2)  # (N, c_out, H/2, W/2)
@@ -85,51 +87,74 @@ class DownBlock(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """Double H and W: conv3x3 to 4 c_out channels + pixel-shuffle, plus a shortcut that duplicates channels
-    and pixel-shuffles them (the mirror of DownBlock's averaging shortcut)."""
+    """Double H and W: a conv3x3 to 4 c_out channels + pixel-shuffle (DC-AE 1.0 / 1.5), or nearest upsampling then a
+    conv3x3 to c_out (SANA's "interpolate"), plus a shortcut that duplicates channels and pixel-shuffles them (the
+    mirror of DownBlock's averaging shortcut)."""
 
-    def __init__(self, c_in, c_out, shortcut=True):
+    def __init__(self, c_in, c_out, shortcut=True, mode="pixel_shuffle"):
         super().__init__()
-        self.conv = nn.Conv2d(c_in, 4 * c_out, 3, 1, 1)
-        self.shortcut = shortcut
-        self.repeats = 4 * c_out // c_in
+        self.mode, self.shortcut, self.repeats = mode, shortcut, 4 * c_out // c_in
+        self.conv = nn.Conv2d(c_in, 4 * c_out if mode == "pixel_shuffle" else c_out, 3, 1, 1)
 
     def forward(self, x):  # (N, c_in, H, W)
-        h = F.pixel_shuffle(self.conv(x), 2)  # (N, c_out, 2H, 2W)
+        if self.mode == "pixel_shuffle":
+            h = F.pixel_shuffle(self.conv(x), 2)  # (N, 4 c_out, H, W) -> (N, c_out, 2H, 2W)
+        else:
+            h = self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # (N, c_out, 2H, 2W)
         if self.shortcut:
             s = x.repeat_interleave(self.repeats, dim=1)  # (N, 4 c_out, H, W)
             h = h + F.pixel_shuffle(s, 2)  # (N, c_out, 2H, 2W)
         return h
 
 
-class LinearAttention(nn.Module):
-    """EfficientViT's ReLU linear attention (DC-AE 1.0 deep stages), residual, in fp32. The official 1x1 qkv conv is
-    read per head as [q | k | v] groups of head_dim; diffusers' to_q / to_k / to_v are its thirds, concatenated back
-    here. The official code takes the (equal) quadratic form when H*W <= head_dim; we always use the linear one."""
+class MultiScaleProjection(nn.Module):
+    """One more scale of queries, keys and values (SANA's EfficientViT blocks, `qkv_multiscales = (5,)`): a depthwise
+    k x k conv over the [q | k | v] channels, then a 1x1 conv that mixes channels only within groups of head_dim (3
+    heads groups: the q, the k and the v of each head)."""
 
-    def __init__(self, channels, head_dim=32, norm="rms", eps=1e-15):
+    def __init__(self, channels, heads, kernel):
+        super().__init__()
+        self.proj_in = nn.Conv2d(3 * channels, 3 * channels, kernel, padding=kernel // 2, groups=3 * channels,
+                                 bias=False)
+        self.proj_out = nn.Conv2d(3 * channels, 3 * channels, 1, groups=3 * heads, bias=False)
+
+    def forward(self, qkv):  # (N, 3C, H, W)
+        return self.proj_out(self.proj_in(qkv))  # (N, 3C, H, W)
+
+
+class LinearAttention(nn.Module):
+    """EfficientViT's ReLU linear attention (the deep stages of DC-AE 1.0 and SANA), residual, in fp32, with optional
+    extra scales (MultiScaleProjection): each scale adds `heads` more heads, attending over its own q, k, v. The
+    official 1x1 qkv conv is read per head as [q | k | v] groups of head_dim; diffusers' to_q / to_k / to_v are its
+    thirds, concatenated back here. The official code takes the (equal) quadratic form when H*W <= head_dim; we
+    always use the linear one."""
+
+    def __init__(self, channels, head_dim=32, norm="rms", scales=(), eps=1e-15):
         super().__init__()
         self.head_dim, self.eps = head_dim, eps
+        heads = channels // head_dim
         self.to_q = nn.Linear(channels, channels, bias=False)
         self.to_k = nn.Linear(channels, channels, bias=False)
         self.to_v = nn.Linear(channels, channels, bias=False)
-        self.to_out = nn.Linear(channels, channels, bias=False)
+        self.to_qkv_multiscale = nn.ModuleList([MultiScaleProjection(channels, heads, k) for k in scales])
+        self.to_out = nn.Linear(channels * (1 + len(scales)), channels, bias=False)
         self.norm_out = make_norm(norm, channels)
 
     def forward(self, x):  # (N, C, H, W)
         N, C, H, W = x.shape
         h = x.permute(0, 2, 3, 1)  # (N, H, W, C)
-        qkv = torch.cat([self.to_q(h), self.to_k(h), self.to_v(h)], dim=-1)  # (N, H, W, 3C)
-        qkv = qkv.float().reshape(N, H * W, -1, 3 * self.head_dim).transpose(1, 2)  # (N, heads, HW, 3d)
-        q, k, v = qkv.chunk(3, dim=-1)  # each (N, heads, HW, d)
+        qkv = torch.cat([self.to_q(h), self.to_k(h), self.to_v(h)], dim=-1).permute(0, 3, 1, 2)  # (N, 3C, H, W)
+        qkv = torch.cat([qkv] + [scale(qkv) for scale in self.to_qkv_multiscale], dim=1)  # (N, 3C (1 + n), H, W)
+        qkv = qkv.to(torch.promote_types(qkv.dtype, torch.float32))  # fp32 at least: bf16 sums overflow the ratio
+        qkv = qkv.reshape(N, -1, 3 * self.head_dim, H * W)  # (N, G, 3d, HW): G heads of [q | k | v]
+        q, k, v = qkv.chunk(3, dim=2)  # each (N, G, d, HW)
         q, k = F.relu(q), F.relu(k)
         # out_i = sum_j v_j (k_j . q_i) / sum_j (k_j . q_i): one (d x d) summary instead of an HW x HW matrix.
-        kv = k.transpose(-1, -2) @ v  # (N, heads, d, d)
-        num = q @ kv  # (N, heads, HW, d)
-        den = q @ k.sum(2, keepdim=True).transpose(-1, -2)  # (N, heads, HW, 1)
-        out = (num / (den + self.eps)).to(x.dtype)
-        out = out.transpose(1, 2).reshape(N, H, W, C)  # (N, H, W, C)
-        out = self.to_out(out).permute(0, 3, 1, 2)  # (N, C, H, W)
+        kv = v @ k.transpose(-1, -2)  # (N, G, d, d)
+        num = kv @ q  # (N, G, d, HW)
+        den = k.sum(-1, keepdim=True).transpose(-1, -2) @ q  # (N, G, 1, HW)
+        out = (num / (den + self.eps)).to(x.dtype).reshape(N, -1, H, W)  # (N, C (1 + n), H, W)
+        out = self.to_out(out.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (N, C, H, W)
         return x + self.norm_out(out)
 
 
@@ -151,19 +176,19 @@ class GLUMBConv(nn.Module):
 
 
 class EfficientViTBlock(nn.Module):
-    """Global context (linear attention) followed by local mixing (GLUMBConv): DC-AE 1.0's deep stages."""
+    """Global context (linear attention) followed by local mixing (GLUMBConv): the deep stages of DC-AE 1.0 and SANA."""
 
-    def __init__(self, channels, norm="rms"):
+    def __init__(self, channels, norm="rms", scales=()):
         super().__init__()
-        self.attn = LinearAttention(channels, norm=norm)
+        self.attn = LinearAttention(channels, norm=norm, scales=scales)
         self.conv_out = GLUMBConv(channels)
 
     def forward(self, x):
         return self.conv_out(self.attn(x))
 
 
-def make_block(kind, channels, norm, act):
-    return ResBlock(channels, norm, act) if kind == "res" else EfficientViTBlock(channels, norm)
+def make_block(kind, channels, norm, act, scales=()):
+    return ResBlock(channels, norm, act) if kind == "res" else EfficientViTBlock(channels, norm, scales)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,28 +196,31 @@ def make_block(kind, channels, norm, act):
 # ------------------------------------------------------------------------------------------------
 
 class Encoder(nn.Module):
-    """x (N, 3, H, W) -> z (N, c, H/f, W/f), f = 2 ** (len(widths) - 1).
+    """x (N, 3, H, W) -> z (N, c, H/f, W/f), f = 2 ** (len(widths) - 1), for an AEConfig `cfg`.
 
-    Stage 0 is empty in every released config: `conv_in` does its downsampling (3 -> widths[1], H/2).
-    Stage s >= 1 runs depths[s] blocks at widths[s], then (if not last) a DownBlock to widths[s+1].
+    Stage s runs depths[s] blocks at widths[s], then (if not last) a DownBlock to widths[s+1]. Stage 0 is empty in the
+    DC-AE 1.0 and 1.5 configs, where `conv_in` downsamples (3 -> widths[1], H/2); SANA's has blocks at full resolution
+    after a plain conv3x3 `conv_in` (3 -> widths[0]).
     """
 
-    def __init__(self, c, widths, depths, blocks, out_shortcut):
+    def __init__(self, cfg):
         super().__init__()
-        S = len(widths)
-        self.conv_in = DownBlock(3, widths[1], shortcut=False)
+        widths, depths, S = cfg.widths, cfg.enc_depths, len(cfg.widths)
+        scales = cfg.enc_scales or ((),) * S
+        self.conv_in = nn.Conv2d(3, widths[0], 3, 1, 1) if depths[0] else \
+            DownBlock(3, widths[1], shortcut=False, mode=cfg.downsample)
         self.down_blocks = nn.ModuleList()
         for s in range(S):
-            stage = [make_block(blocks[s], widths[s], "rms", "silu") for _ in range(depths[s])]
-            if 0 < s < S - 1:
-                stage.append(DownBlock(widths[s], widths[s + 1]))
+            stage = [make_block(cfg.enc_blocks[s], widths[s], "rms", "silu", scales[s]) for _ in range(depths[s])]
+            if depths[s] and s < S - 1:
+                stage.append(DownBlock(widths[s], widths[s + 1], mode=cfg.downsample))
             self.down_blocks.append(nn.Sequential(*stage))
-        self.conv_out = nn.Conv2d(widths[-1], c, 3, 1, 1)
-        self.out_shortcut = out_shortcut  # DC-AE 1.0: average channel groups into the latent
-        self.group = widths[-1] // c
+        self.conv_out = nn.Conv2d(widths[-1], cfg.c, 3, 1, 1)
+        self.out_shortcut = cfg.latent_shortcut  # DC-AE 1.0, SANA: average channel groups into the latent
+        self.group = widths[-1] // cfg.c
 
     def forward(self, x):
-        h = self.conv_in(x)  # (N, widths[1], H/2, W/2)
+        h = self.conv_in(x)  # (N, widths[0], H, W), or (N, widths[1], H/2, W/2) when stage 0 is empty
         for stage in self.down_blocks:
             h = stage(h)  # (N, widths[-1], H/f, W/f) after the last stage
         z = self.conv_out(h)  # (N, c, H/f, W/f)
@@ -202,30 +230,35 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """z (N, c, H/f, W/f) -> x (N, 3, H, W): the mirror of Encoder, then RMSNorm -> act -> conv + pixel-shuffle."""
+    """z (N, c, H/f, W/f) -> x (N, 3, H, W): the mirror of Encoder, then RMSNorm -> act -> the output conv (an UpBlock
+    to 3 channels when stage 0 is empty, else a plain conv3x3)."""
 
-    def __init__(self, c, widths, depths, blocks, norms, acts, in_shortcut, out_act):
+    def __init__(self, cfg):
         super().__init__()
-        S = len(widths)
-        self.conv_in = nn.Conv2d(c, widths[-1], 3, 1, 1)
-        self.in_shortcut = in_shortcut  # DC-AE 1.0: duplicate latent channels up to widths[-1]
-        self.repeats = widths[-1] // c
+        widths, depths, S = cfg.widths, cfg.dec_depths, len(cfg.widths)
+        scales = cfg.dec_scales or ((),) * S
+        self.conv_in = nn.Conv2d(cfg.c, widths[-1], 3, 1, 1)
+        self.in_shortcut = cfg.latent_shortcut  # DC-AE 1.0, SANA: duplicate latent channels up to widths[-1]
+        self.repeats = widths[-1] // cfg.c
         up = []
         for s in range(S):
-            stage = [UpBlock(widths[s + 1], widths[s])] if 0 < s < S - 1 else []
-            stage += [make_block(blocks[s], widths[s], norms[s], acts[s]) for _ in range(depths[s])]
+            stage = [UpBlock(widths[s + 1], widths[s], mode=cfg.upsample)] if depths[s] and s < S - 1 else []
+            stage += [make_block(cfg.dec_blocks[s], widths[s], cfg.dec_norms[s], cfg.dec_acts[s], scales[s])
+                      for _ in range(depths[s])]
             up.append(nn.Sequential(*stage))
         self.up_blocks = nn.ModuleList(up)  # indexed by stage like the encoder; run last to first
-        self.norm_out = RMSNorm2d(widths[1])
-        self.conv_act = make_act(out_act)
-        self.conv_out = UpBlock(widths[1], 3, shortcut=False)
+        top = widths[0] if depths[0] else widths[1]  # the widest stage with blocks
+        self.norm_out = RMSNorm2d(top)
+        self.conv_act = make_act(cfg.out_act)
+        self.conv_out = nn.Conv2d(top, 3, 3, 1, 1) if depths[0] else \
+            UpBlock(top, 3, shortcut=False, mode=cfg.upsample)
 
     def forward(self, z):
         h = self.conv_in(z)  # (N, widths[-1], H/f, W/f)
         if self.in_shortcut:
             h = h + z.repeat_interleave(self.repeats, dim=1)
         for stage in reversed(self.up_blocks):
-            h = stage(h)  # (N, widths[1], H/2, W/2) after stage 1
+            h = stage(h)  # (N, top, H or H/2, W or W/2) after the first stage that has blocks
         return self.conv_out(self.conv_act(self.norm_out(h)))  # (N, 3, H, W)
 
 
@@ -261,15 +294,14 @@ class DCAE(nn.Module):
     def __init__(self, name, config):
         super().__init__()
         cfg = config
-        if cfg.enc_depths[0] != 0 or cfg.dec_depths[0] != 0 or min(cfg.enc_depths[1:] + cfg.dec_depths[1:]) < 1:
-            raise ValueError(f"{name}: stage 0 must be empty and every later stage needs >= 1 block (as in all "
-                             f"released DC-AE configs), got {cfg.enc_depths} / {cfg.dec_depths}")
+        if min(cfg.enc_depths[1:] + cfg.dec_depths[1:]) < 1:
+            raise ValueError(f"{name}: every stage after the first needs >= 1 block (as in all released DC-AE "
+                             f"configs), got {cfg.enc_depths} / {cfg.dec_depths}")
         self.name, self.config, self.c, self.f = name, cfg, cfg.c, 2 ** (len(cfg.widths) - 1)
         self.scaling_factor = cfg.scaling_factor  # None where no value is published: see estimate_scaling_factor
         self.c_prime_candidates = channel_candidates(cfg.c, min(cfg.c_prime_start, cfg.c), cfg.c_prime_step)  # c < 16: [c]
-        self.encoder = Encoder(cfg.c, cfg.widths, cfg.enc_depths, cfg.enc_blocks, cfg.latent_shortcut)
-        self.decoder = Decoder(cfg.c, cfg.widths, cfg.dec_depths, cfg.dec_blocks, cfg.dec_norms, cfg.dec_acts,
-                               cfg.latent_shortcut, cfg.out_act)
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
 
     def fsdp_units(self):
         """The modules a trainer wraps with `fully_shard` one by one (before the root): the non-empty stages."""
@@ -382,19 +414,23 @@ class AEConfig:
     """One DC-AE: per-stage tuples run from stage 0 (full resolution) to the latent."""
     c: int  # latent channels
     widths: tuple  # channels per stage; f = 2 ** (len(widths) - 1)
-    enc_depths: tuple  # blocks per encoder stage; stage 0 is empty (conv_in downsamples)
+    enc_depths: tuple  # blocks per encoder stage; stage 0 empty: conv_in downsamples (all but SANA's encoder)
     dec_depths: tuple
     enc_blocks: tuple  # "res" (ResBlock) or "evit" (EfficientViT: linear attention + GLUMBConv) per stage
     dec_blocks: tuple
     dec_norms: tuple  # "rms" or "bn" (BatchNorm: DC-AE 1.0's shallow decoder stages) per decoder stage
     dec_acts: tuple  # "silu" or "relu" per decoder stage
     out_act: str  # before the decoder's last conv
-    latent_shortcut: bool  # DC-AE 1.0: channel averaging into z, duplication out of it; 1.5 drops them (clean c' < c)
+    latent_shortcut: bool  # DC-AE 1.0, SANA: channel averaging into z and duplication out of it; 1.5 drops them
     scaling_factor: float | None  # published with the released weights; None: 1 / std of the latents
-    structured: bool  # trained with the channel mask of Eq. 1 (1.5); the 1.0 and 1.1 baselines are not
+    structured: bool  # trained with the channel mask of Eq. 1 (1.5); the 1.0, 1.1 and SANA AEs are not
     c_prime_start: int = 16  # the c' list [start, start + step, ..., c] (Sec. 4.1)
     c_prime_step: int = 4
     recipe: str = "paper"  # train_ae.py's recipe: "paper" (the three DC-AE phases) or "tiny" (CPU runs)
+    downsample: str = "pixel_unshuffle"  # or "conv" (SANA: a stride-2 conv)
+    upsample: str = "pixel_shuffle"  # or "interpolate" (SANA: nearest x2, then a conv)
+    enc_scales: tuple | None = None  # per stage, kernel sizes of extra attention scales (SANA: (5,)); None: none
+    dec_scales: tuple | None = None
 
 
 def dc_ae_10(widths, **fields):
@@ -404,6 +440,16 @@ def dc_ae_10(widths, **fields):
     return AEConfig(widths=widths, enc_blocks=("res",) * 3 + ("evit",) * k, dec_blocks=("res",) * 3 + ("evit",) * k,
                     dec_norms=("bn",) * 3 + ("rms",) * k, dec_acts=("relu",) * 3 + ("silu",) * k, out_act="relu",
                     latent_shortcut=True, structured=False, **fields)
+
+
+def dc_ae_sana(**fields):
+    """SANA's DC-AE (f32c32; 1.0 and 1.1 share the architecture) and its encoder: stage 0 not empty, stride-2 conv
+    downsampling, EfficientViT blocks with a second attention scale (5x5) in the three deepest stages, latent
+    shortcuts, RMSNorm + SiLU; trained without the mask."""
+    res, evit, scales = ("res",) * 3, ("evit",) * 3, ((),) * 3 + ((5,),) * 3
+    return AEConfig(c=32, widths=(128, 256, 512, 512, 1024, 1024), enc_depths=(2, 2, 2, 3, 3, 3), enc_blocks=res + evit,
+                    enc_scales=scales, downsample="conv", dec_norms=("rms",) * 6, dec_acts=("silu",) * 6,
+                    latent_shortcut=True, scaling_factor=0.41407, structured=False, **fields)
 
 
 def dc_ae_15(widths, depths, **fields):
@@ -425,6 +471,21 @@ AE_CONFIGS = {
     "dc-ae-f32c128-1.5": dc_ae_15(c=128, widths=W6, depths=(0, 5, 10, 4, 4, 4), scaling_factor=None, structured=True),
     "dc-ae-f64c128-1.5": dc_ae_15(c=128, widths=W6 + (1024,), depths=(0, 5, 10, 4, 4, 4, 4), scaling_factor=0.5935,
                                   structured=True),
+    # The rest of the released family (DC-Gen's ae_model_zoo.py; factors from diffusers' convert_dcae_to_diffusers.py).
+    "dc-ae-f32c32-mix-1.0": dc_ae_10(c=32, widths=W6, enc_depths=(0, 4, 8, 2, 2, 2), dec_depths=(0, 5, 10, 2, 2, 2),
+                                     scaling_factor=0.4552),
+    "dc-ae-f64c128-mix-1.0": dc_ae_10(c=128, widths=W6 + (2048,), enc_depths=(0, 4, 8, 2, 2, 2, 2),
+                                      dec_depths=(0, 5, 10, 2, 2, 2, 2), scaling_factor=0.4538),
+    "dc-ae-f128c512-in-1.0": dc_ae_10(c=512, widths=W6 + (2048, 2048), enc_depths=(0, 4, 8, 2, 2, 2, 2, 2),
+                                      dec_depths=(0, 5, 10, 2, 2, 2, 2, 2), scaling_factor=0.4883),
+    "dc-ae-f128c512-mix-1.0": dc_ae_10(c=512, widths=W6 + (2048, 2048), enc_depths=(0, 4, 8, 2, 2, 2, 2, 2),
+                                       dec_depths=(0, 5, 10, 2, 2, 2, 2, 2), scaling_factor=0.3620),
+    "dc-ae-f32c32-sana-1.0": dc_ae_sana(dec_depths=(3, 3, 3, 3, 3, 3), dec_blocks=("res",) * 3 + ("evit",) * 3,
+                                        dec_scales=((),) * 3 + ((5,),) * 3, out_act="relu", upsample="interpolate"),
+    "dc-ae-f32c32-sana-1.1": dc_ae_sana(dec_depths=(3, 3, 3, 3, 3, 3), dec_blocks=("res",) * 3 + ("evit",) * 3,
+                                        dec_scales=((),) * 3 + ((5,),) * 3, out_act="relu", upsample="interpolate"),
+    # DC-AE-Lite: SANA's encoder, a decoder of ResBlocks only (stage 0 empty, pixel-shuffle upsampling).
+    "dc-ae-lite-f32c32-sana-1.1": dc_ae_sana(dec_depths=(0, 3, 5, 4, 4, 4), dec_blocks=("res",) * 6, out_act="silu"),
     # Tiny entries (CPU runs, tests). f8c64 is the toy analogue of f32c128: many channels per latent pixel.
     "dc-ae-f8c16-tiny": dc_ae_15(c=16, widths=(16, 32, 64, 64), depths=(0, 1, 1, 1), scaling_factor=None,
                                  structured=True, c_prime_start=4, c_prime_step=4, recipe="tiny"),
@@ -448,7 +509,7 @@ def main():
     for name in AE_CONFIGS:
         with torch.device("meta"):
             m = build_ae(name)
-        print(f"{name:24s} f{m.f:<3d} c{m.c:<4d} {sum(p.numel() for p in m.parameters()) / 1e6:8.2f}M params  "
+        print(f"{name:27s} f{m.f:<4d} c{m.c:<4d} {sum(p.numel() for p in m.parameters()) / 1e6:8.2f}M params  "
               f"scaling_factor={m.scaling_factor}  c' in {m.c_prime_candidates[:3]}...{m.c}")
 
 

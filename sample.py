@@ -265,7 +265,7 @@ def load(args, device):
         raise ValueError(f"{'a released DC-Gen model' if ckpt.release else args.ckpt} records no AE weights: pass "
                          f"--ae{hint}")
     name = spec[len("random:"):] if spec.startswith("random:") else spec  # random: rebuilt as training did
-    if name not in ae_lib.AE_CONFIGS and not os.path.exists(name):
+    if name not in ae_lib.AE_CONFIGS and not os.path.exists(name) and not checkpoints.HUB_ID.fullmatch(name):
         raise ValueError(f"AE {spec!r} (from --ae or recorded in the checkpoint) not found: pass --ae PATH")
     ae = checkpoints.load_ae(name, device)
     if ae.model.c != ckpt.latent_shape[0]:

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ae as ae_lib
+import checkpoints
 import data as data_lib
 import fsdp
 import run
@@ -178,16 +179,14 @@ def check_args(args, ae):
 
 
 def read_init(args):
-    """--init: the EMA weights of a previous phase (a checkpoint or its run folder), unless this run resumes."""
+    """--init: the weights of a previous phase (a train_ae.py run or checkpoint: its EMA weights) or released ones (a
+    DC-Gen or diffusers folder, a hub id), unless this run resumes."""
     if not args.init or run.resume_path(args):
         return None
-    path = run.latest_checkpoint(args.init) if os.path.isdir(args.init) else args.init  # its newest checkpoint
-    if path is None or not os.path.isfile(path):
-        raise ValueError(f"--init {args.init}: checkpoint not found")
-    init = run.read_checkpoint(path)
-    if init["args"].get("model") != args.model:
-        raise ValueError(f"{path} is a checkpoint of {init['args'].get('model')!r}, not --model {args.model}")
-    return init.get("ema") or init["model"]
+    init = checkpoints.load_ae(args.init, option="--init")
+    if init.name != args.model:
+        raise ValueError(f"--init {args.init} is {init.name!r}, not --model {args.model}")
+    return init.model.state_dict()
 
 
 def main(args):
@@ -386,7 +385,8 @@ def parse_args(argv=None):
                         help="torch.compile the model (default: on with CUDA, off on CPU)")
     parser.add_argument("--out", default="runs/ae", help="run folder: args, metrics, grids, checkpoints")
     parser.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
-    parser.add_argument("--init", default=None, help="weights (EMA) of a previous phase: a checkpoint or its run folder (default: random init)")
+    parser.add_argument("--init", default=None, help="weights of a previous phase: a train_ae.py run or checkpoint (its EMA), a "
+                        "released folder or hub id (default: random init)")
     parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
     parser.add_argument("--save-minutes", type=fsdp.real(0, above=True), default=None, help="... and at least every M minutes of wall time "
                         f"({recipe_default('save_minutes')})")

@@ -20,3 +20,17 @@ def randomize_(model, std=0.1, seed=0):
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return model
+
+
+def randomize_norms(model):
+    """Give norms non-trivial affine parameters and statistics, so that round trips are a real check."""
+    import ae as ae_lib
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (ae_lib.RMSNorm2d, torch.nn.BatchNorm2d)):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model

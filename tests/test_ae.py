@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import ae as ae_lib
+from conftest import randomize_norms
 import train_ae
 from ae import AE_CONFIGS, build_ae, channel_candidates, channel_mask
 
@@ -12,19 +13,6 @@ PAPER_PARAMS_M = {  # DESIGN.md §4
     "dc-ae-f32c32-in-1.0": 323.36, "dc-ae-f64c128-in-1.0": 676.90, "dc-ae-f32c128-1.1": 523.61,
     "dc-ae-f32c128-1.5": 523.61, "dc-ae-f64c128-1.5": 714.74,
 }
-
-
-def randomize_norms(model):
-    """Give norms non-trivial affine parameters and statistics, so that round trips are a real check."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (ae_lib.RMSNorm2d, torch.nn.BatchNorm2d)):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return model
 
 
 def masks(m, c_primes, n):
