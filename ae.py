@@ -73,7 +73,8 @@ class DownBlock(nn.Module):
     def __init__(self, c_in, c_out, shortcut=True, mode="pixel_unshuffle"):
         super().__init__()
         self.mode, self.shortcut, self.group = mode, shortcut, 4 * c_in // c_out
-        self.conv = nn.Conv2d(c_in, c_out // 4, 3, 1, 1) if mode == "pixel_unshuffle" else nn.Conv2d(c_in, c_out, 3, 2, 1)
+        pixel = mode == "pixel_unshuffle"
+        self.conv = nn.Conv2d(c_in, c_out // 4, 3, 1, 1) if pixel else nn.Conv2d(c_in, c_out, 3, 2, 1)  # stride 2
 
     def forward(self, x):  # (N, c_in, H, W)
         h = self.conv(x)  # (N, c_out / 4, H, W), or (N, c_out, H/2, W/2) for "conv"

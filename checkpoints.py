@@ -191,12 +191,15 @@ def config_to_diffusers(cfg):
 # DC-Gen's (efficientvit's) names of a block's tensors, from ours (= diffusers'). A ResBlock's parts sit under
 # `main.` (a ResidualBlock), an EfficientViT block's attention under `context_module.main.`, its GLUMBConv under
 # `local_module.main.`; ConvLayer wraps each conv as `.conv` (and its norm as `.norm`).
-DCGEN_BLOCK = [("conv1.", "main.conv1.conv."), ("conv2.", "main.conv2.conv."), ("norm.", "main.conv2.norm."),
-               ("attn.to_qkv_multiscale.", "context_module.main.aggreg."), ("attn.to_out.", "context_module.main.proj.conv."),
-               ("attn.norm_out.", "context_module.main.proj.norm."), ("attn.qkv.", "context_module.main.qkv.conv."),
-               ("conv_out.conv_inverted.", "local_module.main.inverted_conv.conv."),
-               ("conv_out.conv_depth.", "local_module.main.depth_conv.conv."),
-               ("conv_out.conv_point.", "local_module.main.point_conv.conv."), ("conv_out.norm.", "local_module.main.point_conv.norm.")]
+DCGEN_BLOCK = [
+    ("conv1.", "main.conv1.conv."), ("conv2.", "main.conv2.conv."), ("norm.", "main.conv2.norm."),  # ResBlock
+    ("attn.to_qkv_multiscale.", "context_module.main.aggreg."), ("attn.to_out.", "context_module.main.proj.conv."),
+    ("attn.norm_out.", "context_module.main.proj.norm."), ("attn.qkv.", "context_module.main.qkv.conv."),
+    ("conv_out.conv_inverted.", "local_module.main.inverted_conv.conv."),
+    ("conv_out.conv_depth.", "local_module.main.depth_conv.conv."),
+    ("conv_out.conv_point.", "local_module.main.point_conv.conv."),
+    ("conv_out.norm.", "local_module.main.point_conv.norm."),
+]
 
 
 def dcgen_key(k, cfg):

@@ -104,7 +104,7 @@ def main(args):
         print(f"latent cache {args.cache} is damaged: {damaged}; rebuilding it", file=sys.stderr, flush=True)
     if meta is None:
         meta = latents.build_cache(ae, dataset, args.cache, identity, rank, world_size, device, args.encode_batch,
-                                    args.num_workers, args.ae_bf16)
+                                   args.num_workers, args.ae_bf16)
     scale = scaling if scaling is not None else 1.0 / meta["latent_std"]
     num_classes = meta["num_classes"] or args.num_classes
 

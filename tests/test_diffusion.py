@@ -479,7 +479,7 @@ def test_overfit_one_batch(name, c_prime):
 
 
 # ===================================================================================================
-# Statements of the paper and of the official code, each written so that a plausible slip breaks it (issue 19).
+# Statements of the paper and of the official code, each written so that a plausible slip breaks it (tests/README.md: the bugs planted).
 # tests/README.md lists the bugs planted to check that these tests catch them.
 
 class Fixed(nn.Module):

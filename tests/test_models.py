@@ -258,7 +258,7 @@ def test_flops_scale_with_tokens():
 
 
 # ---------------------------------------------------------------------------------------------------
-# U-ViT's long skips (issue 19: with depth 2 there is one skip, so its order could not be wrong).
+# U-ViT's long skips (with depth 2 there is one skip, so its order could not be wrong).
 
 def test_uvit_long_skips_are_last_in_first_out():
     """U-ViT (Bao et al. 2023) and DC-Gen's uvit.py: each in-block's output is pushed on a stack and each out-block

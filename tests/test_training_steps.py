@@ -1,4 +1,4 @@
-"""What one training step computes, through the code the trainers run (issue 19): the EMA update, the K c' of an AE
+"""What one training step computes, through the code the trainers run: the EMA update, the K c' of an AE
 step (one encode, K masked decodes), the trainable parameters of the DC-AE phases, and the latent scaling of the
 diffusion trainer. The trainers run for 1 step on the toy data with tiny settings (a few seconds in all).
 
