@@ -12,6 +12,7 @@ a registry name), and the export of our AEs and diffusion models to diffusers an
 """
 import glob
 import json
+import math
 import os
 import re
 import sys
@@ -414,8 +415,8 @@ def load_diffusion(spec, device="cpu", weights="ema", ae=None, resolution=512, n
             raise ValueError(f"--ckpt {spec}: a DC-Gen model folder holds config.json and model.safetensors")
         with safe_open(weights_file, "pt") as fh:
             ours = json.loads((fh.metadata() or {}).get(METADATA, "null"))  # an export of train_diffusion.py's
-        if release not in DCGEN_MODELS and ours:
-            return from_export(ours, load_file(weights_file), path, device)
+        if ours:  # our metadata states the latent, classes and scaling factor the weights were trained with
+            return from_export(ours, load_file(weights_file), path, device, release if release in DCGEN_MODELS else None)
         return from_dcgen(release, load_file(weights_file), path, device)
     if os.path.isdir(spec):
         spec = newest_checkpoint(spec, "--ckpt", "train_diffusion.py")
@@ -443,9 +444,9 @@ def load_diffusion(spec, device="cpu", weights="ema", ae=None, resolution=512, n
                   latent_shape=[c, h, w], num_classes=ckpt["num_classes"], ae=ckpt["ae"], ae_name=ckpt.get("ae_name"))
 
 
-def from_export(ours, state_dict, source, device="cpu"):
-    """An exported class-to-image folder whose name DC-Gen does not release (e.g. a tiny model): the facts the export
-    wrote into the safetensors metadata (METADATA) rebuild it."""
+def from_export(ours, state_dict, source, device="cpu", release=None):
+    """A class-to-image folder exported by `python checkpoints.py export`: the facts the export wrote into the
+    safetensors metadata (METADATA) rebuild it, whether or not its name is a release's (release: that name)."""
     name, (c, h, w) = ours["model"], ours["latent_shape"]
     model = models.create_model(name, in_channels=c, input_size=h, num_classes=ours["num_classes"],
                                 patch_size=ours.get("patch_size", 1), device="meta")
@@ -455,7 +456,8 @@ def from_export(ours, state_dict, source, device="cpu"):
         raise ValueError(f"{source}: weights do not fit {name} at c={c}, {h}x{w}: {str(e)[:400]}") from e
     return loaded(model, name, source, device, scaling_factor=ours["scaling_factor"], step=ours.get("step"),
                   latent_shape=[c, h, w], num_classes=ours["num_classes"], ae=ours.get("ae"),
-                  ae_name=ours.get("ae_name"))
+                  ae_name=ours.get("ae_name"), release=release,
+                  cfg_scale=(1.3 if name == "DiT-XL" else 1.5) if release else None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -507,13 +509,17 @@ def export_ae(ae, to, out, scaling_factor=None):
 
 
 def release_name(ckpt):
-    """DC-Gen's name for a class-to-image model: a released one where the backbone, the AE and the 512 px latent are
-    those of a release, else one in the same pattern (DC-Gen's own code does not know it; ours reads the metadata)."""
+    """DC-Gen's name for a class-to-image model: a released one where the backbone, the AE, the 512 px latent, the
+    1000 classes and the scaling factor are those of a release (DC-Gen reads the factor from its AE, so a model
+    trained on latents scaled otherwise would be sampled wrongly under that name), else a name of ours,
+    <ae>-<model>-<px>px (DC-Gen's own code does not know it; ours reads the metadata)."""
     ae = ae_lib.AE_CONFIGS.get(ckpt.ae_name)
     side = 512 // 2 ** (len(ae.widths) - 1) if ae else None
+    factors = (ckpt.scaling_factor, ae.scaling_factor if ae else None)
+    same_factor = None not in factors and math.isclose(*factors, rel_tol=1e-6)
     for release, (name, ae_name) in DCGEN_MODELS.items():
         if (name, ae_name) == (ckpt.name, ckpt.ae_name) and ckpt.latent_shape[1] == side and \
-                ckpt.num_classes == 1000 and "-train" not in release:
+                ckpt.num_classes == 1000 and "-train" not in release and same_factor:
             return release
     px = ckpt.latent_shape[1] * 2 ** (len(ae.widths) - 1) if ae else ckpt.latent_shape[1]
     return f"{ckpt.ae_name}-{ckpt.name.lower()}-{px}px"

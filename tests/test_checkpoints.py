@@ -4,6 +4,7 @@ folders, .pt files, released folders and registry names. Weights are random (not
 
     python -m pytest -q tests/test_checkpoints.py
 """
+import dataclasses
 import json
 import os
 import re
@@ -361,10 +362,27 @@ def test_a_diffusion_checkpoint_exports_to_dc_gens_class_to_image_folder(tmp_pat
         torch.testing.assert_close(back.model(x, t, y), src.model(x, t, y), rtol=0, atol=0)
     ema = torch.load(pt, map_location="cpu", weights_only=False)["ema"]
     assert torch.equal(theirs["diffusion_model.decoder_pred.weight"], ema["decoder_pred.weight"])  # EMA by default
+    factor = ae_lib.AE_CONFIGS["dc-ae-f64c128-1.5"].scaling_factor
     released = checkpoints.Loaded(models.create_model("USiT-2B", in_channels=128, input_size=8, device="meta"),
                                   "USiT-2B", "x", latent_shape=[128, 8, 8], num_classes=1000,
-                                  ae_name="dc-ae-f64c128-1.5")
+                                  ae_name="dc-ae-f64c128-1.5", scaling_factor=factor)
     assert checkpoints.release_name(released) == "dc-ae-f64c128-1.5-usit-2b-in-512px"
+    # Latents scaled otherwise: DC-Gen would sample it with the release's factor, so it gets a name of ours.
+    assert checkpoints.release_name(dataclasses.replace(released, scaling_factor=factor * 1.1)) == \
+        "dc-ae-f64c128-1.5-usit-2b-512px"
+
+
+def test_an_export_under_a_released_name_keeps_its_own_facts(tmp_path):
+    """A folder with our metadata is read from it even under a released name (the latent, the classes and the
+    scaling factor it was trained with), and still knows the release and its documented CFG scale."""
+    import test_sample
+    pt = test_sample.make_ckpt(tmp_path / "ckpt_0000007.pt", "UViT-tiny")
+    checkpoints.main(checkpoints.parse_args(["export", pt, "--to", "dcgen", "--out", str(tmp_path / "c2i")]))
+    release = "dc-ae-f32c32-in-1.0-uvit-s-in-512px"
+    (tmp_path / "c2i/config.json").write_text(json.dumps({"model_name": release}))
+    src, back = checkpoints.load_diffusion(pt), checkpoints.load_diffusion(str(tmp_path / "c2i"))
+    assert (back.name, back.latent_shape, back.scaling_factor, back.release, back.cfg_scale) == \
+        (src.name, src.latent_shape, src.scaling_factor, release, 1.5)
 
 
 def test_diffusers_loads_our_export_when_it_is_installed(tmp_path):
