@@ -9,7 +9,7 @@ Fig. 5; Sec. 4.1; Tables 2-5).
    loss (the official always_sample_max_channel), `off` trains the plain objective. Whether the AE is structured
    is independent (its own checkpoint), so Table 5's four cells are four runs.
 
-    python train_ae.py && python train_diffusion.py                  # tiny AE, then tiny USiT on its latents (CPU)
+    python train_ae.py && python train_diffusion.py                  # tiny AE, then a tiny USiT on it (CPU: +47 s)
     python train_diffusion.py --ae dc-ae-f8c64-tiny --steps 20       # random AE: a smoke run only (it says so)
     torchrun --nproc_per_node 8 train_diffusion.py --model USiT-2B --ae /ckpt/dc-ae-f64c128-1.5 \\
         --data /data/imagenet/train --resolution 512 --out runs/usit2b-f64

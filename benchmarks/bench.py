@@ -429,7 +429,7 @@ def write_report(rows, args, seconds):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     what = "tiny models on CPU: the plumbing only, no measurement" if args.tiny else "the real scripts"
     lines = [f"## GPU benchmarks ({what})",
-             "", f"`python bench.py gpu{' --tiny' if args.tiny else ''}` on {fsdp.machine(device)}, "
+             "", f"`python benchmarks/bench.py gpu{' --tiny' if args.tiny else ''}` on {fsdp.machine(device)}, "
              f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min in all. Medians of the logged intervals after the "
              f"first (compilation).", "",
              "| part | status | images/s | MFU | peak mem (GiB) | seconds | note |", "|---|---|---:|---:|---:|---:|---|"]
@@ -447,8 +447,9 @@ def write_report(rows, args, seconds):
     if begin in old and end in old:  # docs/benchmarks.md: replace this suite's section, keep the rest
         text = old[:old.index(begin)] + begin + text + old[old.index(end):]
     os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
-    with open(report, "w") as fh:
+    with open(report + ".tmp", "w") as fh:  # written whole, then renamed: the rest of the file is never lost
         fh.write(text)
+    os.replace(report + ".tmp", report)
 
 
 def parse_args(argv=None):

@@ -345,7 +345,7 @@ def test_bad_argument_fails_fast(tmp_path, monkeypatch, capsys, other_checkpoint
 
 
 # ------------------------------------------------------------------------------------------------
-# No arguments at all (the tiny recipes: 1500 AE steps, 1000 diffusion steps; a few minutes on 2 cores)
+# No arguments at all (the tiny recipes: 1000 AE steps, 1000 diffusion steps; about 2 min on 2 cores)
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
