@@ -110,7 +110,7 @@ class UpBlock(nn.Module):
 
 class MultiScaleProjection(nn.Module):
     """One more scale of queries, keys and values (SANA's EfficientViT blocks, `qkv_multiscales = (5,)`): a depthwise
-    k x k conv over the [q | k | v] channels, then a 1x1 conv that mixes channels only within groups of head_dim (3
+    k x k conv over the [q | k | v] channels, then a 1x1 conv that mixes channels only within groups of head_dim (3 *
     heads groups: the q, the k and the v of each head)."""
 
     def __init__(self, channels, heads, kernel):

@@ -10,7 +10,6 @@ a registry name), and the export of our AEs and diffusion models to diffusers an
     python checkpoints.py export runs/ae --to dcgen --out exports/ae-dcgen
     python checkpoints.py export runs/diffusion --to dcgen --out exports/usit-dcgen      # DC-Gen's class-to-image
 """
-import glob
 import json
 import math
 import os
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 import ae as ae_lib
 import fsdp
@@ -71,18 +70,6 @@ def read_json(path):
         raise ValueError(f"{path} is not readable JSON ({type(e).__name__}: {e})") from e
 
 
-def read_ours(path):
-    """One of our own .pt checkpoints (train_ae.py / train_diffusion.py), memory-mapped: a 2B model's file also holds
-    the Adam moments (~25 GB), and only the tensors used are read. Our own file, so pickle is fine."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:  # truncated zip, pickle garbage, ...: name the file, not the unpickler
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("args"), dict) or "model" not in ckpt:
-        raise ValueError(f"{path} is not a checkpoint of train_ae.py / train_diffusion.py (no 'args' and 'model')")
-    return ckpt
-
-
 # A Hugging Face hub id: `org/name` (e.g. dc-ai/dc-ae-f64c128-1.5, mit-han-lab/dc-ae-f32c32-in-1.0-diffusers).
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
@@ -116,11 +103,11 @@ def resolve(spec, option):
 
 def newest_checkpoint(folder, option, script):
     """A run folder -> its newest ckpt_*.pt (what --ae / --ckpt take for a run of `script`)."""
-    paths = sorted(glob.glob(os.path.join(folder, "ckpt_*.pt")))
-    if not paths:
+    path = run.latest_checkpoint(folder)
+    if path is None:
         raise ValueError(f"{option} {folder}: no ckpt_*.pt in this folder (run `python {script} --out {folder}` "
                          f"first) and no config.json (a released folder)")
-    return paths[-1]
+    return path
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,7 +282,7 @@ def load_ae(spec, device="cpu", option="--ae"):
                          f"released checkpoint folder or hub id, or a registry name for a random-weight smoke run")
     path = os.path.abspath(spec)
     if os.path.isfile(path):
-        ckpt = read_ours(path)
+        ckpt = run.read_checkpoint(path, mmap=True)
         name, args = ckpt["args"].get("model"), ckpt["args"]
         if name not in ae_lib.AE_CONFIGS:
             raise ValueError(f"{path} is a checkpoint of {name!r}, not of an AE of ae.py"
@@ -423,7 +410,7 @@ def load_diffusion(spec, device="cpu", weights="ema", ae=None, resolution=512, n
     if not os.path.isfile(spec):
         raise ValueError(f"--ckpt {spec}: checkpoint not found")
     path = os.path.abspath(spec)
-    ckpt = read_ours(path)
+    ckpt = run.read_checkpoint(path, mmap=True)
     keys = ("ema", "latent_shape", "scaling_factor", "num_classes", "ae")
     if any(k not in ckpt for k in keys):
         raise ValueError(f"--ckpt {path} is not a train_diffusion.py checkpoint (needs keys {list(keys)}); "
@@ -469,22 +456,22 @@ DIFFUSERS_VERSION = "0.42.1"  # the version whose AutoencoderDC the export was c
 
 
 def write_folder(out, files):
-    """files: {name: write(path)}, each written atomically into a new folder `out` (an existing non-empty one is
-    refused: nothing a user made is overwritten)."""
+    """files: {name: bytes}, each written atomically (run.atomic_write) into a new folder `out` (an existing non-empty
+    one is refused: nothing a user made is overwritten)."""
     run.check_out(out)
     if os.path.isdir(out) and os.listdir(out):
         raise ValueError(f"--out {out} is not empty: pass a new folder")
     os.makedirs(out, exist_ok=True)
-    for name, write in files.items():
+    for name, content in files.items():
         path = os.path.join(out, name)
-        tmp = path + ".tmp"
         try:
-            write(tmp)
-            os.replace(tmp, path)
+            run.atomic_write(path, lambda fh: fh.write(content))
         except OSError as e:
-            if os.path.exists(tmp):
-                os.remove(tmp)
             raise ValueError(run.write_error(path, e)) from e
+
+
+def config_bytes(config):
+    return json.dumps(config, indent=2).encode()
 
 
 def export_ae(ae, to, out, scaling_factor=None):
@@ -500,12 +487,10 @@ def export_ae(ae, to, out, scaling_factor=None):
                              f"--scaling-factor (train_diffusion.py logs it: 'latent std S x scale F')")
         config = {"_class_name": "AutoencoderDC", "_diffusers_version": DIFFUSERS_VERSION,
                   **config_to_diffusers(ae.model.config), "scaling_factor": factor}
-        write_folder(out, {"config.json": lambda p: json.dump(config, open(p, "w"), indent=2),
-                           "diffusion_pytorch_model.safetensors": lambda p: save_file(sd, p)})
+        write_folder(out, {"config.json": config_bytes(config), "diffusion_pytorch_model.safetensors": save(sd)})
     else:
         dcgen = {k: v.contiguous() for k, v in to_dcgen(sd, ae.model.config).items()}
-        write_folder(out, {"config.json": lambda p: json.dump({"model_name": ae.name}, open(p, "w"), indent=2),
-                           "model.safetensors": lambda p: save_file(dcgen, p)})
+        write_folder(out, {"config.json": config_bytes({"model_name": ae.name}), "model.safetensors": save(dcgen)})
 
 
 def release_name(ckpt):
@@ -533,8 +518,8 @@ def export_diffusion(ckpt, out):
     ours = dict(model=ckpt.name, latent_shape=ckpt.latent_shape, num_classes=ckpt.num_classes,
                 scaling_factor=ckpt.scaling_factor, ae=ckpt.ae, ae_name=ckpt.ae_name, step=ckpt.step)
     name = release_name(ckpt)
-    write_folder(out, {"config.json": lambda p: json.dump({"model_name": name}, open(p, "w"), indent=2),
-                       "model.safetensors": lambda p: save_file(sd, p, metadata={METADATA: json.dumps(ours)})})
+    write_folder(out, {"config.json": config_bytes({"model_name": name}),
+                       "model.safetensors": save(sd, metadata={METADATA: json.dumps(ours)})})
     return name
 
 
@@ -544,7 +529,7 @@ def is_diffusion(spec):
     if os.path.isdir(spec) and not os.path.isfile(os.path.join(spec, "config.json")):
         spec = newest_checkpoint(spec, "SRC", "train_ae.py or train_diffusion.py")
     if os.path.isfile(spec):
-        return "latent_shape" in read_ours(spec)
+        return "latent_shape" in run.read_checkpoint(spec, mmap=True)
     weights = os.path.join(spec, "model.safetensors")
     if not os.path.isfile(weights):
         return False
@@ -560,13 +545,13 @@ def main(args):
             if args.to == "diffusers":
                 raise ValueError(f"{args.src} is a class-to-image diffusion model: diffusers has no format for these "
                                  f"backbones; export it with --to dcgen")
-            ckpt = load_diffusion(src, weights=args.weights)
+            ckpt = load_diffusion(args.src, weights=args.weights)  # the id itself: the loaders keep it (the name)
             name = export_diffusion(ckpt, args.out)
             print(f"wrote {args.out}: DC-Gen class-to-image folder {name!r} ({ckpt.name}, {args.weights} weights, "
                   f"latent {ckpt.latent_shape}, scale {ckpt.scaling_factor:.4g}; AE {ckpt.ae_name}: pass it to "
                   f"--ae, it is not in the folder)")
         else:
-            ae = load_ae(src if args.src not in ae_lib.AE_CONFIGS else args.src, option="SRC")
+            ae = load_ae(args.src, option="SRC")
             export_ae(ae, args.to, args.out, args.scaling_factor)
             print(f"wrote {args.out}: {args.to} folder of {ae.name} (from {ae.source}"
                   f"{', its EMA weights' if os.path.isfile(ae.source) else ''}; scaling factor "

@@ -85,7 +85,7 @@ def latent_mask(model, x, c_prime, what="x0"):
         raise ValueError(f"c_prime must be an int or an integer tensor ({N},), got {c_prime!r:.80}")
     if len(c_prime) and (c_prime.min() < 1 or c_prime.max() > c):
         raise ValueError(f"c_prime values must lie in [1, c={c}], got {c_prime.tolist()}")
-    return channel_mask(c, c_prime).to(x.device)  # (N, c, 1, 1)
+    return channel_mask(c, c_prime).to(x.device, non_blocking=True)  # (N, c, 1, 1): no wait for the device
 
 
 #################################################################################

@@ -21,8 +21,6 @@ import run
 from data import make_loader
 
 
-
-
 @torch.no_grad()
 def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_size=64, num_workers=2, bf16=False):
     """Encode `dataset` once (each rank a shard, fp32 unless bf16) into folder/part-RRRR.npy (fp16 latents, unscaled)

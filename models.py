@@ -420,7 +420,8 @@ MODELS = {
 
 def create_model(name, in_channels=32, input_size=16, num_classes=1000, patch_size=1, device=None, **kwargs):
     """Build a registry model. Defaults are the paper's counting setting: c = 32, 16x16 latent (f32 at 512 px).
-    device='meta' builds a full-size model without allocating memory; kwargs replace the entry's sizes (bench.py)."""
+    device='meta' builds a full-size model without allocating memory; kwargs replace the entry's sizes
+    (benchmarks/bench.py)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     with torch.device(device or "cpu"):

@@ -267,12 +267,14 @@ def save_checkpoint(out, step, modules, optimizers, args, extra=None, keep=2):
     return path, size, time.time() - t0
 
 
-def read_checkpoint(path):
-    """torch.load of one of our checkpoints; a file that is not one (truncated, another format) -> ValueError."""
+def read_checkpoint(path, mmap=False):
+    """torch.load of one of our checkpoints; a file that is not one (truncated, another format) -> ValueError.
+    mmap=True (the loaders of checkpoints.py): only the tensors used are read; a 2B model's file also holds the Adam
+    moments (~25 GB)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own file: RNG states need pickle
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)  # our own file: RNG needs pickle
     except Exception as e:  # truncated zip, pickle garbage, ...: the message names the file, not the unpickler
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("args"), dict) or "model" not in ckpt:
         raise ValueError(f"{path} is not a checkpoint of train_ae.py / train_diffusion.py (no 'args' and 'model')")
     return ckpt

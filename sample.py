@@ -324,7 +324,7 @@ def main(args):
     except (ValueError, FileNotFoundError) as e:
         error = str(e)
     fsdp.stop_if(error, rank)  # one line, exit status 2, before any sampling
-    c, h, w = ckpt.latent_shape
+    _, h, w = ckpt.latent_shape
     image_shape = (h * ae.model.f, w * ae.model.f, 3)
     if rank == 0:
         print(f"{protocol(args, ckpt, objective, ae)} -> {image_shape[0]}x{image_shape[1]}; {world_size} rank(s) on "

@@ -2,7 +2,7 @@
 Fig. 5; Sec. 4.1; Tables 2-5).
 
 1. Latents: the dataset is encoded once by the frozen AE (center crops, no flips, fp32), sharded across ranks, into
-   a cache folder that records the AE's identity (data.build_cache); a cache made by another AE is refused.
+   a cache folder that records the AE's identity (latents.build_cache); a cache made by another AE is refused.
 2. Training: any backbone of models.py with its objective (DiT: DDPM, UViT: eps, SiT/USiT: flow matching).
    `--aug` adds Eq. 2's masked objectives on the first c' channels: `replace` draws each sample's c' from the
    list (which includes c; the paper's literal Eq. 2), `extra` adds a masked copy of the batch to the full-channel
@@ -44,7 +44,7 @@ def check_args(args, ae):
 def latent_cache(ae, source, args):
     """(identity, meta.json of a usable cache or None, the dataset to encode or None, what was wrong with a damaged
     cache or None): a cache is used only if the same AE, data, resolution and precision made it, and one made by
-    anything else is refused (ValueError); a damaged one (data.open_cache) is rebuilt."""
+    anything else is refused (ValueError); a damaged one (latents.open_cache) is rebuilt."""
     identity = dict(ae=source, ae_name=ae.name, ae_fingerprint=latents.fingerprint(ae), data=os.path.abspath(args.data)
                     if args.data != "toy" else f"toy:{args.toy_size}", resolution=args.resolution, ae_bf16=args.ae_bf16)
     meta, damaged = latents.open_cache(args.cache)

@@ -296,8 +296,9 @@ def training_rates(out, skip=1):
 
 
 def profile(args):
-    """Where a training step's time goes (the trainer's own step functions, compiled on CUDA): matmul, attention,
-    elementwise/norms, optimizer + EMA, and the host (data, Python, syncs: wall time the device is idle)."""
+    """Where a training step's time goes (a copy of train_diffusion.py's step: keep the two alike; compiled on CUDA):
+    matmul, attention, elementwise/norms, optimizer + EMA, and the host (data, Python, syncs: wall time the device is
+    idle)."""
     from torch.profiler import ProfilerActivity
     device = torch.device(args.device)
     args.bf16, precision = fsdp.precision(device, args.bf16)

@@ -1,4 +1,9 @@
-"""Shared test fixtures."""
+"""Shared test fixtures and helpers: one thread for tiny tensors, random parameters and norm statistics, and the run
+folder as the trainers leave it (metrics.jsonl, ckpt_*.pt)."""
+import glob
+import json
+import os
+
 import pytest
 import torch
 
@@ -34,3 +39,14 @@ def randomize_norms(model):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     return model
+
+
+def records(out):
+    """The records of a run folder's metrics.jsonl, in order."""
+    with open(os.path.join(out, "metrics.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def checkpoints(out):
+    """A run folder's ckpt_*.pt paths, oldest first."""
+    return sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))

@@ -1,6 +1,7 @@
 """checkpoints.py: the released AE formats (diffusers' AutoencoderDC, DC-Gen's DCAE_HF) load into our modules and
 compute the same function, strictly (missing and unexpected keys are named), and the scripts' --ae resolves run
-folders, .pt files, released folders and registry names. Weights are random (nothing is downloaded).
+folders, .pt files, released folders, hub ids (from a cache on disk, offline) and registry names; our models export
+to both formats and load back to the same function. Weights are random (nothing is downloaded).
 
     python -m pytest -q tests/test_checkpoints.py
 """
@@ -273,6 +274,15 @@ def test_hub_ids_load_from_the_cache_offline_and_are_named_by_the_id(hub, family
     assert str(e.value).startswith("--ae dc-ai/dc-ae-f99c9-1.5: not found: no such file or folder here, and the hub "
                                    "id is not in the Hugging Face cache") and "HF_HUB_OFFLINE=1 keeps the hub off" in \
         str(e.value) and "snapshot_download('dc-ai/dc-ae-f99c9-1.5')" in str(e.value)
+
+
+def test_an_export_from_a_hub_id_is_named_by_the_id(hub, family_names, tmp_path, capsys):
+    """python checkpoints.py export ORG/NAME: the export carries the model's name, never the snapshot's hash."""
+    snapshot = hub("mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers", FIXTURES / "sana" / "diffusers")
+    checkpoints.main(checkpoints.parse_args(["export", "mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers", "--to", "dcgen",
+                                             "--out", str(tmp_path / "dcgen")]))
+    assert json.loads((tmp_path / "dcgen/config.json").read_text()) == {"model_name": "dc-ae-f32c32-sana-1.0"}
+    assert os.path.basename(snapshot) not in capsys.readouterr().out
 
 
 def test_scripts_take_hub_ids_for_ae_ckpt_and_init(hub, family_names, tmp_path, capsys):

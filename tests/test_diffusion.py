@@ -1,4 +1,6 @@
-"""Tests for diffusion.py: forward processes, Eq. 2 masking, samplers against analytic solutions, CFG, overfitting.
+"""Tests for diffusion.py (Sec. 3.3, Eq. 2; Sec. 4.1): forward processes, Eq. 2 masking, the three objectives with
+IDDPM's tables and DiT's hybrid loss, DiT's respacing, samplers against analytic solutions (DPM-Solver at its
+orders), CFG and the guidance interval, overfitting.
 
     python -m pytest -q tests/test_diffusion.py
 """
@@ -479,8 +481,8 @@ def test_overfit_one_batch(name, c_prime):
 
 
 # ===================================================================================================
-# Statements of the paper and of the official code, each written so that a plausible slip breaks it (tests/README.md: the bugs planted).
-# tests/README.md lists the bugs planted to check that these tests catch them.
+# Statements of the paper and of the official code, each written so that a plausible slip breaks it
+# (tests/README.md lists the bugs planted to check that these tests catch them).
 
 class Fixed(nn.Module):
     """A model whose output is a given tensor whatever its input; records what the objective fed it."""

@@ -7,7 +7,6 @@ sample.py holds its folder's lock, and the EMA of a BatchNorm model carries its 
     python -m pytest -q tests/test_faults.py
 """
 import glob
-import json
 import os
 import random
 import signal
@@ -29,16 +28,12 @@ import run
 import sample
 import train_ae
 import train_diffusion
+from conftest import records
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 TINY_DIFFUSION = ["--ae", "dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--grid-every", "0",
                   "--log-every", "1"]
-
-
-def records(out):
-    with open(os.path.join(out, "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh]
 
 
 def steps_logged(out):

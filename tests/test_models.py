@@ -1,4 +1,5 @@
-"""Tests for models.py: paper parameter counts, shape contracts, official key names, init, compile, FLOPs.
+"""Tests for models.py (Sec. 4.1, Tables 3-4): paper parameter counts, shape contracts, official key names, init,
+UViT's long skips, compile, FLOPs.
 
     python -m pytest -q tests/test_models.py
 """

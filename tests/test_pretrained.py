@@ -245,6 +245,8 @@ def test_wrong_or_extra_keys_are_named(tiny_releases):
 
 
 def test_bad_folders(tmp_path):
+    with pytest.raises(ValueError, match=r"no ckpt_\*\.pt in this folder .* and no config\.json"):  # empty
+        checkpoints.load_diffusion(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_name": "dc-ai/dc-ae-f99-usit-9b"}))
     with pytest.raises(ValueError, match="config.json and model.safetensors"):
         checkpoints.load_diffusion(str(tmp_path))

@@ -5,7 +5,6 @@ FSDP2. CPU, tiny models; about a minute on 2 cores.
 
     python -m pytest -q tests/test_runs.py
 """
-import json
 import os
 import signal
 import subprocess
@@ -20,14 +19,10 @@ from PIL import Image
 
 import train_ae
 import train_diffusion
+from conftest import records
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-
-
-def records(out):
-    with open(os.path.join(out, "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh]
 
 
 def steps_logged(out):

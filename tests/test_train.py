@@ -23,6 +23,7 @@ import checkpoints as checkpoints_lib
 import models
 import train_ae
 import train_diffusion
+from conftest import checkpoints, records
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--num-workers", "0", "--log-every", "1", "--grid-every", "0", "--batch-size", "8"]
@@ -42,21 +43,12 @@ def ok(proc):
     return proc
 
 
-def records(out):
-    with open(os.path.join(out, "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh]
-
-
 def steps_logged(out):
     return [r["step"] for r in records(out) if "step" in r]
 
 
 def messages(out):
     return [r["message"] for r in records(out) if "message" in r]
-
-
-def checkpoints(out):
-    return sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))
 
 
 def step_of(path):

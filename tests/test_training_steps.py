@@ -1,13 +1,10 @@
-"""What one training step computes, through the code the trainers run: the EMA update, the K c' of an AE
-step (one encode, K masked decodes), the trainable parameters of the DC-AE phases, and the latent scaling of the
-diffusion trainer. The trainers run for 1 step on the toy data with tiny settings (a few seconds in all).
+"""What one training step computes (Sec. 3.2, Fig. 4; Sec. 4.1), through the code the trainers run: the EMA update,
+the K c' of an AE step (one encode, K masked decodes), the trainable parameters of the DC-AE phases, and the latent
+scaling of the diffusion trainer. The trainers run for 1 step on the toy data with tiny settings (a few seconds in all).
 
     python -m pytest -q tests/test_training_steps.py
 """
-import glob
-import json
 import math
-import os
 
 import pytest
 import torch
@@ -18,6 +15,7 @@ import diffusion
 import fsdp
 import train_ae
 import train_diffusion
+from conftest import checkpoints, records
 
 AE = "dc-ae-f8c16-tiny"  # c = 16, c' in [4, 8, 12, 16], 4 stages (f = 8)
 
@@ -25,15 +23,9 @@ AE = "dc-ae-f8c16-tiny"  # c = 16, c' in [4, 8, 12, 16], 4 stages (f = 8)
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-# The run folder as the trainers leave it: the one place that knows its file names and checkpoint keys.
-def metrics(out):
-    with open(os.path.join(out, "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh]
-
-
 def last_checkpoint(out):
     """The newest checkpoint of a run folder, read with plain torch.load: {"model": ..., "ema": ..., ...}."""
-    return torch.load(sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))[-1], map_location="cpu", weights_only=False)
+    return torch.load(checkpoints(out)[-1], map_location="cpu", weights_only=False)
 
 
 def train_ae_argv(out, *extra):
@@ -106,7 +98,7 @@ def test_ae_step_decodes_block_k_with_its_own_c_prime(ae_run):
     the K blocks (one batched decode or K decodes). The step's loss is the mean of the K losses, each against the
     same N images (the tiny recipe's loss is L1)."""
     out, seen = ae_run
-    record = [r for r in metrics(out) if "c_prime" in r][0]
+    record = [r for r in records(out) if "c_prime" in r][0]
     c_primes = record["c_prime"]
     assert len(c_primes) == 3 and c_primes[:2] == [4, 16]  # always_sample_min_max_channel
     x, z_enc, z = seen["x"], seen["z_enc"], seen["z"]
@@ -136,8 +128,9 @@ def test_phase_trains_exactly_its_parameters(ae_run, tmp_path, phase, trained):
     init = last_checkpoint(ae_run[0])["ema"]  # --init loads the previous phase's EMA
     train_ae.main(train_ae.parse_args(train_ae_argv(tmp_path, "--phase", str(phase), "--init", str(ae_run[0]))))
     after = last_checkpoint(tmp_path)["model"]
-    names = [k for k, _ in ae_lib.build_ae(AE).named_parameters()]
-    assert len(ae_lib.build_ae(AE).encoder.down_blocks) == 4  # stage 3 is the deepest (next to the latent)
+    reference = ae_lib.build_ae(AE)
+    names = [k for k, _ in reference.named_parameters()]
+    assert len(reference.encoder.down_blocks) == 4  # stage 3 is the deepest (next to the latent)
     moved = {k for k in names if not torch.equal(after[k], init[k])}
     expected = {k for k in names if k.startswith(trained)}
     assert expected and moved == expected, (sorted(moved ^ expected))
