@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 import ae as ae_lib
-import fsdp
+import cli
 import models
 import run
 
@@ -562,7 +562,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = fsdp.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="write a model in diffusers' or DC-Gen's format")
     e.add_argument("src", metavar="SRC", help="required: a train_ae.py or train_diffusion.py run folder or .pt, a "
@@ -572,7 +572,7 @@ def parse_args(argv=None):
     e.add_argument("--out", required=True, help="required: a new folder")
     e.add_argument("--weights", choices=["ema", "model"], default="ema", help="which weights of a train_diffusion.py "
                    "checkpoint (AEs: always the EMA's)")
-    e.add_argument("--scaling-factor", type=fsdp.real(0, above=True), default=None,
+    e.add_argument("--scaling-factor", type=cli.real(0, above=True), default=None,
                    help="the latent scale for diffusers' config (default: the AE's own, if known)")
     return parser.parse_args(argv)
 

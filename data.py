@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-import fsdp
+import cli
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
@@ -444,7 +444,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = fsdp.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder")
     parser.add_argument("--resolution", type=int, default=32, help="image side (ADM center crop)")
     parser.add_argument("--num-classes", type=int, default=10, help="classes of the toy data")

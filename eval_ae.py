@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 import ae as ae_lib
 import checkpoints
+import cli
 import data as data_lib
 import fid as fid_lib
 import fsdp
@@ -89,7 +90,7 @@ def save_figures(model, x, c_primes, out):
 def main(args):
     # Setup: the AE (EMA weights of a train_ae.py run), the data, the metric networks; bad input fails first.
     rank, world_size, device = fsdp.setup()
-    args.bf16, precision = fsdp.precision(device, args.bf16, evaluation=True)  # fp32 unless --bf16: the protocol
+    args.bf16, precision = cli.precision(device, args.bf16, evaluation=True)  # fp32 unless --bf16: the protocol
     error, model = None, None
     try:
         check_args(args)
@@ -160,7 +161,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = fsdp.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a DC-Gen or diffusers folder, or a "
                         "registry name (random weights)")
     parser.add_argument("--data", default="toy", help="'toy' (a held-out set) or a validation image folder")

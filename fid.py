@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import cli
 import fsdp  # the process group (torchrun: one shard per rank) and one-line errors
 from data import IMG_EXTENSIONS, FolderImages, list_images
 from inception import DIMS, NUM_CLASSES, load_inception  # noqa: F401  (load_inception: the library API)
@@ -471,7 +472,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = fsdp.ArgumentParser(description=__doc__,
+    parser = cli.ArgumentParser(description=__doc__,
                                   usage="fid.py SAMPLES REF [options] | fid.py IMAGES --save-stats OUT.npz")
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="SAMPLES REF: an image folder, an arr_0 .npz or (REF only) a mu/sigma .npz; or one IMAGES path "

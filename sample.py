@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 import ae as ae_lib
 import checkpoints
+import cli
 import data as data_lib
 import diffusion
 import fid
@@ -306,9 +307,9 @@ def main(args):
     # Setup: checks, the model and its AE, the folder's lock, all before any sampling.
     rank, world_size, device = fsdp.setup()
     args.device_type = device.type
-    # fp32 denoiser and decoder by default on every device: DC-Gen's evaluation protocol (fsdp.precision).
-    args.bf16, precision = fsdp.precision(device, args.bf16, evaluation=True)
-    args.ae_bf16, ae_precision = fsdp.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")
+    # fp32 denoiser and decoder by default on every device: DC-Gen's evaluation protocol (cli.precision).
+    args.bf16, precision = cli.precision(device, args.bf16, evaluation=True)
+    args.ae_bf16, ae_precision = cli.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     error = None
@@ -329,7 +330,7 @@ def main(args):
     if rank == 0:
         print(f"{protocol(args, ckpt, objective, ae)} -> {image_shape[0]}x{image_shape[1]}; {world_size} rank(s) on "
               f"{device}", flush=True)
-        print(f"precision: denoiser {precision}, AE decode {ae_precision}; {fsdp.machine(device)}", flush=True)
+        print(f"precision: denoiser {precision}, AE decode {ae_precision}; {cli.machine(device)}", flush=True)
     timer = Timer(device, args.profile)
     sampling = dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
                     guidance_interval=args.guidance_interval, c_prime=args.c_prime)
@@ -367,7 +368,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = fsdp.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--ckpt", required=True, help="required: a train_diffusion.py checkpoint or run "
                         "folder, a released DC-Gen folder, or random:<model> for speed runs")
     parser.add_argument("--ae", default=None, help="the AE (default: the one the checkpoint trained on; required for DC-Gen "
@@ -388,9 +389,9 @@ def parse_args(argv=None):
                         help="default: the paper's protocol: ddpm (DiT), dpm-solver (UViT), dopri5 (SiT/USiT)")
     parser.add_argument("--steps", type=int, default=None, help="default: 250 DDPM, 30 DPM-Solver, 250 euler/heun/"
                         "euler_maruyama; dopri5 is adaptive")
-    parser.add_argument("--cfg-scale", type=fsdp.real(0), default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
+    parser.add_argument("--cfg-scale", type=cli.real(0), default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
                         "DC-Gen documents 1.3 for DiT-XL, 1.5 for the others")
-    parser.add_argument("--guidance-interval", type=fsdp.real(0, 1), nargs=2, default=None, metavar=("LO", "HI"),
+    parser.add_argument("--guidance-interval", type=cli.real(0, 1), nargs=2, default=None, metavar=("LO", "HI"),
                         help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8 (default: "
                         "every step)")
     parser.add_argument("--c-prime", type=int, default=None, help="generate only the first c' latent channels (default: all c)")

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 import ae as ae_lib
 import checkpoints
+import cli
 import data as data_lib
 import eval_ae
 import fid as fid_lib
@@ -226,7 +227,7 @@ def plot_curves(cells, path):
 
 def report(recon, ae_seconds, cells, clf_acc, setting, args, wall):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the scripts ran (fsdp.setup)
-    quick, precision = " --quick" if args.quick else "", "training in " + fsdp.precision(device)[1]
+    quick, precision = " --quick" if args.quick else "", "training in " + cli.precision(device)[1]
     lines = [f"# Toy reproduction ({'quick' if args.quick else 'full'} run)", ""]
     if args.quick:
         lines += ["**A smoke run: a few dozen steps per model. These numbers show that the pipeline runs; they are "
@@ -236,7 +237,7 @@ def report(recon, ae_seconds, cells, clf_acc, setting, args, wall):
               f"{setting['diff_steps']} steps "
               f"of {BATCH} forward samples, diffusion seeds {setting['seeds']}, {setting['samples']} samples per evaluation "
               f"({args.sample_steps} Euler steps); {precision}; wall time {wall / 60:.1f} min on "
-              f"{fsdp.machine(device)}.", "",
+              f"{cli.machine(device)}.", "",
               f"## Reconstruction from the first c' channels (Fig. 3 / Table 1), {setting['eval_images']} held-out images",
               "", "| AE | " + " | ".join(f"PSNR c'={cp}" for cp in args.c_primes) + " |",
               "|---|" + "---:|" * len(args.c_primes)]
@@ -334,7 +335,7 @@ def main(args):
 
 
 def parse_args(argv=None):
-    parser = fsdp.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run (29 s on 2 CPU cores; CI): its numbers are not evidence")
     parser.add_argument("--out", default="runs/toy", help="output folder: runs, figures, toy_results.md")
     parser.add_argument("--seed", type=int, default=0, help="seed of the AE runs")

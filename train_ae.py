@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 import ae as ae_lib
 import checkpoints
+import cli
 import data as data_lib
 import fsdp
 import run
@@ -160,7 +161,7 @@ def fill_defaults(args, device):
     args.c_prime_step = cfg.c_prime_step if args.c_prime_step is None else args.c_prime_step
     args.gan_start = 0 if args.phase == 3 and args.gan_start is None else args.gan_start
     args.compile = device.type == "cuda" if args.compile is None else args.compile
-    args.bf16, precision = fsdp.precision(device, args.bf16)  # bf16 autocast on CUDA, fp32 on CPU
+    args.bf16, precision = cli.precision(device, args.bf16)  # bf16 autocast on CUDA, fp32 on CPU
     return precision
 
 
@@ -256,7 +257,7 @@ def main(args):
                 f"{' sharded with FSDP2' if fsdp.is_distributed() else ''}, "
                 f"global batch {args.batch_size} ({micro} x {args.accum} x {world_size}), {args.resolution}px, "
                 f"GAN from step {args.gan_start}, EMA {args.ema_decay} warm-up {args.ema_warmup}")
-    log.message(f"precision: {precision}; {fsdp.machine(device)}")
+    log.message(f"precision: {precision}; {cli.machine(device)}")
 
     # Training loop. The host waits for the device only at sync points (every --log-every steps and at saves).
     model.train()
@@ -347,7 +348,7 @@ def recipe_default(key):
 
 
 def parse_args(argv=None):
-    parser = fsdp.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f8c64-tiny", help="AE (ae.py)")
     parser.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder (class subfolders)")
     parser.add_argument("--toy-size", type=int, default=50_000, help="images of the toy dataset")
@@ -366,21 +367,21 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps ({recipe_default('steps')})")
     parser.add_argument("--batch-size", type=int, default=None, help=f"global batch size ({recipe_default('batch_size')})")
     parser.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
-    parser.add_argument("--lr", type=fsdp.real(0, above=True), default=None, help=f"AdamW learning rate ({recipe_default('lr')})")
+    parser.add_argument("--lr", type=cli.real(0, above=True), default=None, help=f"AdamW learning rate ({recipe_default('lr')})")
     parser.add_argument("--warmup", type=int, default=None, help=f"linear LR warm-up steps ({recipe_default('warmup')})")
-    parser.add_argument("--grad-clip", type=fsdp.real(0), default=1.0, help="max grad norm (0: no clipping)")
-    parser.add_argument("--ema-decay", type=fsdp.real(0, 1), default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
+    parser.add_argument("--grad-clip", type=cli.real(0), default=1.0, help="max grad norm (0: no clipping)")
+    parser.add_argument("--ema-decay", type=cli.real(0, 1), default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
     parser.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
                         f"0: constant decay ({recipe_default('ema_warmup')})")
-    parser.add_argument("--w-l1", type=fsdp.real(0), default=1.0, help="weight of the L1 term")
-    parser.add_argument("--w-lpips", type=fsdp.real(0), default=None, help=f"weight of LPIPS ({recipe_default('w_lpips')})")
-    parser.add_argument("--w-gan", type=fsdp.real(0), default=0.1, help="weight of the hinge GAN term")
+    parser.add_argument("--w-l1", type=cli.real(0), default=1.0, help="weight of the L1 term")
+    parser.add_argument("--w-lpips", type=cli.real(0), default=None, help=f"weight of LPIPS ({recipe_default('w_lpips')})")
+    parser.add_argument("--w-gan", type=cli.real(0), default=0.1, help="weight of the hinge GAN term")
     parser.add_argument("--gan-start", type=int, default=None, help="step at which the GAN loss starts (default: 0 in phase 3, no GAN in phases 1-2)")
-    parser.add_argument("--disc-lr", type=fsdp.real(0, above=True), default=None, help="discriminator learning rate (default: --lr)")
+    parser.add_argument("--disc-lr", type=cli.real(0, above=True), default=None, help="discriminator learning rate (default: --lr)")
     parser.add_argument("--lpips-random", action="store_true",
                         help="random VGG trunk for LPIPS (offline smoke runs; not a perceptual loss)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast for training (default: on with CUDA, fp32 on CPU: fsdp.precision)")
+                        help="bf16 autocast for training (default: on with CUDA, fp32 on CPU: cli.precision)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the model (default: on with CUDA, off on CPU)")
     parser.add_argument("--out", default="runs/ae", help="run folder: args, metrics, grids, checkpoints")
@@ -388,7 +389,7 @@ def parse_args(argv=None):
     parser.add_argument("--init", default=None, help="weights of a previous phase: a train_ae.py run or checkpoint (its EMA), a "
                         "released folder or hub id (default: random init)")
     parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
-    parser.add_argument("--save-minutes", type=fsdp.real(0, above=True), default=None, help="... and at least every M minutes of wall time "
+    parser.add_argument("--save-minutes", type=cli.real(0, above=True), default=None, help="... and at least every M minutes of wall time "
                         f"({recipe_default('save_minutes')})")
     parser.add_argument("--grid-every", type=int, default=1000, help="Fig. 3 grid of the EMA every N steps (0: never)")
     parser.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")

@@ -21,6 +21,7 @@ import sys
 import torch
 
 import checkpoints
+import cli
 import data as data_lib
 import diffusion
 import fsdp
@@ -83,8 +84,8 @@ def main(args):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     run.fill_recipe(args, models.MODELS[args.model].recipe)
     args.compile = device.type == "cuda" if args.compile is None else args.compile
-    args.bf16, precision = fsdp.precision(device, args.bf16)  # training: bf16 autocast on CUDA, fp32 on CPU
-    args.ae_bf16, cache_precision = fsdp.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")
+    args.bf16, precision = cli.precision(device, args.bf16)  # training: bf16 autocast on CUDA, fp32 on CPU
+    args.ae_bf16, cache_precision = cli.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")
     args.cache = args.cache or os.path.join(args.out, "latents")
     error, ae = None, None
     try:
@@ -142,7 +143,7 @@ def main(args):
                 f"{' sharded with FSDP2' if fsdp.is_distributed() else ''}, global batch {args.batch_size} "
                 f"({micro} x {args.accum} x {world_size}), compile={args.compile}, EMA {args.ema_decay} warm-up "
                 f"{args.ema_warmup}")
-    log.message(f"precision: {precision}; latent cache: {cache_precision}; {fsdp.machine(device)}")
+    log.message(f"precision: {precision}; latent cache: {cache_precision}; {cli.machine(device)}")
     if not 0.5 <= std * scale <= 2:
         log.message(f"WARNING: the scaled latents have std {std * scale:.3f}, far from 1: the scaling factor "
                     f"{scale:.4f} of {ae.name} does not fit these latents (std {std:.4f}); the noise schedules assume "
@@ -211,7 +212,7 @@ def recipe_default(key):
 
 
 def parse_args(argv=None):
-    parser = fsdp.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=sorted(models.MODELS), default="USiT-tiny", help="backbone (models.py)")
     parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a diffusers or DC-Gen folder, "
                         "or a registry name (random weights, smoke runs)")
@@ -227,17 +228,17 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps ({recipe_default('steps')})")
     parser.add_argument("--batch-size", type=int, default=None, help=f"global batch size ({recipe_default('batch_size')})")
     parser.add_argument("--accum", type=int, default=1, help="gradient accumulation micro-steps")
-    parser.add_argument("--lr", type=fsdp.real(0, above=True), default=None, help=f"AdamW learning rate ({recipe_default('lr')})")
-    parser.add_argument("--weight-decay", type=fsdp.real(0), default=None, help=f"AdamW weight decay, not on norms and biases "
+    parser.add_argument("--lr", type=cli.real(0, above=True), default=None, help=f"AdamW learning rate ({recipe_default('lr')})")
+    parser.add_argument("--weight-decay", type=cli.real(0), default=None, help=f"AdamW weight decay, not on norms and biases "
                         f"({recipe_default('weight_decay')})")
-    parser.add_argument("--betas", type=fsdp.real(0, 1), nargs=2, default=None, help=f"AdamW betas ({recipe_default('betas')})")
+    parser.add_argument("--betas", type=cli.real(0, 1), nargs=2, default=None, help=f"AdamW betas ({recipe_default('betas')})")
     parser.add_argument("--warmup", type=int, default=None, help=f"linear LR warm-up steps ({recipe_default('warmup')})")
-    parser.add_argument("--grad-clip", type=fsdp.real(0), default=1.0, help="max grad norm (0: no clipping)")
-    parser.add_argument("--ema-decay", type=fsdp.real(0, 1), default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
+    parser.add_argument("--grad-clip", type=cli.real(0), default=1.0, help="max grad norm (0: no clipping)")
+    parser.add_argument("--ema-decay", type=cli.real(0, 1), default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
     parser.add_argument("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
                         f"0: constant decay, as DiT and U-ViT ({recipe_default('ema_warmup')})")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast for training (default: on with CUDA, fp32 on CPU: fsdp.precision)")
+                        help="bf16 autocast for training (default: on with CUDA, fp32 on CPU: cli.precision)")
     parser.add_argument("--ae-bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="encode the latent cache under bf16 autocast (default: fp32, the evaluation protocol)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -245,7 +246,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="runs/diffusion", help="run folder: args, metrics, grids, checkpoints")
     parser.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
     parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
-    parser.add_argument("--save-minutes", type=fsdp.real(0, above=True), default=None, help="... and at least every M minutes of wall time "
+    parser.add_argument("--save-minutes", type=cli.real(0, above=True), default=None, help="... and at least every M minutes of wall time "
                         f"({recipe_default('save_minutes')})")
     parser.add_argument("--grid-every", type=int, default=5000, help="EMA sample grid every N steps (0: never)")
     parser.add_argument("--grid-steps", type=int, default=50, help="sampler steps for the periodic grids")

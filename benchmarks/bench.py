@@ -33,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the project's files sit one folder up
 import ae as ae_lib  # noqa: E402
 import checkpoints  # noqa: E402
+import cli  # noqa: E402
 import data  # noqa: E402
 import diffusion  # noqa: E402
 import fid  # noqa: E402
@@ -73,7 +74,7 @@ def small_usit(name, c, side, device, width=256, depth=6, heads=4):
 def tokens(args):
     """Forward + backward of the flow loss on both latents, interleaved round by round (load hits both alike)."""
     device = torch.device(args.device)
-    args.bf16, precision = fsdp.precision(device, args.bf16)
+    args.bf16, precision = cli.precision(device, args.bf16)
     objective = diffusion.Flow()
     runs, rates = {}, {name: [] for name in SHAPES}
     for name, (c, side) in SHAPES.items():
@@ -100,7 +101,7 @@ def tokens(args):
             synchronize(device)
             rates[name].append(args.steps * args.batch / (time.perf_counter() - t0))
     med = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"{fsdp.machine(device)}, batch {args.batch}, {precision}, median of {args.rounds} rounds")
+    print(f"{cli.machine(device)}, batch {args.batch}, {precision}, median of {args.rounds} rounds")
     for name in SHAPES:
         print(f"{name}: {med[name]:8.2f} images/s  (rounds: {', '.join(f'{r:.2f}' for r in rates[name])})")
     flop_ratio = runs["f32c32"][0].flops_per_image() / runs["f64c128"][0].flops_per_image()
@@ -110,9 +111,9 @@ def tokens(args):
 def train(args):
     """Full training steps (autocast forward, backward, AdamW) of backbones on both latents and of the AE."""
     device = torch.device(args.device)
-    args.bf16, precision = fsdp.precision(device, args.bf16)
-    peak = next((v for k, v in run.PEAK_BF16_FLOPS.items() if k in fsdp.machine(device)), None)
-    print(f"{fsdp.machine(device)}, {precision}, batch {args.batch}, median of {args.steps}")
+    args.bf16, precision = cli.precision(device, args.bf16)
+    peak = next((v for k, v in run.PEAK_BF16_FLOPS.items() if k in cli.machine(device)), None)
+    print(f"{cli.machine(device)}, {precision}, batch {args.batch}, median of {args.steps}")
     print("| model | latent | params | images/s | peak mem (GiB) | MFU |\n|---|---|---:|---:|---:|---:|")
     for name in args.models:
         rate = {}
@@ -169,7 +170,7 @@ def ae(args):
     x = torch.rand(args.batch, 3, args.image_size, args.image_size) * 2 - 1
     run_ours = lambda: ours.decode(ours.encode(x))  # noqa: E731
     n = sum(p.numel() for p in ours.parameters())
-    print(f"{args.model}: {n / 1e6:.2f}M params, x {tuple(x.shape)}, {fsdp.machine(x.device)}")
+    print(f"{args.model}: {n / 1e6:.2f}M params, x {tuple(x.shape)}, {cli.machine(x.device)}")
     try:
         from diffusers import AutoencoderDC
     except ImportError:
@@ -221,7 +222,7 @@ def fid_bench(args):
         warnings.simplefilter("ignore")
         state = inception.load_inception("random").state_dict()
     ours = inception.load_inception(state)
-    print(f"{fsdp.machine(torch.device('cpu'))}, {args.num_images} images of {args.image_size}^2, batch {args.batch_size}, "
+    print(f"{cli.machine(torch.device('cpu'))}, {args.num_images} images of {args.image_size}^2, batch {args.batch_size}, "
           f"best of {args.repeats}")
     with tempfile.TemporaryDirectory() as folder:
         rng = np.random.default_rng(0)  # smooth random images: upsampled noise
@@ -301,8 +302,8 @@ def profile(args):
     idle)."""
     from torch.profiler import ProfilerActivity
     device = torch.device(args.device)
-    args.bf16, precision = fsdp.precision(device, args.bf16)
-    print(f"{fsdp.machine(device)}, {precision}, batch {args.batch}", file=sys.stderr)
+    args.bf16, precision = cli.precision(device, args.bf16)
+    print(f"{cli.machine(device)}, {precision}, batch {args.batch}", file=sys.stderr)
     c, side = SHAPES[args.latent]
     model = small_usit(args.model, c, side, device)
     ema = small_usit(args.model, c, side, device).requires_grad_(False)
@@ -430,7 +431,7 @@ def write_report(rows, args, seconds):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     what = "tiny models on CPU: the plumbing only, no measurement" if args.tiny else "the real scripts"
     lines = [f"## GPU benchmarks ({what})",
-             "", f"`python benchmarks/bench.py gpu{' --tiny' if args.tiny else ''}` on {fsdp.machine(device)}, "
+             "", f"`python benchmarks/bench.py gpu{' --tiny' if args.tiny else ''}` on {cli.machine(device)}, "
              f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min in all. Medians of the logged intervals after the "
              f"first (compilation).", "",
              "| part | status | images/s | MFU | peak mem (GiB) | seconds | note |", "|---|---|---:|---:|---:|---:|---|"]
@@ -454,7 +455,7 @@ def write_report(rows, args, seconds):
 
 
 def parse_args(argv=None):
-    parser = fsdp.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("tokens", help="fwd+bwd of a USiT on both 512 px latents")
     t.add_argument("--model", default="USiT-tiny", choices=USIT,
@@ -466,7 +467,7 @@ def parse_args(argv=None):
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on with CUDA, fp32 on CPU: fsdp.precision)")
+                   help="bf16 autocast (default: on with CUDA, fp32 on CPU: cli.precision)")
     r = sub.add_parser("train", help="training steps with AdamW")
     r.add_argument("--device", default="cpu", help="cpu or cuda")
     r.add_argument("--models", nargs="+", default=["USiT-tiny"], choices=sorted(models.MODELS), help="backbones")
@@ -475,7 +476,7 @@ def parse_args(argv=None):
     r.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     r.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     r.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on with CUDA, fp32 on CPU: fsdp.precision)")
+                   help="bf16 autocast (default: on with CUDA, fp32 on CPU: cli.precision)")
     r.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     a = sub.add_parser("ae", help="AE parity and speed vs diffusers, bf16 vs fp32")
     a.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f32c128-1.5", help="registry AE")
@@ -496,7 +497,7 @@ def parse_args(argv=None):
     q.add_argument("--batch", type=int, default=8, help="images per step")
     q.add_argument("--steps", type=int, default=5, help="profiled steps")
     q.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on with CUDA, fp32 on CPU: fsdp.precision)")
+                   help="bf16 autocast (default: on with CUDA, fp32 on CPU: cli.precision)")
     q.add_argument("--json", default=None, help="also write the shares to this file (default: print only)")
     g = sub.add_parser("gpu", help="the real scripts on one GPU -> docs/benchmarks.md")
     g.add_argument("--tiny", action="store_true", help="tiny models on CPU: check the plumbing, measure nothing")

@@ -20,6 +20,7 @@ from PIL import Image
 
 import ae as ae_lib
 import checkpoints as checkpoints_lib
+import cli
 import models
 import train_ae
 import train_diffusion
@@ -391,21 +392,21 @@ def test_a_scale_that_does_not_fit_the_latents_warns(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------
-# The precision policy (fsdp.precision): bf16 autocast for training on CUDA, fp32 on CPU, fp32 for evaluation
+# The precision policy (cli.precision): bf16 autocast for training on CUDA, fp32 on CPU, fp32 for evaluation
 # ------------------------------------------------------------------------------------------------
 
 def test_precision_policy(monkeypatch):
     import fsdp
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert fsdp.precision(cpu) == (False, "fp32 (CPU default; --bf16 to autocast)")
-    assert fsdp.precision(cpu, True) == (True, "bf16 autocast (--bf16)")
-    assert fsdp.precision(cpu, False, evaluation=True, flag="--ae-bf16") == (False, "fp32 (--no-ae-bf16)")
+    assert cli.precision(cpu) == (False, "fp32 (CPU default; --bf16 to autocast)")
+    assert cli.precision(cpu, True) == (True, "bf16 autocast (--bf16)")
+    assert cli.precision(cpu, False, evaluation=True, flag="--ae-bf16") == (False, "fp32 (--no-ae-bf16)")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert fsdp.precision(cuda) == (True, "bf16 autocast (CUDA default; --no-bf16 for fp32)")
-    assert fsdp.precision(cuda, False) == (False, "fp32 (--no-bf16)")
-    assert fsdp.precision(cuda, evaluation=True) == (False, "fp32 (the evaluation protocol; --bf16 to autocast)")
+    assert cli.precision(cuda) == (True, "bf16 autocast (CUDA default; --no-bf16 for fp32)")
+    assert cli.precision(cuda, False) == (False, "fp32 (--no-bf16)")
+    assert cli.precision(cuda, evaluation=True) == (False, "fp32 (the evaluation protocol; --bf16 to autocast)")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert fsdp.precision(cuda) == (False, "fp32 (this GPU has no bf16; --bf16 to autocast)")
+    assert cli.precision(cuda) == (False, "fp32 (this GPU has no bf16; --bf16 to autocast)")
 
 
 @pytest.mark.parametrize("bf16", [None, True])
