@@ -266,20 +266,26 @@ def load_ae(spec, device="cpu", option="--ae"):
     """The scripts' --ae (and train_ae.py's --init) -> Loaded. spec: a train_ae.py run folder (its newest ckpt_*.pt) or
     .pt (its EMA weights), a diffusers folder (config.json + diffusion_pytorch_model.safetensors), a DC-Gen folder
     (config.json {"model_name": ...} + model.safetensors), a hub id of either (dc-ai/dc-ae-f64c128-1.5,
-    mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers), or a registry name (random weights: smoke runs only, said loudly)."""
-    if spec in ae_lib.AE_CONFIGS:
-        print(f"WARNING: {option} {spec} is a registry name: the AE has RANDOM weights, its latents carry no image "
-              "content; use a trained checkpoint for real runs.", file=sys.stderr)
+    mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers), or random:NAME (random weights of a registry AE: smoke runs, said loudly)."""
+    if spec.startswith("random:"):  # asked for by name: random weights, for smoke runs and tests
+        name = spec[len("random:"):]
+        if name not in ae_lib.AE_CONFIGS:
+            raise ValueError(f"{option} {spec}: unknown AE {name!r}; choose from {sorted(ae_lib.AE_CONFIGS)}")
+        print(f"WARNING: {option} {spec}: the AE has RANDOM weights, its latents carry no image content; use a "
+              "trained checkpoint for real runs.", file=sys.stderr)
         with torch.random.fork_rng(devices=[]):  # the same random AE every time, without touching the caller's RNG
             torch.manual_seed(0)
-            model = ae_lib.build_ae(spec)
-        return loaded(model, spec, f"random:{spec}", device)
+            model = ae_lib.build_ae(name)
+        return loaded(model, name, spec, device)
+    if spec in ae_lib.AE_CONFIGS and not os.path.exists(spec):
+        raise ValueError(f"{option} {spec}: no weights of this name here. Pass a train_ae.py run folder or .pt, a "
+                         f"released folder or hub id, or `{option} random:{spec}` for random weights (smoke runs)")
     spec, repo = resolve(spec, option)
     if os.path.isdir(spec) and not os.path.isfile(os.path.join(spec, "config.json")):
         spec = newest_checkpoint(spec, option, "train_ae.py")
     if not os.path.exists(spec):
         raise ValueError(f"{option} {spec}: not found. Train one with `python train_ae.py` (writes runs/ae), pass a "
-                         f"released checkpoint folder or hub id, or a registry name for a random-weight smoke run")
+                         f"released checkpoint folder or hub id, or random:NAME for a random-weight smoke run")
     path = os.path.abspath(spec)
     if os.path.isfile(path):
         ckpt = run.read_checkpoint(path, mmap=True)
@@ -566,7 +572,7 @@ def parse_args(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     e = sub.add_parser("export", help="write a model in diffusers' or DC-Gen's format")
     e.add_argument("src", metavar="SRC", help="required: a train_ae.py or train_diffusion.py run folder or .pt, a "
-                   "released folder or hub id, or an AE registry name")
+                   "released folder or hub id, or random:NAME (a registry AE with random weights)")
     e.add_argument("--to", choices=["diffusers", "dcgen"], required=True,
                    help="required: diffusers (AutoencoderDC, AEs only) or dcgen (DCAE_HF / DCAE_Diffusion_HF)")
     e.add_argument("--out", required=True, help="required: a new folder")

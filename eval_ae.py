@@ -163,7 +163,7 @@ def main(args):
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a DC-Gen or diffusers folder, or a "
-                        "registry name (random weights)")
+                        "random:NAME (random weights of a registry AE)")
     parser.add_argument("--data", default="toy", help="'toy' (a held-out set) or a validation image folder")
     parser.add_argument("--images", type=int, default=50_000, help="evaluate the first N images (DC-AE: 50,000 val)")
     parser.add_argument("--resolution", type=int, default=None, help="ADM center crop (default: 256; 32 for tiny AEs)")

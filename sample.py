@@ -40,7 +40,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import ae as ae_lib
 import checkpoints
 import cli
 import data as data_lib
@@ -265,10 +264,8 @@ def load(args, device):
         hint = f" (the folder of {ckpt.ae_name})" if ckpt.ae_name else ""
         raise ValueError(f"{'a released DC-Gen model' if ckpt.release else args.ckpt} records no AE weights: pass "
                          f"--ae{hint}")
-    name = spec[len("random:"):] if spec.startswith("random:") else spec  # random: rebuilt as training did
-    if name not in ae_lib.AE_CONFIGS and not os.path.exists(name) and not checkpoints.HUB_ID.fullmatch(name):
-        raise ValueError(f"AE {spec!r} (from --ae or recorded in the checkpoint) not found: pass --ae PATH")
-    ae = checkpoints.load_ae(name, device)
+    option = "--ae" if args.ae else "the checkpoint's AE"  # random:NAME is rebuilt as training built it (seeded)
+    ae = checkpoints.load_ae(spec, device, option=option)
     if ae.model.c != ckpt.latent_shape[0]:
         raise ValueError(f"AE {ae.name} has c={ae.model.c} latent channels, the diffusion model was trained on "
                          f"c={ckpt.latent_shape[0]} ({ckpt.ae_name})")
@@ -372,7 +369,7 @@ def parse_args(argv=None):
     parser.add_argument("--ckpt", required=True, help="required: a train_diffusion.py checkpoint or run "
                         "folder, a released DC-Gen folder, or random:<model> for speed runs")
     parser.add_argument("--ae", default=None, help="the AE (default: the one the checkpoint trained on; required for DC-Gen "
-                        "folders): a train_ae.py .pt / folder, a diffusers or DC-Gen folder, or a registry name (random)")
+                        "folders): a train_ae.py .pt / folder, a diffusers or DC-Gen folder, or random:NAME")
     parser.add_argument("--model", default=None, choices=sorted(models.MODELS), help="refuse a checkpoint of another model (default: accept any)")
     parser.add_argument("--weights", choices=["ema", "model"], default="ema", help="which weights of a train_diffusion.py "
                         "checkpoint")

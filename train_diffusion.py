@@ -10,7 +10,7 @@ Fig. 5; Sec. 4.1; Tables 2-5).
    is independent (its own checkpoint), so Table 5's four cells are four runs.
 
     python train_ae.py && python train_diffusion.py                  # tiny AE, then a tiny USiT on it (CPU: +47 s)
-    python train_diffusion.py --ae dc-ae-f8c64-tiny --steps 20       # random AE: a smoke run only (it says so)
+    python train_diffusion.py --ae random:dc-ae-f8c64-tiny --steps 20   # random AE: a smoke run only (it says so)
     torchrun --nproc_per_node 8 train_diffusion.py --model USiT-2B --ae /ckpt/dc-ae-f64c128-1.5 \\
         --data /data/imagenet/train --resolution 512 --out runs/usit2b-f64
 """
@@ -215,7 +215,7 @@ def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=sorted(models.MODELS), default="USiT-tiny", help="backbone (models.py)")
     parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a diffusers or DC-Gen folder, "
-                        "or a registry name (random weights, smoke runs)")
+                        "or random:NAME (random weights of a registry AE, smoke runs)")
     parser.add_argument("--data", default="toy", help="'toy' or an ImageNet-style folder")
     parser.add_argument("--toy-size", type=int, default=5000, help="images of the toy dataset")
     parser.add_argument("--num-classes", type=int, default=10, help="toy classes")

@@ -373,8 +373,8 @@ def gpu(args):
         return log
 
     def diffusion_run(label, out, latent="f64c128", procs=None, **kw):
-        ae = {"f64c128": "dc-ae-f8c64-tiny" if tiny else "dc-ae-f64c128-1.5",
-              "f32c32": "dc-ae-f8c16-tiny" if tiny else "dc-ae-f32c32-in-1.0"}[latent]
+        ae = "random:" + {"f64c128": "dc-ae-f8c64-tiny" if tiny else "dc-ae-f64c128-1.5",
+                          "f32c32": "dc-ae-f8c16-tiny" if tiny else "dc-ae-f32c32-in-1.0"}[latent]
         base = dict(model="USiT-tiny" if tiny else "USiT-2B", ae=ae, data="toy", toy_size=64 if tiny else 512,
                     resolution=32 if tiny else 512, aug="replace", steps=6 if tiny else 30, log_every=2 if tiny else 5,
                     grid_every=0, save_every=10 ** 6, cache=os.path.join(work, f"latents_{latent}"),
@@ -408,7 +408,7 @@ def gpu(args):
         n = 16 if tiny else 256
         out = os.path.join(work, f"samples_{sampler}")
         part(f"sample.py, {sampler}", "sample.py", flags(
-            ckpt="random:" + ("USiT-tiny" if tiny else "USiT-2B"), ae="dc-ae-f8c64-tiny" if tiny else "dc-ae-f64c128-1.5",
+            ckpt="random:" + ("USiT-tiny" if tiny else "USiT-2B"), ae="random:" + ("dc-ae-f8c64-tiny" if tiny else "dc-ae-f64c128-1.5"),
             resolution=32 if tiny else 512, num_samples=n, batch_size=n // 2, sampler=sampler, profile=True, out=out,
             **({} if sampler == "dopri5" else {"steps": 250})))
         sampled = [r["sampled"] for r in records(out) if "sampled" in r]

@@ -125,7 +125,7 @@ def test_bad_ae_specs(tmp_path):
 
 
 def test_a_registry_name_gives_the_same_random_ae_and_says_so(capsys):
-    a, b = checkpoints.load_ae("dc-ae-f8c16-tiny"), checkpoints.load_ae("dc-ae-f8c16-tiny")
+    a, b = checkpoints.load_ae("random:dc-ae-f8c16-tiny"), checkpoints.load_ae("random:dc-ae-f8c16-tiny")
     assert "RANDOM weights" in capsys.readouterr().err and a.source == "random:dc-ae-f8c16-tiny"
     assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
     assert not any(p.requires_grad for p in a.model.parameters())

@@ -48,7 +48,7 @@ def folders(tmp_path):
 def test_bad_data_folders(folders, capsys, script, folder, message):
     import re
     lib = {"train_ae": train_ae, "train_diffusion": train_diffusion}[script]
-    extra = ["--ae", "dc-ae-f8c16-tiny"] if script == "train_diffusion" else []
+    extra = ["--ae", "random:dc-ae-f8c16-tiny"] if script == "train_diffusion" else []
     with pytest.raises(SystemExit) as e:
         lib.main(lib.parse_args(["--data", str(folders / folder), "--out", str(folders / "out"), *extra]))
     assert re.search(message, one_error_line(capsys, e))
@@ -58,7 +58,7 @@ def test_bad_data_folders(folders, capsys, script, folder, message):
 @pytest.mark.parametrize("batch", ["0", "-4"])
 def test_batch_size_is_checked_before_the_latent_cache(tmp_path, capsys, batch):
     with pytest.raises(SystemExit) as e:
-        train_diffusion.main(train_diffusion.parse_args(["--ae", "dc-ae-f8c16-tiny", "--batch-size", batch,
+        train_diffusion.main(train_diffusion.parse_args(["--ae", "random:dc-ae-f8c16-tiny", "--batch-size", batch,
                                                          "--out", str(tmp_path / "d")]))
     assert one_error_line(capsys, e) == f"error: --batch-size must be >= 1, got {batch}"
     assert not (tmp_path / "d").exists()  # no latent was encoded
@@ -68,10 +68,10 @@ def test_batch_size_is_checked_before_the_latent_cache(tmp_path, capsys, batch):
 
 
 def test_eval_ae_bad_inputs(tmp_path, capsys):
-    for argv, message in [(["--ae", "dc-ae-f8c16-tiny", "--c-primes", "0", "99"], "--c-primes [0, 99] must lie in"),
+    for argv, message in [(["--ae", "random:dc-ae-f8c16-tiny", "--c-primes", "0", "99"], "--c-primes [0, 99] must lie in"),
                           (["--ae", str(tmp_path / "nope")], "not found"),
-                          (["--ae", "dc-ae-f8c16-tiny", "--images", "0"], "--images 0"),
-                          (["--ae", "dc-ae-f8c16-tiny", "--resolution", "20"], "--resolution 20 is not a multiple")]:
+                          (["--ae", "random:dc-ae-f8c16-tiny", "--images", "0"], "--images 0"),
+                          (["--ae", "random:dc-ae-f8c16-tiny", "--resolution", "20"], "--resolution 20 is not a multiple")]:
         with pytest.raises(SystemExit) as e:
             eval_ae.main(eval_ae.parse_args(argv + ["--out", str(tmp_path / "o")]))
         assert message in one_error_line(capsys, e)

@@ -32,7 +32,7 @@ from conftest import records
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-TINY_DIFFUSION = ["--ae", "dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--grid-every", "0",
+TINY_DIFFUSION = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--grid-every", "0",
                   "--log-every", "1"]
 
 

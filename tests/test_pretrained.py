@@ -276,13 +276,13 @@ def test_sample_py_runs_a_release_with_the_paper_protocol(tiny_releases, tmp_pat
     with pytest.raises(SystemExit):
         sample.main(sample.parse_args(argv))
     assert "records no AE weights: pass --ae (the folder of test-ae)" in capsys.readouterr().err
-    res = sample.main(sample.parse_args(argv + ["--ae", "dc-ae-f8c16-tiny"]))  # c = 16 like the fake AE
+    res = sample.main(sample.parse_args(argv + ["--ae", "random:dc-ae-f8c16-tiny"]))  # c = 16 like the fake AE
     assert res["images"].shape == (4, 64, 64, 3)
     header = capsys.readouterr().out.splitlines()[0]
     assert header.startswith("test-usit (step None) + dc-ae-f8c16-tiny: dopri5 atol 1e-6 rtol 1e-3 (adaptive)")
     assert "CFG off; DC-Gen's documented scale 1.5, guidance interval off" in header
     assert "denoiser fp32, AE decode fp32; latent scale 0.5" in header
-    sample.main(sample.parse_args(["--ckpt", tiny_releases["test-uvit"], "--ae", "dc-ae-f8c16-tiny", "--out",
+    sample.main(sample.parse_args(["--ckpt", tiny_releases["test-uvit"], "--ae", "random:dc-ae-f8c16-tiny", "--out",
                                    str(tmp_path), "--classes", "1", "--per-class", "1"]))
     assert "DPM-Solver fast (singlestep, order 3, data prediction, time-uniform t 1 -> 0.001), 30 model evaluations" \
         in capsys.readouterr().out

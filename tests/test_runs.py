@@ -80,7 +80,7 @@ def test_ae_resume_is_bit_exact(tmp_path, image_folder):
 
 def test_diffusion_resume_is_bit_exact(tmp_path):
     """Noise, t, c' (--aug extra), label dropout, the data order and the preview grids' RNG isolation."""
-    common = ["--ae", "dc-ae-f8c16-tiny", "--toy-size", "24", "--batch-size", "8", "--num-workers", "0",
+    common = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "24", "--batch-size", "8", "--num-workers", "0",
               "--grid-every", "2", "--grid-steps", "2", "--grid-cols", "1", "--log-every", "1", "--save-every", "2",
               "--no-bf16", "--cache", str(tmp_path / "latents")]
     train_diffusion.main(train_diffusion.parse_args(common + ["--out", str(tmp_path / "a"), "--steps", "5"]))
@@ -94,7 +94,7 @@ def test_diffusion_resume_is_bit_exact(tmp_path):
 
 def test_resume_drops_the_records_after_the_checkpoint(tmp_path):
     """A run killed after logging steps 3-4 but before saving them resumes at 2: metrics.jsonl keeps one history."""
-    common = ["--ae", "dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0",
+    common = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0",
               "--grid-every", "0", "--log-every", "1", "--save-every", "2", "--out", str(tmp_path)]
     train_diffusion.main(train_diffusion.parse_args(common + ["--steps", "4"]))
     os.remove(tmp_path / "ckpt_0000004.pt")
@@ -104,7 +104,7 @@ def test_resume_drops_the_records_after_the_checkpoint(tmp_path):
 
 
 def test_logged_loss_is_the_mean_of_the_steps_since_the_last_log(tmp_path):
-    common = ["--ae", "dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0",
+    common = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0",
               "--grid-every", "0", "--steps", "6", "--save-every", "6", "--cache", str(tmp_path / "latents")]
     train_diffusion.main(train_diffusion.parse_args(common + ["--log-every", "1", "--out", str(tmp_path / "a")]))
     train_diffusion.main(train_diffusion.parse_args(common + ["--log-every", "3", "--out", str(tmp_path / "b")]))
@@ -141,7 +141,7 @@ def trained_steps(out):
     return steps_logged(out) if os.path.isfile(os.path.join(out, "metrics.jsonl")) else []
 
 
-LONG = ["--ae", "dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0", "--grid-every", "0",
+LONG = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0", "--grid-every", "0",
         "--log-every", "1", "--save-every", "5", "--steps", "100000"]
 
 
@@ -214,7 +214,7 @@ def test_sigterm_saves_and_stops(tmp_path):
 
 
 def test_torchrun_with_one_process_shards_with_fsdp2(tmp_path):
-    proc = start(["--ae", "dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0",
+    proc = start(["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0",
                   "--grid-every", "0", "--steps", "2", "--out", tmp_path], procs=1)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-2000:]
@@ -222,6 +222,6 @@ def test_torchrun_with_one_process_shards_with_fsdp2(tmp_path):
     ckpt = load(tmp_path / "ckpt_0000002.pt")  # a full state dict, as from 8 ranks
     assert ckpt["step"] == 2 and len(ckpt["rng"]) == 1
     assert "sharded with FSDP2" not in subprocess.run(
-        [sys.executable, str(REPO / "train_diffusion.py"), "--ae", "dc-ae-f8c16-tiny", "--toy-size", "16",
+        [sys.executable, str(REPO / "train_diffusion.py"), "--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16",
          "--batch-size", "8", "--num-workers", "0", "--grid-every", "0", "--steps", "3", "--out", str(tmp_path)],
         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120).stdout  # one process without torchrun

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ae as ae_lib  # noqa: E402
 import checkpoints  # noqa: E402
 import diffusion  # noqa: E402
 import fid  # noqa: E402
@@ -177,7 +178,7 @@ def test_cfg_one_is_unguided_sampling(ckpts, tmp_path, name):
     res = run(ckpts[name], tmp_path / "cfg1", "--num-samples", "3", "--batch-size", "3", "--cfg-scale", "1.0")
     x, y = load_npz(res["npz"])
     model = checkpoints.load_diffusion(str(ckpts[name])).model
-    ae = checkpoints.load_ae("dc-ae-f8c16-tiny").model  # the checkpoint's random:dc-ae-f8c16-tiny
+    ae = checkpoints.load_ae("random:dc-ae-f8c16-tiny").model  # the checkpoint's random:dc-ae-f8c16-tiny
     objective = diffusion.make_objective(models.MODELS[name].objective)
     g = torch.Generator().manual_seed(sample.chunk_seed(0, 0))
     z = torch.randn(3, C, S, S, generator=g)
@@ -191,8 +192,8 @@ def test_cfg_one_is_unguided_sampling(ckpts, tmp_path, name):
 
 
 def test_partial_channel_zeros_before_decoding(ckpts, tmp_path, monkeypatch):
-    latents, real = [], sample.ae_lib.DCAE.decode  # what the decoder receives
-    monkeypatch.setattr(sample.ae_lib.DCAE, "decode", lambda self, z: latents.append(z) or real(self, z))
+    latents, real = [], ae_lib.DCAE.decode  # what the decoder receives
+    monkeypatch.setattr(ae_lib.DCAE, "decode", lambda self, z: latents.append(z) or real(self, z))
     run(ckpts["UViT-tiny"], tmp_path / "c4", "--classes", "1", "--per-class", "3", "--c-prime", "4")
     run(ckpts["UViT-tiny"], tmp_path / "full", "--classes", "1", "--per-class", "3")
     partial, full = latents
@@ -218,9 +219,9 @@ def test_bad_inputs(ckpts, tmp_path, capsys):
         ([str(ae_ckpt)], "not a train_diffusion.py checkpoint"),
         ([truncated], "is not a readable checkpoint"),
         ([make_ckpt(tmp_path / "other.pt", latent_shape=[C, 8, 8])], "do not match USiT-tiny"),
-        ([make_ckpt(tmp_path / "noae.pt", ae=str(tmp_path / "gone"))], "not found: pass --ae"),
+        ([make_ckpt(tmp_path / "noae.pt", ae=str(tmp_path / "gone"))], "the checkpoint's AE .*gone: not found"),
         ([ok, "--model", "DiT-tiny"], "checkpoint of USiT-tiny, not --model DiT-tiny"),
-        ([ok, "--ae", "dc-ae-f8c64-tiny"], "c=64 latent channels"),
+        ([ok, "--ae", "random:dc-ae-f8c64-tiny"], "c=64 latent channels"),
         ([ok, "--c-prime", "17"], "--c-prime 17"),
         ([ok, "--classes", "3", "10"], "--classes"),
         ([ok, "--sampler", "dpm-solver"], "does not fit USiT-tiny"),
@@ -243,7 +244,7 @@ def test_bad_inputs(ckpts, tmp_path, capsys):
 
 def test_end_to_end_train_sample_fid(tmp_path):
     run_dir = tmp_path / "d"
-    p = subprocess.run([sys.executable, os.path.join(REPO, "train_diffusion.py"), "--ae", "dc-ae-f8c16-tiny",
+    p = subprocess.run([sys.executable, os.path.join(REPO, "train_diffusion.py"), "--ae", "random:dc-ae-f8c16-tiny",
                         "--out", str(run_dir), "--steps", "2", "--toy-size", "16", "--batch-size", "8",
                         "--num-workers", "0", "--grid-every", "0", "--log-every", "1"],
                        env=ENV, capture_output=True, text=True, timeout=120)
@@ -263,8 +264,8 @@ def test_end_to_end_train_sample_fid(tmp_path):
 
 
 def test_the_ae_decodes_in_fp32_unless_asked(ckpts, tmp_path, monkeypatch):
-    seen, real = [], sample.ae_lib.DCAE.decode
-    monkeypatch.setattr(sample.ae_lib.DCAE, "decode",
+    seen, real = [], ae_lib.DCAE.decode
+    monkeypatch.setattr(ae_lib.DCAE, "decode",
                         lambda self, z: seen.append(torch.is_autocast_enabled("cpu")) or real(self, z))
     run(ckpts["UViT-tiny"], tmp_path / "a", "--classes", "1", "--per-class", "1")
     run(ckpts["UViT-tiny"], tmp_path / "b", "--classes", "1", "--per-class", "1", "--ae-bf16")

@@ -163,7 +163,7 @@ def test_two_process_ae_matches_one_process_and_is_sharded(tmp_path):
 
 def test_two_process_diffusion_shards_loads_and_resumes_in_one_process(tmp_path):
     out = tmp_path / "d"
-    args = ["--ae", "dc-ae-f8c16-tiny", "--out", out, "--toy-size", 32, "--save-every", 2, *FAST]
+    args = ["--ae", "random:dc-ae-f8c16-tiny", "--out", out, "--toy-size", 32, "--save-every", 2, *FAST]
     ok(run("train_diffusion.py", *args, "--steps", 2, procs=2))
     meta = json.loads((out / "latents/meta.json").read_text())
     assert meta["parts"] == 2 and (out / "latents/part-0001.npy").is_file()
@@ -202,7 +202,7 @@ def kill_when(proc, ready, timeout=120):
 @pytest.mark.parametrize("script", ["train_ae.py", "train_diffusion.py"])
 def test_sigkill_during_write_and_during_training_resumes(tmp_path, script):
     out = tmp_path / "run"
-    args = ["--out", out, "--save-every", 1, *FAST] + (["--ae", "dc-ae-f8c16-tiny", "--toy-size", 32]
+    args = ["--out", out, "--save-every", 1, *FAST] + (["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", 32]
                                                        if script == "train_diffusion.py" else [])
     # 1) Killed while a checkpoint is being written (a .tmp exists). Checkpoints every step keep writes frequent.
     proc = start(script, *args, "--steps", 100_000)
@@ -250,7 +250,7 @@ def test_corrupt_image_is_skipped(tmp_path, capsys):
     assert "skipping unreadable image" in proc.stderr and "broken.jpg" in proc.stderr
     last = [r for r in records(tmp_path / "ae") if "step" in r][-1]
     assert last["step"] == 2 and last["skipped"] == 2
-    ok(run("train_diffusion.py", "--data", tmp_path / "data", "--ae", "dc-ae-f8c16-tiny", "--out",
+    ok(run("train_diffusion.py", "--data", tmp_path / "data", "--ae", "random:dc-ae-f8c16-tiny", "--out",
            tmp_path / "d", "--steps", 1, *FAST))
     meta = json.loads((tmp_path / "d/latents/meta.json").read_text())
     assert meta["skipped"] == 1 and meta["num_classes"] == 2
@@ -266,7 +266,7 @@ def test_nan_loss_stops_without_touching_last_checkpoint(tmp_path, script):
     """lr 1e30: the first Adam step moves every weight by ~lr, so the second forward overflows to inf / NaN. Step 1 is
     saved (its loss was finite); step 2's loss is not: the run stops with exit status 3 and writes nothing more."""
     out = tmp_path / "run"
-    args = ["--out", out, *FAST] + (["--ae", "dc-ae-f8c16-tiny", "--toy-size", 32]
+    args = ["--out", out, *FAST] + (["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", 32]
                                     if script == "train_diffusion.py" else [])
     proc = run(script, *args, "--steps", 50, "--save-every", 1, "--lr", 1e30, "--warmup", 0)
     assert proc.returncode == 3, proc.stdout + proc.stderr
@@ -287,7 +287,7 @@ def other_checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("other")
     small = ["--steps", "1", "--save-every", "1", "--batch-size", "4", "--num-workers", "0", "--grid-every", "0"]
     train_ae.main(train_ae.parse_args(["--model", "dc-ae-f8c16-tiny", "--out", str(root / "ae"), *small]))
-    train_diffusion.main(train_diffusion.parse_args(["--model", "DiT-tiny", "--ae", "dc-ae-f8c16-tiny",
+    train_diffusion.main(train_diffusion.parse_args(["--model", "DiT-tiny", "--ae", "random:dc-ae-f8c16-tiny",
                                                      "--toy-size", "8", "--out", str(root / "dit"), *small]))
     garbage = root / "garbage.pt"
     garbage.write_bytes(b"\x00not a checkpoint" * 100)
@@ -309,17 +309,17 @@ BAD_AE = [
     (["--save-every", "0"], "--save-every must be >= 1, got 0"),
 ]
 BAD_DIFFUSION = [
-    (["--ae", "dc-ae-f8c16-tiny", "--resolution", "36"], "--resolution 36 is not a positive multiple of the AE's f=8"),
-    (["--ae", "dc-ae-f8c16-tiny", "--aug-c-primes", "0", "8"], "--aug-c-primes [0, 8] must lie in [1, c=16]"),
-    (["--ae", "dc-ae-f8c16-tiny", "--aug-c-primes", "8", "17"], "--aug-c-primes [8, 17] must lie in [1, c=16]"),
-    (["--ae", "dc-ae-f8c16-tiny", "--data", "{tmp}/missing"], "--data folder not found: {tmp}/missing"),
-    (["--ae", "dc-ae-f8c16-tiny", "--resume", "{ae}"], "is a checkpoint of 'dc-ae-f8c16-tiny', not --model USiT-tiny"),
-    (["--ae", "dc-ae-f8c16-tiny", "--resume", "{dit}"], "is a checkpoint of 'DiT-tiny', not --model USiT-tiny"),
-    (["--ae", "dc-ae-f8c64-tiny", "--model", "DiT-tiny", "--resume", "{dit}"],
+    (["--ae", "random:dc-ae-f8c16-tiny", "--resolution", "36"], "--resolution 36 is not a positive multiple of the AE's f=8"),
+    (["--ae", "random:dc-ae-f8c16-tiny", "--aug-c-primes", "0", "8"], "--aug-c-primes [0, 8] must lie in [1, c=16]"),
+    (["--ae", "random:dc-ae-f8c16-tiny", "--aug-c-primes", "8", "17"], "--aug-c-primes [8, 17] must lie in [1, c=16]"),
+    (["--ae", "random:dc-ae-f8c16-tiny", "--data", "{tmp}/missing"], "--data folder not found: {tmp}/missing"),
+    (["--ae", "random:dc-ae-f8c16-tiny", "--resume", "{ae}"], "is a checkpoint of 'dc-ae-f8c16-tiny', not --model USiT-tiny"),
+    (["--ae", "random:dc-ae-f8c16-tiny", "--resume", "{dit}"], "is a checkpoint of 'DiT-tiny', not --model USiT-tiny"),
+    (["--ae", "random:dc-ae-f8c64-tiny", "--model", "DiT-tiny", "--resume", "{dit}"],
      "was trained with latent_shape [16, 4, 4], this run has [64, 4, 4]"),
     (["--ae", "{dit}"], "is a checkpoint of 'DiT-tiny', not of an AE of ae.py (a diffusion checkpoint: pass it to --ckpt)"),
     ([], "--ae runs/ae: not found"),  # the default --ae, with no train_ae.py run in this folder
-    (["--ae", "dc-ae-f8c16-tiny", "--accum", "0"], "--accum must be >= 1, got 0"),
+    (["--ae", "random:dc-ae-f8c16-tiny", "--accum", "0"], "--accum must be >= 1, got 0"),
 ]
 
 
@@ -426,7 +426,7 @@ def test_trainers_follow_the_precision_policy(tmp_path, monkeypatch, bf16):
     small = ["--steps", "1", "--save-every", "1", "--batch-size", "4", "--num-workers", "0", "--grid-every", "0", *flag]
     train_ae.main(train_ae.parse_args(["--model", "dc-ae-f8c16-tiny", "--out", str(tmp_path / "ae"), *small]))
     autocast["encode"].clear()  # from here on: the latent cache's encodes only
-    train_diffusion.main(train_diffusion.parse_args(["--ae", "dc-ae-f8c16-tiny", "--toy-size", "8", "--out",
+    train_diffusion.main(train_diffusion.parse_args(["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "8", "--out",
                                                      str(tmp_path / "d"), *small]))
     want = "precision: bf16 autocast (--bf16)" if bf16 else "precision: fp32 (CPU default; --bf16 to autocast)"
     assert any(m.startswith(f"{want}; ") for m in messages(tmp_path / "ae"))  # then the machine

@@ -151,7 +151,7 @@ def test_diffusion_trainer_feeds_unit_scale_latents(tmp_path, monkeypatch):
         return loss(self, model, x0, *args, **kwargs)
     monkeypatch.setattr(diffusion.Flow, "loss", recording)
     train_diffusion.main(train_diffusion.parse_args([
-        "--model", "USiT-tiny", "--ae", AE, "--steps", "1", "--batch-size", "8", "--toy-size", "8", "--aug", "off",
+        "--model", "USiT-tiny", "--ae", "random:" + AE, "--steps", "1", "--batch-size", "8", "--toy-size", "8", "--aug", "off",
         "--grid-every", "0", "--log-every", "1", "--num-workers", "0", "--no-bf16", "--out", str(tmp_path)]))
     (x0,) = seen
     assert x0.shape == (8, 16, 4, 4)
