@@ -44,6 +44,22 @@ def real(low=-math.inf, high=math.inf, above=False):
     return number
 
 
+SEED = (0, 2 ** 63 - 1)  # every seed a torch.Generator, NumPy and the chunk arithmetic take without overflow
+
+
+def integer(low, high=None):
+    """An argparse type: an int in [low, high] (high None: no upper bound), e.g. `--seed` in [0, 2^63 - 1]."""
+    def number(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is not in [{low}, {'inf' if high is None else high}]")
+        return value
+    return number
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The scripts' --help: the docstring's commands kept as written, and every option with its default, once. An
     option whose help says its default in words ("default: the recipe's") keeps those words; otherwise its value is

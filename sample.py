@@ -27,7 +27,6 @@ labels: the ADM evaluator format that fid.py reads) without holding all images i
         --batch-size 125 --sampler euler --steps 50 --profile                  # speed only (random weights)
 """
 import argparse
-import functools
 import glob
 import json
 import os
@@ -44,6 +43,7 @@ import checkpoints
 import cli
 import data as data_lib
 import diffusion
+import evaluation
 import fid
 import fsdp
 import models
@@ -54,75 +54,16 @@ DEMO_CLASSES = [279, 333, 979, 936, 933, 145, 497, 1, 248, 360, 793, 12, 387, 43
 
 
 # ------------------------------------------------------------------------------------------------
-# One chunk of global indices: labels, noise, sampling, decoding
-# ------------------------------------------------------------------------------------------------
-
-def chunk_seed(seed, k):
-    """Seed of chunk k: every sample's randomness is a function of (seed, its global index) for a fixed B."""
-    return seed * 1_000_003 + k
-
-
-def sample_labels(n, seed, classes):
-    """The n labels of a 50K run, uniform over `classes` from a CPU generator seeded `seed`: with all 1000 classes
-    this is DC-Gen's torch.randint(0, 1000, (n,), generator=seeded) (sample_class.py), label for label."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.as_tensor(classes)[torch.randint(len(classes), (n,), generator=g)]  # (n,)
-
-
-class Timer:
-    """Wall time per phase; with sync=True the GPU is drained at each boundary so the split is honest."""
-
-    def __init__(self, device, sync):
-        self.device, self.sync, self.t = device, sync, {}
-
-    def __call__(self, name, fn, *a):
-        if self.sync and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t0 = time.perf_counter()
-        out = fn(*a)
-        if self.sync and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
-        return out
-
-    def report(self, n, rank, world_size):
-        """Print and return the rate and the split of the phases: {"images", "seconds", "img_per_s", phase: s}."""
-        total = sum(self.t.values())
-        split = ", ".join(f"{k} {v:.2f}s ({100 * v / max(total, 1e-9):.0f}%)" for k, v in self.t.items())
-        print(f"rank {rank}: {n} images in {total:.2f}s = {n / max(total, 1e-9):.2f} img/s per rank "
-              f"(x{world_size} ranks); {split}", flush=True)
-        return {"images": n, "seconds": total, "img_per_s": n / max(total, 1e-9), **self.t}
-
-
-@torch.no_grad()
-def generate_chunk(model, objective, sampling, ae, scale, latent_shape, y, seed, device, bf16, ae_bf16, timer):
-    """uint8 images (n, H, W, 3) on the host for labels y (n,): initial noise from a generator seeded `seed`, the
-    objective's sampler with `sampling` (its .sample keyword arguments: sampler, steps, cfg_scale, guidance_interval,
-    c_prime), the latent scale undone, the AE's decode (bf16 only if asked: the decoder's precision moves FID)."""
-    g = torch.Generator(device).manual_seed(seed)
-    z = torch.randn(len(y), *latent_shape, generator=g, device=device)  # (n, c, h, w) initial noise
-
-    def denoise(z):
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            return objective.sample(model, z, y.to(device), generator=g, **sampling).float()  # (n, c, h, w)
-
-    def decode(x0):  # with --c-prime the channels after c' are exactly zero (a structured AE decodes them)
-        with torch.autocast(device.type, torch.bfloat16, enabled=ae_bf16):
-            return ae.decode(x0 / scale).float()  # (n, 3, H, W)
-    x = timer("decode", decode, timer("denoise", denoise, z))
-    # Quantise on the device, then copy uint8: a quarter of the bytes of a float32 copy.
-    return timer("to_uint8+copy", lambda x: data_lib.to_uint8(x).numpy(), x)  # (n, H, W, 3)
-
-
-# ------------------------------------------------------------------------------------------------
 # The two programs: a grid to look at, and the 50K evaluation (shards, resume, the .npz, FID)
 # ------------------------------------------------------------------------------------------------
 
-def grid(generate, classes, per_class, batch_size, seed, out):
-    """One row per class, per_class columns (rank 0 only: a few dozen images) -> OUT/grid.png. Returns the images."""
+def grid(generate, classes, per_class, batch_size, out):
+    """One row per class, per_class columns (rank 0 only: a few dozen images) -> OUT/grid.png. Returns the images.
+    `generate(y, k)` samples chunk k."""
     y_all = torch.tensor(classes).repeat_interleave(per_class)  # (rows * cols,)
-    chunks = [y_all[i:i + batch_size] for i in range(0, len(y_all), batch_size)]
-    images = np.concatenate([generate(y, chunk_seed(seed, k)) for k, y in enumerate(chunks)])  # (N, H, W, 3)
+    images = [generate(y_all[chunk.start:chunk.stop], k)
+              for k, chunk in enumerate(evaluation.chunks(len(y_all), batch_size))]
+    images = np.concatenate(images)  # (rows * cols, H, W, 3)
     path = os.path.join(out, "grid.png")
     data_lib.save_grid(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, path,  # lossless uint8
                        nrow=per_class, row_labels=[f"class {y}" for y in classes])
@@ -151,64 +92,172 @@ def stop(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def evaluate(generate, labels, batch_size, seed, out, image_shape, rank, world_size, timer, keep_shards=False):
-    """The N samples of an evaluation (N = len(labels)), chunk k of global indices [k B, (k + 1) B) on rank
-    k % world_size, each finished chunk written atomically to OUT/shards/ (a rerun samples only the missing ones),
-    then OUT/samples.npz in ADM's format, streamed. Rank 0 appends the rate to OUT/metrics.jsonl. -> the .npz path."""
+def assemble(out, num_chunks, n, image_shape):
+    """OUT/samples.npz from the shards (rank 0), streamed; -> None, or one line of what went wrong. The space is
+    checked first: a full disk would leave a temp file as large as the samples (39 GB at 50K x 512 px)."""
+    out_npz = os.path.join(out, "samples.npz")
+    shards = [shard_path(out, k) for k in range(num_chunks)]
+    missing = [p for p in shards if not os.path.isfile(p)]
+    if missing:
+        return f"{len(missing)} chunks are missing after sampling, e.g. {missing[0]}"
+    needed = n * int(np.prod(image_shape)) + 8 * n + 2 ** 16  # arr_0 uint8, arr_1 int64 labels, zip headers
+    free = shutil.disk_usage(out).free
+    keep = f"the {num_chunks} chunks stay in {out}/shards: free some space and run the same command"
+    if free < needed:
+        return f"cannot write {out_npz}: {needed} bytes needed, {free} free; {keep}"
+    t0 = time.perf_counter()
+    try:
+        fid.write_npz(out_npz, read_shards(shards), (n, *image_shape))  # ADM's format, streamed
+    except OSError as e:
+        for tmp in glob.glob(f"{out_npz}.*.tmp"):  # the temp file write_npz was filling
+            os.remove(tmp)
+        return f"{run.write_error(out_npz, e, needed)}; {keep}"
+    print(f"wrote {out_npz} ({n} x {'x'.join(map(str, image_shape))} uint8) in {time.perf_counter() - t0:.1f}s",
+          flush=True)
+    return None
+
+
+def evaluate(generate, labels, batch_size, out, image_shape, rank, world_size, timer, keep_shards=False):
+    """The N samples of an evaluation (N = len(labels)): chunk k of global indices [k B, (k + 1) B) on rank
+    k % world_size with the noise seed evaluation.chunk_seed(seed, k), each finished chunk written atomically to
+    OUT/shards/ (a rerun samples only the missing ones), then OUT/samples.npz in ADM's format, streamed. Rank 0
+    appends the rate to OUT/metrics.jsonl. -> the .npz path. `generate(y, k)` samples chunk k."""
     out_npz = os.path.join(out, "samples.npz")
     if os.path.isfile(out_npz):
         if rank == 0:
             print(f"{out_npz} exists with this configuration: nothing to sample")
         return out_npz
-    N, B = len(labels), batch_size
-    num_chunks = (N + B - 1) // B
-    todo = [k for k in range(rank, num_chunks, world_size) if not os.path.isfile(shard_path(out, k))]
-    mine = sum(min(B, N - k * B) for k in todo)
+    chunks = evaluation.chunks(len(labels), batch_size)
+    todo = [k for k in range(rank, len(chunks), world_size) if not os.path.isfile(shard_path(out, k))]
+    mine = sum(len(chunks[k]) for k in todo)
     for sig in (signal.SIGTERM, signal.SIGINT):  # to one rank or the whole process group: stop at once, finished
         signal.signal(sig, stop)  # chunks stay, a chunk being written leaves nothing
     try:
         with tqdm(total=mine, unit="img", disable=rank != 0 or None, desc=f"sampling (rank 0 of {world_size})") as bar:
             for k in todo:
-                y = labels[k * B:(k + 1) * B]  # (n,)
-                images = generate(y, chunk_seed(seed, k))
+                y = labels[chunks[k].start:chunks[k].stop]  # (n,)
+                images = generate(y, k)
                 timer("write", write_shard, shard_path(out, k), images, y.numpy())
                 bar.update(len(y))
     except SystemExit as e:
         done = len(glob.glob(os.path.join(out, "shards", "chunk_*.npz")))
         if rank == 0:
-            print(f"stopped by {signal.Signals(e.code - 128).name}: {done} of {num_chunks} chunks are in "
+            print(f"stopped by {signal.Signals(e.code - 128).name}: {done} of {len(chunks)} chunks are in "
                   f"{out}/shards; run the same command to sample the rest", file=sys.stderr, flush=True)
         raise
     except OSError as e:  # a full or lost disk: the finished chunks stay
-        fsdp.fail(run.write_error(shard_path(out, k), e, B * int(np.prod(image_shape))), rank, 4)
+        fsdp.fail(run.write_error(shard_path(out, k), e, batch_size * int(np.prod(image_shape))), rank, 4)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # main() may run again in this process (toy.py)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     rate = timer.report(mine, rank, world_size) if timer.sync or rank == 0 else None
     fsdp.barrier()  # every chunk is on disk
+    error = None
     if rank == 0:
         with open(os.path.join(out, "metrics.jsonl"), "a") as fh:  # for benchmarks/bench.py
             fh.write(json.dumps({"sampled": rate, "world_size": world_size}) + "\n")
-        shards = [shard_path(out, k) for k in range(num_chunks)]
-        missing = [p for p in shards if not os.path.isfile(p)]
-        if missing:
-            raise RuntimeError(f"{len(missing)} chunks are missing after sampling, e.g. {missing[0]}")
-        t0 = time.perf_counter()
-        fid.write_npz(out_npz, read_shards(shards), (N, *image_shape))  # ADM's format, streamed
-        print(f"wrote {out_npz} ({N} x {'x'.join(map(str, image_shape))} uint8) in {time.perf_counter() - t0:.1f}s",
-              flush=True)
-        if not keep_shards:
+        error = assemble(out, len(chunks), len(labels), image_shape)
+        if error is None and not keep_shards:
             shutil.rmtree(os.path.join(out, "shards"))
+    fsdp.stop_if(error, rank, code=4)
     return out_npz
 
 
-def run_config(args, ckpt):
+# ------------------------------------------------------------------------------------------------
+# The CFG search (DC-Gen's search_optimal_cfg_scale): the scale that minimises FID, resumable
+# ------------------------------------------------------------------------------------------------
+
+# DC-Gen's candidate scales (c2icore/trainer.py); --search-cfg LO HI searches those in [LO, HI].
+CFG_CANDIDATES = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0,
+                  3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
+
+
+def ternary_search(candidates, fid_of):
+    """The candidate that minimises fid_of, for a FID that falls, then rises with the scale (as DC-Gen assumes): the
+    interval shrinks by a third per two evaluations; each scale is evaluated at most once. -> the best scale."""
+    lo, hi = 0, len(candidates) - 1
+    while hi - lo > 2:
+        m1, m2 = lo + (hi - lo) // 3, hi - (hi - lo) // 3  # lo < m1 < m2 < hi
+        if fid_of(candidates[m1]) < fid_of(candidates[m2]):
+            hi = m2  # the minimum is not right of m2
+        else:
+            lo = m1  # ... nor left of m1
+    return min(candidates[lo:hi + 1], key=fid_of)
+
+
+def read_search(out, config):
+    """The finished scales of an earlier run of the same CFG search in OUT/cfg_search.json ({scale: metrics});
+    a search of another configuration (`config`: what decides the numbers) in that folder is refused."""
+    path = os.path.join(out, "cfg_search.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as fh:
+        old = json.load(fh)
+    if old["config"] != config:
+        diff = {k: (old["config"].get(k), v) for k, v in config.items() if old["config"].get(k) != v}
+        raise ValueError(f"--out {out} holds a CFG search of another configuration (old, new: {diff}); pass another "
+                         f"--out or delete it")
+    return {float(k): v for k, v in old["results"].items()}
+
+
+def search_cfg(metrics_at, lo, hi, out, config, results, rank):
+    """metrics_at(scale) -> the metrics dict of one evaluation at that CFG scale. Each finished scale is written to
+    OUT/cfg_search.json at once (with the `config` that decides the numbers), so a rerun of the command evaluates
+    only the scales it has not (`results`: read_search's); then the table (stdout, OUT/cfg_search.md) and the plot
+    of FID against the scale (OUT/cfg_search.png). -> (best scale, {scale: metrics})."""
+    path = os.path.join(out, "cfg_search.json")
+
+    def fid_of(scale):
+        if scale not in results:
+            results[scale] = metrics_at(scale)
+            if rank == 0:
+                record = {"config": config, "results": results}
+                run.atomic_write(path, lambda fh: fh.write(json.dumps(record, indent=2).encode()))
+                print(f"CFG {scale:g}: FID {results[scale]['fid']:.4f}", flush=True)
+        return results[scale]["fid"]
+    candidates = [s for s in CFG_CANDIDATES if lo <= s <= hi] or [lo]
+    best = ternary_search(candidates, fid_of)
+    if rank == 0:
+        rows = [f"| {s:g} | {r['fid']:.4f} | {r['is_mean']:.2f} |{' best' if s == best else ''}"
+                for s, r in sorted(results.items())]
+        table = "\n".join(["| CFG scale | FID | IS |", "|---:|---:|---:|", *rows])
+        run.atomic_write(os.path.join(out, "cfg_search.md"), lambda fh: fh.write((table + "\n").encode()))
+        plot_search(results, best, os.path.join(out, "cfg_search.png"))
+        print(f"{table}\nbest CFG scale in [{lo:g}, {hi:g}]: {best:g} (FID {results[best]['fid']:.4f}); wrote "
+              f"{out}/cfg_search.md and cfg_search.png")
+    return best, results
+
+
+def plot_search(results, best, path):
+    """FID against the CFG scale, the best one marked."""
+    import matplotlib  # plots only
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    scales = sorted(results)
+    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=120)
+    ax.plot(scales, [results[s]["fid"] for s in scales], marker="o")
+    ax.plot([best], [results[best]["fid"]], marker="*", markersize=14, color="tab:red", linestyle="",
+            label=f"best: {best:g}")
+    ax.set_xlabel("CFG scale")
+    ax.set_ylabel("FID (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line: checks, the model and its AE, the protocol in words
+# ------------------------------------------------------------------------------------------------
+
+def run_config(args, ckpt, device, sampler, steps, cfg_scale):
     """What determines the images: a rerun into the same --out must match it to reuse shards or samples."""
     return dict(ckpt=ckpt.source, step=ckpt.step, weights=args.weights, ae=args.ae or ckpt.ae,
                 num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, classes=args.classes,
-                sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
-                guidance_interval=args.guidance_interval, c_prime=args.c_prime, bf16=args.bf16, ae_bf16=args.ae_bf16,
-                device=args.device_type)
+                labels=args.labels, sampler=sampler, steps=steps, cfg_scale=cfg_scale,
+                guidance_interval=args.guidance_interval, c_prime=args.c_prime, bf16=args.bf16,
+                ae_bf16=args.ae_bf16, device=device.type)
 
 
 def check_run_config(out, config):
@@ -216,37 +265,41 @@ def check_run_config(out, config):
     if os.path.isfile(path):
         with open(path) as fh:
             old = json.load(fh)
+        old.setdefault("labels", "random")  # folders from before --labels
         diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
-        done = glob.glob(os.path.join(out, "shards", "chunk_*.npz")) or os.path.isfile(os.path.join(out, "samples.npz"))
+        done = glob.glob(os.path.join(out, "shards", "chunk_*.npz")) or \
+            os.path.isfile(os.path.join(out, "samples.npz"))
         if diff and done:
             raise ValueError(f"--out {out} holds samples of another configuration (old, new: {diff}); "
                              f"pass another --out or delete it")
     os.makedirs(os.path.join(out, "shards"), exist_ok=True)
-    with open(path, "w") as fh:
-        json.dump(config, fh, indent=2)
+    run.atomic_write(path, lambda fh: fh.write(json.dumps(config, indent=2).encode()))
 
-
-# ------------------------------------------------------------------------------------------------
-# CLI
-# ------------------------------------------------------------------------------------------------
 
 def check_cli(args):
     """What needs no checkpoint: checked before loading one (a 2B model takes a while)."""
-    if args.guidance_interval is not None and not args.guidance_interval[0] < args.guidance_interval[1]:
-        raise ValueError(f"--guidance-interval {args.guidance_interval} must be 0 <= lo < hi <= 1 (noise level)")
+    interval = args.guidance_interval
+    if interval is not None and not interval[0] < interval[1]:
+        raise ValueError(f"--guidance-interval {interval} must be 0 <= lo < hi <= 1 (noise level)")
     if args.batch_size < 1 or args.num_samples < 0 or args.per_class < 1:
         raise ValueError(f"--batch-size {args.batch_size}, --num-samples {args.num_samples} and --per-class "
                          f"{args.per_class} must be positive")
-    if args.fid and not args.num_samples:
-        raise ValueError("--fid needs --num-samples (it evaluates the .npz, not the grid)")
+    if (args.fid or args.search_cfg) and not args.num_samples:
+        raise ValueError("--fid and --search-cfg need --num-samples (they evaluate samples, not the grid)")
+    if args.search_cfg and not args.fid:
+        raise ValueError("--search-cfg needs --fid REF: it minimises FID against REF")
+    if args.search_cfg and not 0 <= args.search_cfg[0] <= args.search_cfg[1]:
+        raise ValueError(f"--search-cfg {args.search_cfg} must be 0 <= LO <= HI")
     if args.fid and not os.path.exists(args.fid):
-        raise ValueError(f"--fid {args.fid}: reference not found (statistics .npz, image .npz or folder)")
+        raise ValueError(f"--fid {args.fid}: reference not found (a reference batch or statistics .npz, or a "
+                         f"folder)")
     run.check_out(args.out)
 
 
 def load(args, device):
-    """(the diffusion model, its AE) as checkpoints.Loaded. The AE is --ae, or the one the checkpoint trained on, and
-    its latent must have the checkpoint's channels; the latent scale is the checkpoint's (the one it trained with)."""
+    """(the diffusion model, its AE) as checkpoints.Loaded. The AE is --ae, or the one the checkpoint trained on or
+    the release was published with; its latent must have the checkpoint's channels; the latent scale is the
+    checkpoint's (the one it trained with)."""
     if args.ckpt.startswith("random:"):  # speed runs: the AE gives the latent shape and the scaling factor
         if not args.ae:
             raise ValueError("--ckpt random:<model> needs --ae (its latent shape)")
@@ -257,56 +310,100 @@ def load(args, device):
         return ckpt, ae
     ckpt = checkpoints.load_diffusion(args.ckpt, device, args.weights)
     if args.model is not None and args.model != ckpt.name:
-        raise ValueError(f"--ckpt {args.ckpt} is {ckpt.release or 'a checkpoint'} of {ckpt.name}, not --model "
-                         f"{args.model}")
+        raise ValueError(f"--ckpt {args.ckpt} is {ckpt.release.name if ckpt.release else 'a checkpoint'} of "
+                         f"{ckpt.name}, not --model {args.model}")
     spec = args.ae or ckpt.ae
     if spec is None:
-        hint = f" (the folder of {ckpt.ae_name})" if ckpt.ae_name else ""
-        raise ValueError(f"{'a released DC-Gen model' if ckpt.release else args.ckpt} records no AE weights: pass "
-                         f"--ae{hint}")
+        raise ValueError(f"{args.ckpt} records no AE weights: pass --ae (the folder or hub id of {ckpt.ae_name})")
     option = "--ae" if args.ae else "the checkpoint's AE"  # random:NAME is rebuilt as training built it (seeded)
     ae = checkpoints.load_ae(spec, device, option=option)
     if ae.model.c != ckpt.latent_shape[0]:
         raise ValueError(f"AE {ae.name} has c={ae.model.c} latent channels, the diffusion model was trained on "
                          f"c={ckpt.latent_shape[0]} ({ckpt.ae_name})")
     if ckpt.ae_name and ae.name != ckpt.ae_name:
-        print(f"WARNING: AE {ae.name} is not the checkpoint's {ckpt.ae_name}", file=sys.stderr)
+        paired = f"released with {ckpt.ae}" if ckpt.release else f"trained on {ckpt.ae_name}"
+        print(f"note: --ae {args.ae} ({ae.name}) replaces the AE the model was {paired}", file=sys.stderr)
     return ckpt, ae
 
 
 def check_args(args, ckpt, objective):
-    """What depends on the checkpoint: sampler (default: the objective's protocol), steps, c', classes."""
+    """What depends on the checkpoint -> (sampler, steps, cfg_scale): the objective's protocol sampler unless given,
+    the release's published CFG scale for --cfg-scale release; c' and the classes in range."""
     c, num_classes = ckpt.latent_shape[0], ckpt.num_classes
     try:
-        args.sampler, args.steps = diffusion.resolve_sampler(objective, args.sampler, args.steps)
+        sampler, steps = diffusion.resolve_sampler(objective, args.sampler, args.steps)
     except ValueError as e:
         raise ValueError(f"--sampler {args.sampler} --steps {args.steps} does not fit {ckpt.name} "
                          f"({models.MODELS[ckpt.name].objective}): {e}") from e
+    cfg_scale = args.cfg_scale
+    if cfg_scale == "release":
+        if ckpt.release is None:
+            raise ValueError(f"--cfg-scale release: {args.ckpt} is not a release; pass a number")
+        if ckpt.release.cfg_scale is None:
+            raise ValueError(f"--cfg-scale release: the authors published no CFG scale for {ckpt.release.name}; "
+                             f"pass a number, or find one with --search-cfg LO HI")
+        cfg_scale = ckpt.release.cfg_scale
     if args.c_prime is not None and not 1 <= args.c_prime <= c:
         raise ValueError(f"--c-prime {args.c_prime} is outside [1, c={c}]")
-    if args.classes is not None and (not args.classes or min(args.classes) < 0 or max(args.classes) >= num_classes):
-        raise ValueError(f"--classes {args.classes} must lie in [0, {num_classes}) (the model's classes)")
+    classes = args.classes
+    if classes is not None and (not classes or min(classes) < 0 or max(classes) >= num_classes):
+        raise ValueError(f"--classes {classes} must lie in [0, {num_classes}) (the model's classes)")
+    n_classes = len(classes or range(num_classes))
+    if args.labels == "balanced" and args.num_samples % n_classes:
+        raise ValueError(f"--labels balanced: --num-samples {args.num_samples} is not a multiple of the "
+                         f"{n_classes} classes")
+    return sampler, steps, cfg_scale
 
 
-def protocol(args, ckpt, objective, ae):
+def paper_number(release, key, cfg_scale):
+    """' (paper: 2.18, Table 4)' beside one of our numbers, where the release has the paper's for this setting."""
+    paper = getattr(release, "paper", None) if release else None
+    guided = cfg_scale not in (None, 1.0)
+    value = getattr(paper, {"fid": "gfid_cfg" if guided else "gfid", "is_mean": "inception_score",
+                            "precision": "precision", "recall": "recall"}[key], None) if paper else None
+    if value is None or (guided and key != "fid"):  # IS, precision and recall: the paper's are without CFG
+        return ""
+    return f" (paper: {value:g}, {paper.source})"
+
+
+def protocol(args, ckpt, objective, ae, sampler, steps, cfg_scale, bf16, ae_bf16):
     """The header line: everything that decides the numbers, in words."""
-    documented = f"; DC-Gen's documented scale {ckpt.cfg_scale}" if ckpt.cfg_scale else ""
-    cfg = "off" if args.cfg_scale == 1.0 else f"{args.cfg_scale:g}"
-    interval = "off" if args.guidance_interval is None else f"[{args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]"
+    release = ckpt.release
+    published = ""
+    if release is not None:
+        published = f"; the authors' scale {release.cfg_scale:g}" if release.cfg_scale else \
+            "; the authors' scale: not published"
+    cfg = "off" if cfg_scale == 1.0 else f"{cfg_scale:g}"
+    interval = "off" if args.guidance_interval is None else \
+        f"[{args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]"
+    classes = f"{len(args.classes)} given classes" if args.classes else f"{ckpt.num_classes} classes"
     c = ckpt.latent_shape[0]
-    return (f"{ckpt.release or ckpt.name} (step {ckpt.step}) + {ae.name}: "
-            f"{objective.describe(args.sampler, args.steps)}; CFG {cfg}{documented}, guidance interval {interval}; "
-            f"c' {args.c_prime or c}/{c}; denoiser {'bf16' if args.bf16 else 'fp32'}, AE decode "
-            f"{'bf16' if args.ae_bf16 else 'fp32'}; latent scale {ckpt.scaling_factor:.4g}")
+    return (f"{release.name if release else ckpt.name} (step {ckpt.step}) + {ae.name}: "
+            f"{objective.describe(sampler, steps)}; CFG {cfg}{published}, guidance interval {interval}; "
+            f"c' {args.c_prime or c}/{c}; labels {args.labels} over {classes}, seed {args.seed}; denoiser "
+            f"{'bf16' if bf16 else 'fp32'}, AE decode {'bf16' if ae_bf16 else 'fp32'}; latent scale "
+            f"{ckpt.scaling_factor:.4g}")
+
+
+def report(metrics, release, cfg_scale):
+    """The final lines: ADM's names, ours beside the paper's where the release has them."""
+    lines = [f"gFID {metrics['fid']:.4f}{paper_number(release, 'fid', cfg_scale)}"]
+    if metrics.get("sfid") is not None:
+        lines.append(f"sFID {metrics['sfid']:.4f}")
+    lines.append(f"Inception Score {metrics['is_mean']:.2f} +- {metrics['is_std']:.2f}"
+                 f"{paper_number(release, 'is_mean', cfg_scale)}")
+    for key in ("precision", "recall"):
+        if metrics.get(key) is not None:
+            lines.append(f"{key.capitalize()} {metrics[key]:.4f}{paper_number(release, key, cfg_scale)}")
+    return "\n".join(lines) + f"\n({metrics['n_samples']} samples)"
 
 
 def main(args):
     # Setup: checks, the model and its AE, the folder's lock, all before any sampling.
     rank, world_size, device = fsdp.setup()
-    args.device_type = device.type
     # fp32 denoiser and decoder by default on every device: DC-Gen's evaluation protocol (cli.precision).
-    args.bf16, precision = cli.precision(device, args.bf16, evaluation=True)
-    args.ae_bf16, ae_precision = cli.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")
+    bf16, precision = cli.precision(device, args.bf16, evaluation=True)
+    ae_bf16, ae_precision = cli.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     error = None
@@ -314,98 +411,131 @@ def main(args):
         check_cli(args)
         ckpt, ae = load(args, device)
         objective = diffusion.make_objective(models.MODELS[ckpt.name].objective)
-        check_args(args, ckpt, objective)
+        sampler, steps, cfg_scale = check_args(args, ckpt, objective)
         if rank == 0:  # one run per folder, as the trainers (the kernel drops the lock however this process ends)
             error = run.lock_run(args.out)
-        if args.num_samples and rank == 0 and not error:
-            check_run_config(args.out, run_config(args, ckpt))
+        config = run_config(args, ckpt, device, sampler, steps, cfg_scale)
+        if args.search_cfg:  # the scales vary; what the reference and features are decides the numbers too
+            config = dict(config, cfg_scale=None, fid=os.path.abspath(args.fid), is_protocol=args.is_protocol,
+                          inception_weights=args.inception_weights)
+            searched = read_search(args.out, config)
+        elif args.num_samples and rank == 0 and not error:
+            check_run_config(args.out, config)
     except (ValueError, FileNotFoundError) as e:
         error = str(e)
     fsdp.stop_if(error, rank)  # one line, exit status 2, before any sampling
     _, h, w = ckpt.latent_shape
     image_shape = (h * ae.model.f, w * ae.model.f, 3)
     if rank == 0:
-        print(f"{protocol(args, ckpt, objective, ae)} -> {image_shape[0]}x{image_shape[1]}; {world_size} rank(s) on "
-              f"{device}", flush=True)
+        print(f"{protocol(args, ckpt, objective, ae, sampler, steps, cfg_scale, bf16, ae_bf16)} -> "
+              f"{image_shape[0]}x{image_shape[1]}; {world_size} rank(s) on {device}", flush=True)
         print(f"precision: denoiser {precision}, AE decode {ae_precision}; {cli.machine(device)}", flush=True)
-    timer = Timer(device, args.profile)
-    sampling = dict(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
-                    guidance_interval=args.guidance_interval, c_prime=args.c_prime)
-    generate = functools.partial(generate_chunk, ckpt.model, objective, sampling, ae.model, ckpt.scaling_factor,
-                                 ckpt.latent_shape, device=device, bf16=args.bf16, ae_bf16=args.ae_bf16, timer=timer)
+    timer = evaluation.Timer(device, args.profile)
+
+    def generate(y, k, cfg_scale=cfg_scale):  # chunk k of the protocol, every setting by name
+        return evaluation.generate(ckpt.model, objective, ae.model, ckpt.scaling_factor, ckpt.latent_shape, y,
+                                   evaluation.chunk_seed(args.seed, k), sampler=sampler, steps=steps,
+                                   cfg_scale=cfg_scale, guidance_interval=args.guidance_interval,
+                                   c_prime=args.c_prime, bf16=bf16, ae_bf16=ae_bf16, timer=timer)
 
     if not args.num_samples:  # a grid: rows = classes, --per-class columns
         classes = args.classes or (DEMO_CLASSES if ckpt.num_classes == 1000 else
                                    list(range(min(ckpt.num_classes, 16))))  # every class, up to 16
         images = None
         if rank == 0:
-            images = grid(generate, classes, args.per_class, args.batch_size, args.seed, args.out)
+            images = grid(generate, classes, args.per_class, args.batch_size, args.out)
             timer.report(len(images), rank, 1)
         run.release_locks()
         fsdp.cleanup()  # barriers first: no rank tears down while another still samples
         return {"grid": os.path.join(args.out, "grid.png"), "images": images}
 
-    # The evaluation: N samples with labels uniform over the classes, then FID, IS, precision and recall.
-    labels = sample_labels(args.num_samples, args.seed, args.classes or list(range(ckpt.num_classes)))  # (N,)
-    out_npz = evaluate(generate, labels, args.batch_size, args.seed, args.out, image_shape, rank, world_size, timer,
+    # The evaluation: N labels (random: DC-Gen's; balanced: N / K per class), then FID, IS, precision and recall.
+    classes = args.classes or list(range(ckpt.num_classes))
+    labels = evaluation.sample_labels(args.num_samples, args.seed, classes, args.labels)  # (N,)
+    inception = fid.load_inception(args.inception_weights, device) if args.fid else None
+    if args.search_cfg:  # every scale streams its features (no image is kept), the same labels and noise
+        reference = fid.load_reference(args.fid, inception, args.fid_batch_size, device)
+
+        def metrics_at(scale):
+            return evaluation.generation_metrics(
+                lambda y, k: generate(y, k, cfg_scale=scale), labels, args.batch_size, inception, reference,
+                rank, world_size, is_protocol=args.is_protocol, progress=rank == 0)
+        best, results = search_cfg(metrics_at, *args.search_cfg, args.out, config, searched, rank)
+        run.release_locks()
+        fsdp.cleanup()
+        return {"best": best, "results": results}
+    out_npz = evaluate(generate, labels, args.batch_size, args.out, image_shape, rank, world_size, timer,
                        args.keep_shards)
     metrics = None
     if args.fid:  # every rank computes Inception features of its share of the .npz (fid.py shards by rank)
         fsdp.barrier()  # the other ranks wait for the file only if they read it (no NCCL timeout otherwise)
-        metrics = fid.compute_metrics(out_npz, args.fid, weights=args.inception_weights, batch_size=args.fid_batch_size,
-                                      device=device, num_workers=0, progress=rank == 0)
+        metrics = fid.compute_metrics(out_npz, args.fid, model=inception, batch_size=args.fid_batch_size,
+                                      device=device, num_workers=0, is_protocol=args.is_protocol,
+                                      progress=rank == 0)
         if rank == 0:
-            print(f"FID {metrics['fid']:.4f}  IS {metrics['is_mean']:.2f} +- {metrics['is_std']:.2f}  "
-                  f"precision {metrics['precision']}  recall {metrics['recall']}  ({metrics['n_samples']} samples)")
-            with open(os.path.join(args.out, "metrics.json"), "w") as fh:
-                json.dump(dict(metrics, ref=args.fid, inception_weights=args.inception_weights), fh, indent=2)
+            print(report(metrics, ckpt.release, cfg_scale))
+            record = dict(metrics, ref=args.fid, inception_weights=args.inception_weights, cfg_scale=cfg_scale,
+                          labels=args.labels)
+            run.atomic_write(os.path.join(args.out, "metrics.json"),
+                             lambda fh: fh.write(json.dumps(record, indent=2).encode()))
     run.release_locks()
     fsdp.cleanup()
     return {"npz": out_npz, "metrics": metrics}
 
 
+def cfg_scale_arg(text):
+    """--cfg-scale: a finite number >= 0, or `release` (the authors' published scale of a release)."""
+    return text if text == "release" else cli.real(0)(text)
+
+
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__)
-    parser.add_argument("--ckpt", required=True, help="required: a train_diffusion.py checkpoint or run "
-                        "folder, a released DC-Gen folder, or random:<model> for speed runs")
-    parser.add_argument("--ae", default=None, help="the AE (default: the one the checkpoint trained on; required for DC-Gen "
-                        "folders): a train_ae.py .pt / folder, a diffusers or DC-Gen folder, or random:NAME")
-    parser.add_argument("--model", default=None, choices=sorted(models.MODELS), help="refuse a checkpoint of another model (default: accept any)")
-    parser.add_argument("--weights", choices=["ema", "model"], default="ema", help="which weights of a train_diffusion.py "
-                        "checkpoint")
-    parser.add_argument("--out", default="runs/samples", help="folder for grid.png, or the shards, samples.npz and "
-                        "metrics.json")
-    parser.add_argument("--num-samples", type=int, default=0, help="0: a grid; e.g. 50000: OUT/samples.npz for FID")
-    parser.add_argument("--classes", type=int, nargs="+", default=None, help="grid rows; with --num-samples the labels "
-                        "are drawn uniformly from these (default: all classes, the DC-AE protocol)")
-    parser.add_argument("--per-class", type=int, default=8, help="grid columns")
-    parser.add_argument("--batch-size", type=int, default=64, help="samples per chunk and per forward pass (x2 with "
-                        "CFG); keep it fixed to reproduce or resume a run")
+    add = parser.add_argument
+    add("--ckpt", required=True, help="required: a train_diffusion.py checkpoint or run folder, a released DC-Gen "
+        "model (its name, hub id or folder), or random:<model> for speed runs")
+    add("--ae", default=None, help="the AE (default: the one the checkpoint trained on or the release's): a "
+        "train_ae.py .pt / folder, a diffusers or DC-Gen folder, a hub id, or random:NAME")
+    add("--model", default=None, choices=sorted(models.MODELS),
+        help="refuse a checkpoint of another model (default: accept any)")
+    add("--weights", choices=["ema", "model"], default="ema", help="which weights of a train_diffusion.py checkpoint")
+    add("--out", default="runs/samples", help="folder for grid.png, or the shards, samples.npz and metrics.json")
+    add("--num-samples", type=int, default=0, help="0: a grid; e.g. 50000: OUT/samples.npz for FID")
+    add("--classes", type=int, nargs="+", default=None, help="grid rows; with --num-samples the labels are drawn "
+        "from these (default: all classes, the DC-AE protocol)")
+    add("--labels", choices=evaluation.LABELS, default="random", help="random: uniform draws (DC-Gen's protocol, "
+        "the paper's); balanced: N / classes of each class (RAE, REPA-E)")
+    add("--per-class", type=int, default=8, help="grid columns")
+    add("--batch-size", type=int, default=64, help="samples per chunk and per forward pass (x2 with CFG); keep it "
+        "fixed to reproduce or resume a run")
     samplers = sorted({name for objective in diffusion.OBJECTIVES.values() for name in objective.samplers})
-    parser.add_argument("--sampler", default=None, choices=samplers,
-                        help="default: the paper's protocol: ddpm (DiT), dpm-solver (UViT), dopri5 (SiT/USiT)")
-    parser.add_argument("--steps", type=int, default=None, help="default: 250 DDPM, 30 DPM-Solver, 250 euler/heun/"
-                        "euler_maruyama; dopri5 is adaptive")
-    parser.add_argument("--cfg-scale", type=cli.real(0), default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
-                        "DC-Gen documents 1.3 for DiT-XL, 1.5 for the others")
-    parser.add_argument("--guidance-interval", type=cli.real(0, 1), nargs=2, default=None, metavar=("LO", "HI"),
-                        help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8 (default: "
-                        "every step)")
-    parser.add_argument("--c-prime", type=int, default=None, help="generate only the first c' latent channels (default: all c)")
-    parser.add_argument("--seed", type=int, default=0, help="labels and the noise of every chunk")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast for the denoiser, faster (default: fp32, the evaluation protocol)")
-    parser.add_argument("--ae-bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast for the AE decode (default: fp32, the evaluation protocol)")
-    parser.add_argument("--profile", action="store_true", help="synchronise and report denoise / decode / copy / write")
-    parser.add_argument("--keep-shards", action="store_true", help="keep OUT/shards after assembling samples.npz")
-    parser.add_argument("--fid", default=None, metavar="REF", help="run fid.py on samples.npz against REF, a statistics .npz, image .npz or "
-                        "folder (default: no FID)")
-    parser.add_argument("--inception-weights", default=None, help="fid.py's --inception-weights: a .pth, 'random' for smoke runs "
-                        "(default: the torch hub cache)")
-    parser.add_argument("--fid-batch-size", type=int, default=50, help="images per Inception forward pass, per rank")
-    parser.add_argument("--resolution", type=int, default=512, help="random:<model> only")
-    parser.add_argument("--num-classes", type=int, default=1000, help="random:<model> only")
+    add("--sampler", default=None, choices=samplers,
+        help="default: the paper's protocol: ddpm (DiT), dpm-solver (UViT), dopri5 (SiT/USiT)")
+    add("--steps", type=int, default=None,
+        help="default: 250 DDPM, 30 DPM-Solver, 250 euler/heun/euler_maruyama; dopri5 is adaptive")
+    add("--cfg-scale", type=cfg_scale_arg, default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
+        "`release`: the authors' published scale of a release")
+    add("--guidance-interval", type=cli.real(0, 1), nargs=2, default=None, metavar=("LO", "HI"),
+        help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8 (default: every step)")
+    add("--search-cfg", type=cli.real(0), nargs=2, default=None, metavar=("LO", "HI"),
+        help="find the CFG scale in [LO, HI] that minimises FID over --num-samples against --fid, as DC-Gen "
+        "searches (default: no search)")
+    add("--c-prime", type=int, default=None, help="generate only the first c' latent channels (default: all c)")
+    add("--seed", type=cli.integer(*cli.SEED), default=0, help="labels and the noise of every chunk")
+    add("--bf16", action=argparse.BooleanOptionalAction, default=None,
+        help="bf16 autocast for the denoiser, faster (default: fp32, the evaluation protocol)")
+    add("--ae-bf16", action=argparse.BooleanOptionalAction, default=None,
+        help="bf16 autocast for the AE decode (default: fp32, the evaluation protocol)")
+    add("--profile", action="store_true", help="synchronise and report denoise / decode / copy / write")
+    add("--keep-shards", action="store_true", help="keep OUT/shards after assembling samples.npz")
+    add("--fid", default=None, metavar="REF", help="run fid.py's metrics on the samples against REF, a reference "
+        "batch or statistics .npz or an image folder (default: no FID)")
+    add("--is-protocol", choices=["adm", "torch-fidelity"], default="adm", help="Inception Score as ADM's "
+        "evaluator computes it, or as torch-fidelity does (DC-Gen's: the paper's IS numbers)")
+    add("--inception-weights", default=None, help="fid.py's --inception-weights: a .pth, 'random' for smoke runs "
+        "(default: the torch hub cache)")
+    add("--fid-batch-size", type=int, default=50, help="images per Inception forward pass, per rank")
+    add("--resolution", type=int, default=512, help="random:<model> only")
+    add("--num-classes", type=int, default=1000, help="random:<model> only")
     return parser.parse_args(argv)
 
 

@@ -18,7 +18,9 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ae as ae_lib  # noqa: E402
 import checkpoints  # noqa: E402
+import data as data_lib  # noqa: E402
 import diffusion  # noqa: E402
+import evaluation  # noqa: E402
 import fid  # noqa: E402
 import models  # noqa: E402
 import sample  # noqa: E402
@@ -142,14 +144,14 @@ def test_two_gloo_processes_match_one(ckpts, tmp_path):
 def test_interrupted_run_resumes(ckpts, tmp_path, monkeypatch, capsys):
     args = ("--num-samples", "7", "--batch-size", "2")
     ref = load_npz(run(ckpts["USiT-tiny"], tmp_path / "ref", *args)["npz"])
-    real, done = sample.generate_chunk, []
+    real, done = evaluation.generate, []
 
-    def crash_on_third(*a, **k):  # a[7]: the chunk's noise seed, chunk_seed(0, k) = k
+    def crash_on_third(*a, **k):  # a[6]: the chunk's noise seed, chunk_seed(0, k) = k
         if len(done) == 2:
             raise KeyboardInterrupt  # the job is killed while sampling chunk 2
-        done.append(a[7])
+        done.append(a[6])
         return real(*a, **k)
-    monkeypatch.setattr(sample, "generate_chunk", crash_on_third)
+    monkeypatch.setattr(evaluation, "generate", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         run(ckpts["USiT-tiny"], tmp_path / "run", *args)
     assert sorted(os.listdir(tmp_path / "run" / "shards")) == ["chunk_000000.npz", "chunk_000001.npz"]
@@ -158,7 +160,7 @@ def test_interrupted_run_resumes(ckpts, tmp_path, monkeypatch, capsys):
     assert "another configuration" in capsys.readouterr().err
 
     done.clear()
-    monkeypatch.setattr(sample, "generate_chunk", lambda *a, **k: done.append(a[7]) or real(*a, **k))
+    monkeypatch.setattr(evaluation, "generate", lambda *a, **k: done.append(a[6]) or real(*a, **k))
     res = run(ckpts["USiT-tiny"], tmp_path / "run", *args)
     assert done == [2, 3]  # only the missing chunks
     out = load_npz(res["npz"])
@@ -180,11 +182,11 @@ def test_cfg_one_is_unguided_sampling(ckpts, tmp_path, name):
     model = checkpoints.load_diffusion(str(ckpts[name])).model
     ae = checkpoints.load_ae("random:dc-ae-f8c16-tiny").model  # the checkpoint's random:dc-ae-f8c16-tiny
     objective = diffusion.make_objective(models.MODELS[name].objective)
-    g = torch.Generator().manual_seed(sample.chunk_seed(0, 0))
+    g = torch.Generator().manual_seed(evaluation.chunk_seed(0, 0))
     z = torch.randn(3, C, S, S, generator=g)
     labels = torch.randint(0, NUM_CLASSES, (3,), generator=torch.Generator().manual_seed(0))  # DC-Gen's labels
     x0 = objective.sample(model, z, labels, "euler_maruyama" if name == "USiT-tiny" else None, 4, generator=g)
-    expected = sample.data_lib.to_uint8(ae.decode(x0 / SCALE)).numpy()
+    expected = data_lib.to_uint8(ae.decode(x0 / SCALE)).numpy()
     assert np.array_equal(y, labels.numpy()) and np.array_equal(x, expected)
     guided = load_npz(run(ckpts[name], tmp_path / "cfg2", "--num-samples", "3", "--batch-size", "3",
                           "--cfg-scale", "2.0")["npz"])[0]
@@ -277,3 +279,97 @@ def test_labels_are_dc_gens(ckpts, tmp_path):
     y = load_npz(run(ckpts["UViT-tiny"], tmp_path, "--num-samples", "7", "--batch-size", "3", "--seed", "5",
                      "--steps", "1")["npz"])[1]
     assert np.array_equal(y, torch.randint(0, NUM_CLASSES, (7,), generator=torch.Generator().manual_seed(5)).numpy())
+
+
+# ------------------------------------------------------------------------------------------------
+# Labels, seeds, a full disk at the .npz, --cfg-scale release, the CFG search
+# ------------------------------------------------------------------------------------------------
+
+def test_balanced_labels_give_each_class_n_over_k_in_a_seeded_order(ckpts, tmp_path):
+    y = load_npz(run(ckpts["UViT-tiny"], tmp_path, "--num-samples", "20", "--batch-size", "6", "--steps", "1",
+                     "--labels", "balanced")["npz"])[1]
+    assert np.bincount(y, minlength=NUM_CLASSES).tolist() == [2] * NUM_CLASSES
+    assert y.tolist() != sorted(y.tolist())  # shuffled: a chunk is not one class
+    again = evaluation.sample_labels(20, 0, list(range(NUM_CLASSES)), "balanced")
+    assert np.array_equal(y, again.numpy())  # a function of (N, classes, seed): any number of ranks
+
+
+def test_seeds_cover_the_int64_range_and_keep_todays_samples(ckpts, tmp_path, capsys):
+    assert evaluation.chunk_seed(5, 3) == 5 * 1_000_003 + 3  # today's seeds: unchanged
+    assert 0 <= evaluation.chunk_seed(2 ** 63 - 1, 7) < 2 ** 64  # no overflow in torch.Generator.manual_seed
+    big = "99999999999999"  # seed x 1,000,003 + k passed int64: "Overflow when unpacking long long"
+    run(ckpts["UViT-tiny"], tmp_path / "grid", "--seed", big, "--classes", "1", "--per-class", "2")
+    run(ckpts["UViT-tiny"], tmp_path / "npz", "--seed", big, "--num-samples", "3", "--batch-size", "2")
+    for seed in ("-1", str(2 ** 63)):
+        with pytest.raises(SystemExit) as e:
+            run(ckpts["UViT-tiny"], tmp_path / "bad", "--seed", seed)
+        assert e.value.code == 2 and f"argument --seed: {seed} is not in [0, {2 ** 63 - 1}]" in capsys.readouterr().err
+
+
+def test_a_full_disk_at_the_npz_keeps_the_shards_and_leaves_no_temp_file(ckpts, tmp_path, monkeypatch, capsys):
+    args = ("--num-samples", "5", "--batch-size", "2", "--steps", "1")
+    out = tmp_path / "o"
+    usage = sample.shutil.disk_usage
+    monkeypatch.setattr(sample.shutil, "disk_usage", lambda p: usage(p)._replace(free=1000))  # checked first
+    with pytest.raises(SystemExit) as e:
+        run(ckpts["UViT-tiny"], out, *args)
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("WARNING: ")]
+    assert e.value.code == 4 and len(err) == 1 and "bytes needed, 1000 free; the 3 chunks stay in" in err[0]
+    assert len(os.listdir(out / "shards")) == 3 and not os.path.exists(out / "samples.npz")
+    monkeypatch.undo()
+
+    def full(path, chunks, shape):  # the disk fills while writing: write_npz's temp file is half written
+        with open(f"{path}.{os.getpid()}.tmp", "wb") as fh:
+            fh.write(b"\0" * 100)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(sample.fid, "write_npz", full)
+    with pytest.raises(SystemExit) as e:
+        run(ckpts["UViT-tiny"], out, *args)
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("WARNING: ")]
+    assert e.value.code == 4 and len(err) == 1 and "no space left on the device" in err[0]
+    assert len(os.listdir(out / "shards")) == 3 and not [f for f in os.listdir(out) if "samples.npz" in f]
+    monkeypatch.undo()
+    x, _ = load_npz(run(ckpts["UViT-tiny"], out, *args)["npz"])  # space freed: the same command finishes
+    assert x.shape == (5, 32, 32, 3)
+
+
+def test_cfg_scale_release_needs_a_release(ckpts, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(ckpts["UViT-tiny"], tmp_path, "--cfg-scale", "release")
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("WARNING: ")]
+    assert e.value.code == 2 and err == [f"error: --cfg-scale release: {ckpts['UViT-tiny']} is not a release; pass a "
+                                         f"number"]
+
+
+def test_ternary_search_finds_the_minimum_of_a_valley_evaluating_each_scale_once():
+    for best in sample.CFG_CANDIDATES:
+        seen = []
+
+        def fid_of(s):
+            seen.append(s)
+            return (s - best) ** 2
+        assert sample.ternary_search(list(sample.CFG_CANDIDATES), fid_of) == best
+        assert len(set(seen)) < len(sample.CFG_CANDIDATES) // 2  # a search, not a sweep
+
+
+def test_cfg_search_resumes_with_the_finished_scales_and_writes_its_table_and_plot(tmp_path, capsys):
+    calls, kill_at = [], [3]
+
+    def metrics_at(scale):
+        calls.append(scale)
+        if len(calls) == kill_at[0]:
+            raise KeyboardInterrupt  # killed during the third scale
+        return {"fid": (scale - 1.5) ** 2, "is_mean": 10 * scale}
+    config = {"ckpt": "x"}
+    with pytest.raises(KeyboardInterrupt):
+        sample.search_cfg(metrics_at, 1.0, 3.0, str(tmp_path), config, sample.read_search(str(tmp_path), config), 0)
+    done = sample.read_search(str(tmp_path), config)
+    assert sorted(done) == sorted(calls[:2])
+    calls.clear()
+    kill_at[0] = None
+    best, results = sample.search_cfg(metrics_at, 1.0, 3.0, str(tmp_path), config, dict(done), 0)
+    assert best == 1.5 and not set(calls) & set(done)  # the finished scales are not evaluated again
+    assert (tmp_path / "cfg_search.png").stat().st_size > 0
+    assert "| 1.5 | 0.0000 | 15.00 | best" in (tmp_path / "cfg_search.md").read_text()
+    with pytest.raises(ValueError, match="a CFG search of another configuration"):
+        sample.read_search(str(tmp_path), {"ckpt": "y"})

@@ -1,0 +1,116 @@
+"""Class-conditional generation as the paper evaluates it (Sec. 4.1-4.2, Tables 2-4, App. B; DESIGN.md §5b-6), in
+one place, so that sample.py (grids, 50K-sample .npz files, the CFG search) and train_diffusion.py (FID during
+training) compute the same images and therefore the same numbers.
+
+- Labels (Sec. 4.1: 50,000 samples): `random` is DC-Gen's protocol, torch.randint(0, K, (N,)) from a CPU generator
+  seeded `seed`; `balanced` gives N / K samples of each class in a seeded order, as RAE and REPA-E report headline
+  FIDs. Both are a function of (N, classes, seed) alone: the same on any number of ranks.
+- Noise: chunk k of global indices [k B, (k + 1) B) draws from a generator seeded by (seed, k), so 1 or 8 GPUs give
+  the same images for the same batch size B.
+- `generate`: noise -> the objective's sampler with classifier-free guidance (Table 4 †: a guidance interval) and
+  optionally only the first c' channels -> the latent scale undone -> the AE's decode -> uint8 = clamp(127.5 x + 128).
+- `generation_metrics`: the images of N labels streamed through fid.py's features on every rank (chunk k on rank
+  k % world), never held, then FID, sFID, IS, precision and recall against a reference loaded once.
+
+    python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz     # writes the .npz, then fid.py
+    python train_diffusion.py --eval-every 1000 --eval-samples 1000 --fid ref.npz  # the same numbers, online
+"""
+import time
+
+import torch
+from tqdm import tqdm
+
+import data as data_lib
+import fid
+import fsdp
+
+LABELS = ("random", "balanced")
+
+
+# ------------------------------------------------------------------------------------------------
+# Labels and seeds: functions of the global sample index alone
+# ------------------------------------------------------------------------------------------------
+
+def sample_labels(n, seed, classes, protocol="random"):
+    """The n labels (n,) of an evaluation over `classes`. random: uniform, from a CPU generator seeded `seed` (with
+    all 1000 classes, DC-Gen's torch.randint(0, 1000, (n,)) of sample_class.py, label for label). balanced: n / K of
+    each class, shuffled by the same generator (n must be a multiple of K)."""
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.as_tensor(classes)
+    if protocol == "random":
+        return classes[torch.randint(len(classes), (n,), generator=g)]
+    if protocol != "balanced":
+        raise ValueError(f"labels must be one of {LABELS}, got {protocol!r}")
+    if n % len(classes):
+        raise ValueError(f"balanced labels need a number of samples divisible by the {len(classes)} classes, "
+                         f"got {n}")
+    return classes.repeat(n // len(classes))[torch.randperm(n, generator=g)]
+
+
+def chunk_seed(seed, k):
+    """Seed of chunk k. seed * 1,000,003 + k (every sample's noise is a function of (seed, its index) for a fixed
+    B), taken modulo 2^64, the range of a torch.Generator seed: unchanged for every seed below 9.2e12, and no seed
+    in [0, 2^63 - 1] overflows."""
+    return (seed * 1_000_003 + k) % 2 ** 64
+
+
+def chunks(n, batch_size):
+    """Chunk k of an evaluation of n samples: global indices [k B, min((k + 1) B, n))."""
+    return [range(k * batch_size, min((k + 1) * batch_size, n)) for k in range((n + batch_size - 1) // batch_size)]
+
+
+# ------------------------------------------------------------------------------------------------
+# One chunk: noise -> sampler (CFG) -> latent scale undone -> AE decode -> uint8
+# ------------------------------------------------------------------------------------------------
+
+class Timer:
+    """Wall time per phase (sample.py --profile); with sync=True the GPU is drained at each boundary, so that the
+    split is honest. Timer(None, False) only adds up."""
+
+    def __init__(self, device=None, sync=False):
+        self.device, self.sync, self.t = device, sync, {}
+
+    def __call__(self, name, fn, *a):
+        drain = self.sync and self.device is not None and self.device.type == "cuda"
+        if drain:
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        out = fn(*a)
+        if drain:
+            torch.cuda.synchronize(self.device)
+        self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+    def report(self, n, rank, world_size):
+        """Print and return the rate and the split of the phases: {"images", "seconds", "img_per_s", phase: s}."""
+        total = sum(self.t.values())
+        split = ", ".join(f"{k} {v:.2f}s ({100 * v / max(total, 1e-9):.0f}%)" for k, v in self.t.items())
+        print(f"rank {rank}: {n} images in {total:.2f}s = {n / max(total, 1e-9):.2f} img/s per rank "
+              f"(x{world_size} ranks); {split}", flush=True)
+        return {"images": n, "seconds": total, "img_per_s": n / max(total, 1e-9), **self.t}
+
+
+@torch.no_grad()
+def generate(model, objective, ae, scale, latent_shape, y, seed, *, sampler, steps, cfg_scale=1.0,
+             guidance_interval=None, c_prime=None, bf16=False, ae_bf16=False, timer=None):
+    """uint8 images (n, H, W, 3) on the host for labels y (n,): the initial noise from a generator seeded `seed`,
+    the objective's sampler (cfg_scale 1 = no guidance; guidance only at noise levels inside guidance_interval;
+    c_prime: only the first c' latent channels), the latent scale undone, the AE's decode. fp32 unless bf16 /
+    ae_bf16 (the decoder's precision moves FID: the evaluation protocol decodes in fp32)."""
+    timer = timer or Timer()
+    device = next(model.parameters()).device
+    g = torch.Generator(device).manual_seed(seed)
+    z = torch.randn(len(y), *latent_shape, generator=g, device=device)  # (n, c, h, w) initial noise
+
+    def denoise(z):
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            x0 = objective.sample(model, z, y.to(device), sampler=sampler, steps=steps, cfg_scale=cfg_scale,
+                                  guidance_interval=guidance_interval, c_prime=c_prime, generator=g)
+        return x0.float()  # (n, c, h, w)
+
+    def decode(x0):  # with c_prime the channels after c' are exactly zero (a structured AE decodes them)
+        with torch.autocast(device.type, torch.bfloat16, enabled=ae_bf16):
+            return ae.decode(x0 / scale).float()  # (n, 3, H, W)
+    x = timer("decode", decode, timer("denoise", denoise, z))
+    # Quantise on the device, then copy uint8: a quarter of the bytes of a float32 copy.
+    return timer("to_uint8+copy", lambda x: data_lib.to_uint8(x).numpy(), x)  # (n, H, W, 3)
