@@ -11,19 +11,20 @@ Three objectives, one per backbone family (models.MODELS[name].objective says wh
   Flow   SiT, USiT:  x_t = t x0 + (1 - t) eps (t = 0 noise, t = 1 data), velocity v = x0 - eps, t ~ U[0, 1];
                      adaptive dopri5 (SiT's and DC-Gen's evaluation), or Euler / Heun / Euler-Maruyama.
 
-Each has `.loss(model, x0, y, c_prime=None) -> (loss, terms)` and `.sample(model, z, y, sampler=None, steps=None,
-cfg_scale, guidance_interval, c_prime, generator)`; `.samplers` maps each sampler to its default steps, the first
-being the paper's evaluation protocol, and `.describe(sampler, steps)` says it in words. c_prime (c') is None
-(plain loss), an int, or a per-sample (N,) tensor; augment_batch draws it for the two ways to combine Eq. 2 with
-the plain loss:
+Each has `.loss(model, x0, y, mask=None) -> (loss, terms)` and `.sample(model, z, y, sampler=None, steps=None,
+cfg_scale, guidance_interval, mask, generator)`; `.samplers` maps each sampler to its default steps, the first
+being the paper's evaluation protocol, and `.describe(sampler, steps)` says it in words. `mask` is Eq. 1's
+ae.channel_mask(c, c'), built by the caller from c' (an int, or one per sample), or None for all c channels;
+augment_batch draws the c' of the two ways to combine Eq. 2 with the plain loss:
 
   "replace"  each sample's c' uniform over the candidates (which include c): the paper's literal Eq. 2.
   "extra"    the batch twice, once with c' = c and once with a drawn c'; the loss is the mean of the two
              halves, i.e. the official `always_sample_max_channel` (full-channel loss + masked loss) / 2.
 
     python -m pytest -q tests/test_diffusion.py
-    python -c "import diffusion, models, torch; m = models.create_model('USiT-tiny', in_channels=8, input_size=4); \
-print(diffusion.Flow().loss(m, torch.randn(4, 8, 4, 4), torch.zeros(4, dtype=torch.long), c_prime=4))"
+    python -c "import ae, diffusion, models, torch; m = models.create_model('USiT-tiny', in_channels=8, \
+input_size=4); print(diffusion.Flow().loss(m, torch.randn(4, 8, 4, 4), torch.zeros(4, dtype=torch.long), \
+mask=ae.channel_mask(8, 4)))"
 """
 
 import math
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torchdiffeq import odeint
 
-from ae import channel_mask, sample_c_prime
+from ae import sample_c_prime
 
 
 #################################################################################
@@ -52,9 +53,10 @@ def augmented_loss(err, mask):
 
 
 def augment_batch(x0, y, candidates, mode, generator=None):
-    """Fig. 5a: (x0, y, c_prime) for the objectives' loss; c_prime a CPU tensor (latent_mask checks it on the host).
+    """Fig. 5a: (x0, y, c_prime), c_prime a CPU tensor (N,) of the c' of each sample, for the trainer's Eq. 1 mask
+    channel_mask(c, c_prime) (drawn on the host: no step waits for the device).
 
-    mode "off": c_prime None. "replace": one c' per sample (Eq. 2 as written). "extra": the batch twice, the
+    mode "off": c_prime None (no mask). "replace": one c' per sample (Eq. 2 as written). "extra": the batch twice, the
     first copy with c' = c and the second with drawn c' - the official always_sample_max_channel runs these as two
     separate passes with their own noise and t; one pass over the doubled batch with per-sample masks computes the
     same loss (augmented_loss gives both halves equal weight) at the same cost.
@@ -72,20 +74,18 @@ def augment_batch(x0, y, candidates, mode, generator=None):
     raise ValueError(f"mode must be 'off', 'replace' or 'extra', got {mode!r}")
 
 
-def latent_mask(model, x, c_prime, what="x0"):
-    """Check x (N, c, H, W) and c_prime (None, an int or a CPU integer tensor (N,)) against the model, then Eq. 1's
-    mask (N, c, 1, 1) on x's device. The objectives' and samplers' one entry check (the values are read on the host:
-    pass CPU tensors, as augment_batch makes them, so that no step waits for the device)."""
-    N, c = len(x), getattr(model, "in_channels", x.shape[1])
+def check_latent(model, x, mask, what="x0"):
+    """x (N, c, H, W) must have the model's c channels, and mask (Eq. 1's channel_mask: (N or 1, c, 1, 1), or None for
+    all channels) fit it. -> the mask to multiply by: the given one, or ones (1, c, 1, 1)."""
+    c = getattr(model, "in_channels", x.shape[1])
     if x.ndim != 4 or x.shape[1] != c:
         raise ValueError(f"{what} must be (N, {c}, H, W) for this model, got {tuple(x.shape)}")
-    c_prime = torch.full((N,), c) if c_prime is None else c_prime
-    c_prime = torch.full((N,), c_prime) if isinstance(c_prime, int) and not isinstance(c_prime, bool) else c_prime
-    if not isinstance(c_prime, torch.Tensor) or c_prime.shape != (N,) or c_prime.is_floating_point():
-        raise ValueError(f"c_prime must be an int or an integer tensor ({N},), got {c_prime!r:.80}")
-    if len(c_prime) and (c_prime.min() < 1 or c_prime.max() > c):
-        raise ValueError(f"c_prime values must lie in [1, c={c}], got {c_prime.tolist()}")
-    return channel_mask(c, c_prime).to(x.device, non_blocking=True)  # (N, c, 1, 1): no wait for the device
+    if mask is None:
+        return torch.ones(1, c, 1, 1, device=x.device)
+    if mask.ndim != 4 or mask.shape[1:] != (c, 1, 1) or mask.shape[0] not in (1, len(x)):
+        raise ValueError(f"mask must be (N or 1, {c}, 1, 1) for {what} of shape {tuple(x.shape)} (ae.channel_mask), "
+                         f"got {tuple(mask.shape)}")
+    return mask.to(x.device, non_blocking=True)  # no wait: channel_mask builds it on the host
 
 
 #################################################################################
@@ -131,11 +131,11 @@ def resolve_sampler(objective, sampler=None, steps=None):
     return sampler, steps
 
 
-def check_sampling(objective, model, z, c_prime, sampler, steps):
+def check_sampling(objective, model, z, mask, sampler, steps):
     """-> (mask, sampler, steps) with the objective's defaults filled in; bad values raise before any compute."""
     if getattr(model, "training", False):
         raise ValueError("call model.eval() before sampling: label dropout would drop the class condition")
-    return (latent_mask(model, z, c_prime, "z"), *resolve_sampler(objective, sampler, steps))
+    return (check_latent(model, z, mask, "z"), *resolve_sampler(objective, sampler, steps))
 
 
 #################################################################################
@@ -208,10 +208,11 @@ class DDPM:
         mean = at(tables["coef_x0"], t, x_t) * x0_pred + at(tables["coef_xt"], t, x_t) * x_t
         return mean, logvar
 
-    def loss(self, model, x0, y, c_prime=None, t=None, eps=None, generator=None):
-        """(loss, terms) for x0 (N, c, H, W), y (N,); c_prime None / int / (N,) (Eq. 2). t (long, 0..T-1) and eps
-        are drawn unless given (tests, variance reduction); the same signature holds for EpsSD and Flow."""
-        mask = latent_mask(model, x0, c_prime)  # Eq. 1, (N, c, 1, 1)
+    def loss(self, model, x0, y, mask=None, t=None, eps=None, generator=None):
+        """(loss, terms) for x0 (N, c, H, W), y (N,); mask: Eq. 1's (N or 1, c, 1, 1) for Eq. 2, None for all c
+        channels. t (long, 0..T-1) and eps are drawn unless given (tests, variance reduction); the same signature
+        holds for EpsSD and Flow."""
+        mask = check_latent(model, x0, mask)
         N, c = x0.shape[:2]
         t = torch.randint(0, self.num_steps, (N,), generator=generator, device=x0.device) if t is None else t
         eps = torch.randn(x0.shape, generator=generator, device=x0.device) if eps is None else eps
@@ -246,10 +247,10 @@ class DDPM:
         return f"DDPM ancestral sampling, {steps} respaced steps, learned variance"
 
     @torch.no_grad()
-    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, c_prime=None,
+    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, mask=None,
                generator=None):
         """Ancestral sampling on the respaced chain; z (N, c, H, W) is the initial noise."""
-        mask, sampler, steps = check_sampling(self, model, z, c_prime, sampler, steps)
+        mask, sampler, steps = check_sampling(self, model, z, mask, sampler, steps)
         c = z.shape[1]
         use = self.respaced_timesteps(steps)
         alpha_bar = self.tables["alpha_bar"][use]
@@ -296,9 +297,9 @@ class EpsSD:
         alpha_bar = at(self.alpha_bar, n - 1, x0)
         return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
 
-    def loss(self, model, x0, y, c_prime=None, t=None, eps=None, generator=None):
+    def loss(self, model, x0, y, mask=None, t=None, eps=None, generator=None):
         """As DDPM.loss; t here is the step n in 1..N (long), fed to the model as is."""
-        mask = latent_mask(model, x0, c_prime)  # Eq. 1, (N, c, 1, 1)
+        mask = check_latent(model, x0, mask)
         N, c = x0.shape[:2]
         n = torch.randint(1, self.num_steps + 1, (N,), generator=generator, device=x0.device) if t is None else t
         eps = torch.randn(x0.shape, generator=generator, device=x0.device) if eps is None else eps
@@ -323,13 +324,13 @@ class EpsSD:
                 f" {steps} model evaluations, SD betas")
 
     @torch.no_grad()
-    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, c_prime=None,
+    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, mask=None,
                generator=None):
         """DPM-Solver "fast" (Lu et al. 2022) with data prediction, as U-ViT and DC-Gen evaluate: a time-uniform grid
         of steps + 1 points from t = 1 to 1/N, walked in singlestep updates of order 3 (fast_orders) whose
         intermediate points are the grid points in between, so the model runs exactly `steps` times. Deterministic
         (`generator` is accepted for a uniform interface)."""
-        mask, sampler, steps = check_sampling(self, model, z, c_prime, sampler, steps)
+        mask, sampler, steps = check_sampling(self, model, z, mask, sampler, steps)
         c = z.shape[1]
 
         def x0_theta(x, t):  # data prediction D = (x - sigma_t eps_theta) / alpha_t, masked like x
@@ -389,8 +390,8 @@ class Flow:
         t = t.reshape(-1, 1, 1, 1)
         return t * x0 + (1 - t) * eps
 
-    def loss(self, model, x0, y, c_prime=None, t=None, eps=None, generator=None):
-        mask = latent_mask(model, x0, c_prime)  # Eq. 1, (N, c, 1, 1)
+    def loss(self, model, x0, y, mask=None, t=None, eps=None, generator=None):
+        mask = check_latent(model, x0, mask)
         N, c = x0.shape[:2]
         t = torch.rand(N, generator=generator, device=x0.device) if t is None else t
         eps = torch.randn(x0.shape, generator=generator, device=x0.device) if eps is None else eps
@@ -406,7 +407,7 @@ class Flow:
         return f"{sampler} {steps} steps, t 0 -> 1"
 
     @torch.no_grad()
-    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, c_prime=None,
+    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, mask=None,
                generator=None, last_step_size=0.04):
         """Integrate from t = 0 (z, noise) to t = 1 (data).
 
@@ -416,7 +417,7 @@ class Flow:
         2 evaluations per step). euler_maruyama: SiT's SDE with diffusion w(t) = 1 - t: `steps` points on
         [0, 1 - last_step_size], then a noise-free "mean" step of size last_step_size.
         """
-        mask, sampler, steps = check_sampling(self, model, z, c_prime, sampler, steps)
+        mask, sampler, steps = check_sampling(self, model, z, mask, sampler, steps)
         c = z.shape[1]
 
         def velocity(x, t):

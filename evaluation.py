@@ -20,11 +20,13 @@ import time
 import torch
 from tqdm import tqdm
 
+import ae as ae_lib
 import data as data_lib
 import fid
 import fsdp
 
 LABELS = ("random", "balanced")
+BATCH = 64  # samples per chunk: sample.py's --batch-size default, and the chunks of train_diffusion.py's FID
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,13 +101,14 @@ def generate(model, objective, ae, scale, latent_shape, y, seed, *, sampler, ste
     ae_bf16 (the decoder's precision moves FID: the evaluation protocol decodes in fp32)."""
     timer = timer or Timer()
     device = next(model.parameters()).device
+    mask = None if c_prime is None else ae_lib.channel_mask(latent_shape[0], c_prime)  # Eq. 1, (1, c, 1, 1)
     g = torch.Generator(device).manual_seed(seed)
     z = torch.randn(len(y), *latent_shape, generator=g, device=device)  # (n, c, h, w) initial noise
 
     def denoise(z):
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             x0 = objective.sample(model, z, y.to(device), sampler=sampler, steps=steps, cfg_scale=cfg_scale,
-                                  guidance_interval=guidance_interval, c_prime=c_prime, generator=g)
+                                  guidance_interval=guidance_interval, mask=mask, generator=g)
         return x0.float()  # (n, c, h, w)
 
     def decode(x0):  # with c_prime the channels after c' are exactly zero (a structured AE decodes them)
@@ -114,3 +117,31 @@ def generate(model, objective, ae, scale, latent_shape, y, seed, *, sampler, ste
     x = timer("decode", decode, timer("denoise", denoise, z))
     # Quantise on the device, then copy uint8: a quarter of the bytes of a float32 copy.
     return timer("to_uint8+copy", lambda x: data_lib.to_uint8(x).numpy(), x)  # (n, H, W, 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics of generated images, streamed on every rank (the CFG search, FID during training)
+# ------------------------------------------------------------------------------------------------
+
+def generation_metrics(generate, labels, batch_size, inception, reference, rank, world_size, is_protocol="adm",
+                       stop=None, progress=False):
+    """FID, sFID, IS, precision and recall (fid.py) of the N = len(labels) images that `generate(y, k)` makes for
+    chunk k, against `reference` (fid.load_reference, loaded once). Chunk k runs on rank k % world_size, as in
+    sample.py's evaluate; its images go straight into fid.py's features with their global indices (no image is
+    kept), so the numbers equal fid.py's on the .npz of the same images. Collective: every rank calls it. `stop()`
+    is asked between rounds of chunks, all ranks together; -> None if it said yes on any rank, else the metrics."""
+    device = next(inception.parameters()).device
+    features = fid.Features(inception, device, is_protocol=is_protocol)
+    parts = chunks(len(labels), batch_size)
+    rounds = (len(parts) + world_size - 1) // world_size  # the same number on every rank: collectives stay paired
+    with tqdm(total=len(labels), unit="img", desc="evaluating", disable=not progress or None) as bar:
+        for r in range(rounds):
+            k = r * world_size + rank
+            if k < len(parts):
+                images = generate(labels[parts[k].start:parts[k].stop], k)  # (n, H, W, 3) uint8
+                features.update(torch.from_numpy(images).permute(0, 3, 1, 2).to(device),  # (n, 3, H, W)
+                                index=torch.arange(parts[k].start, parts[k].stop))
+            bar.update(sum(len(p) for p in parts[r * world_size:(r + 1) * world_size]))
+            if stop is not None and fsdp.all_sum(int(bool(stop()))):
+                return None
+    return fid.metrics(features, reference, is_protocol=is_protocol)

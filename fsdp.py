@@ -25,6 +25,7 @@ import time
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
 
@@ -147,6 +148,18 @@ def build_with_ema(build, seed, methods=()):
     for m in (model, ema):
         shard(m, m.fsdp_units(), methods)
     return model, ema
+
+
+def unsharded_copy(model, build):
+    """A plain copy of a sharded model on every rank (collective), for work each rank does on its own: an evaluation
+    samples with an adaptive solver (dopri5) that takes another number of steps on each rank, which FSDP's all-gathers
+    cannot follow. `build()` makes the unsharded architecture. In one process: the model itself."""
+    if not is_distributed():
+        return model
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))  # full tensors, every rank
+    copy = build()
+    copy.load_state_dict(state)
+    return copy.eval().requires_grad_(False)
 
 
 def local_numel(model):

@@ -163,6 +163,11 @@ def atomic_write(path, write):
     return path
 
 
+def checkpoint_step(path):
+    """The step of OUT/ckpt_{step:07d}.pt."""
+    return int(os.path.basename(path)[len("ckpt_"):-len(".pt")])
+
+
 def latest_checkpoint(out):
     paths = sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))
     return paths[-1] if paths else None
@@ -232,11 +237,12 @@ def set_rng_state(state):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(out, step, modules, optimizers, args, extra=None, keep=2):
+def save_checkpoint(out, step, modules, optimizers, args, extra=None, keep=2, keep_every=0):
     """Gather full state dicts (collective: every rank calls this) and write `out/ckpt_{step:07d}.pt` on rank 0
     with atomic_write, so a crash mid-write leaves only a temp file that the next run removes. Keeps the newest
-    `keep` checkpoints. Loadable with plain torch.load: {"model", "ema", "opt", "step", "args", "rng", ...}.
-    Returns (path, size in bytes, seconds) on rank 0."""
+    `keep` checkpoints, and for good those of every `keep_every`-th step (the evaluated ones). Loadable with plain
+    torch.load: {"model", "ema", "opt", "step", "args", "rng", ...}. Returns (path, size in bytes, seconds) on
+    rank 0."""
     t0 = time.time()
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     ckpt = {name: get_model_state_dict(m, options=opts) for name, m in modules.items()}
@@ -262,7 +268,8 @@ def save_checkpoint(out, step, modules, optimizers, args, extra=None, keep=2):
         else:
             size = os.path.getsize(path)
             for old in sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))[:-keep]:
-                os.remove(old)
+                if not (keep_every and checkpoint_step(old) % keep_every == 0):
+                    os.remove(old)
     stop_if(error, rank, code=4)  # every rank stops together (exit status 4), or all go on
     return path, size, time.time() - t0
 

@@ -505,7 +505,7 @@ def parse_args(argv=None):
     add("--labels", choices=evaluation.LABELS, default="random", help="random: uniform draws (DC-Gen's protocol, "
         "the paper's); balanced: N / classes of each class (RAE, REPA-E)")
     add("--per-class", type=int, default=8, help="grid columns")
-    add("--batch-size", type=int, default=64, help="samples per chunk and per forward pass (x2 with CFG); keep it "
+    add("--batch-size", type=int, default=evaluation.BATCH, help="samples per chunk and per forward pass (x2 with CFG); keep it "
         "fixed to reproduce or resume a run")
     samplers = sorted({name for objective in diffusion.OBJECTIVES.values() for name in objective.samplers})
     add("--sampler", default=None, choices=samplers,

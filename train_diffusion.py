@@ -15,15 +15,20 @@ Fig. 5; Sec. 4.1; Tables 2-5).
         --data /data/imagenet/train --resolution 512 --out runs/usit2b-f64
 """
 import argparse
+import json
 import os
 import sys
+import time
 
 import torch
 
+import ae as ae_lib
 import checkpoints
 import cli
 import data as data_lib
 import diffusion
+import evaluation
+import fid
 import fsdp
 import latents
 import models
@@ -40,6 +45,15 @@ def check_args(args, ae):
         raise ValueError(f"--aug-c-primes {args.aug_c_primes} must lie in [1, c={ae.c}]")
     if args.data != "toy" and not os.path.isdir(args.data):
         raise ValueError(f"--data folder not found: {args.data}")
+    if args.eval_every < 0 or args.eval_samples < 2:
+        raise ValueError(f"--eval-every {args.eval_every} must be >= 0 and --eval-samples {args.eval_samples} >= 2")
+    if args.eval_every and not (args.fid and os.path.exists(args.fid)):
+        raise ValueError(f"--eval-every needs --fid REF, a reference batch, statistics .npz or image folder "
+                         f"(got {args.fid})")
+    if args.inception_weights not in (None, "random") and not os.path.isfile(args.inception_weights):
+        raise ValueError(f"--inception-weights not found: {args.inception_weights}")
+    if any(cp != "c" and not 1 <= cp <= ae.c for cp in args.eval_c_primes):
+        raise ValueError(f"--eval-c-primes {args.eval_c_primes} must lie in [1, c={ae.c}] (or be c)")
 
 
 def latent_cache(ae, source, args):
@@ -78,6 +92,47 @@ def save_samples(ema, objective, ae, scale, args, device, path, num_classes, ran
         data_lib.save_grid(x, path, nrow=args.grid_cols, row_labels=[f"class {c}" for c in classes])
 
 
+def evaluate(ema, build, objective, ae, scale, latent_shape, num_classes, c_primes, samples, inception, reference,
+             rank, world_size, stop):
+    """FID during training (Fig. 5b, Fig. 1): what `sample.py --ckpt <this step's checkpoint> --num-samples K --fid
+    REF` computes with its defaults (the objective's protocol sampler, no CFG, random labels, seed 0, chunks of
+    evaluation.BATCH, the EMA weights, fp32), from all c channels and from the first c' of `c_primes` (as sample.py
+    --c-prime). Every rank samples its chunks with an unsharded copy of the EMA (adaptive solvers take other steps on
+    each rank). -> {metric: value, metric_c<c'>: value} or None, when stop() said yes (a signal) on any rank."""
+    model = fsdp.unsharded_copy(ema, build).eval()
+    sampler, steps = diffusion.resolve_sampler(objective)
+    labels = evaluation.sample_labels(samples, 0, list(range(num_classes)))  # (K,)
+    result = {}
+    for c_prime in [None, *c_primes]:
+        def generate(y, k):
+            return evaluation.generate(model, objective, ae, scale, latent_shape, y, evaluation.chunk_seed(0, k),
+                                       sampler=sampler, steps=steps, c_prime=c_prime)
+        metrics = evaluation.generation_metrics(generate, labels, evaluation.BATCH, inception, reference, rank,
+                                                world_size, stop=stop, progress=rank == 0)
+        if metrics is None:
+            return None
+        suffix = "" if c_prime is None else f"_c{c_prime}"
+        result.update({k + suffix: metrics[k] for k in ("fid", "sfid", "is_mean", "precision", "recall")})
+    return result
+
+
+def evaluated(out, step):
+    """Whether OUT/metrics.jsonl holds the evaluation of `step`: a run stopped by a signal during an evaluation
+    resumes from that step's checkpoint and evaluates it first; one evaluated already is not evaluated twice."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut by a kill
+                continue
+            if record.get("step") == step and "fid" in record:
+                return True
+    return False
+
+
 def main(args):
     # Setup: process group, recipe, the frozen AE, the run folder (lock, resume checkpoint), all before any compute.
     rank, world_size, device = fsdp.setup()
@@ -93,6 +148,8 @@ def main(args):
         ae, scaling, source = frozen.model, frozen.scaling_factor, frozen.source
         args.aug_c_primes = args.aug_c_primes or ae.c_prime_candidates
         check_args(args, ae)
+        # FID from all c channels is always evaluated: the list holds the partial ones, once each.
+        args.eval_c_primes = sorted({cp for cp in args.eval_c_primes if cp not in ("c", ae.c)})
         identity, meta, dataset, damaged = latent_cache(ae, source, args)
     except ValueError as e:
         error = str(e)
@@ -110,13 +167,15 @@ def main(args):
     num_classes = meta["num_classes"] or args.num_classes
 
     # Model and EMA (FSDP2), optimizer, then every rank's own RNG streams, and the checkpoint over all of them.
-    model, ema = fsdp.build_with_ema(lambda: models.create_model(
-        args.model, in_channels=ae.c, input_size=side, num_classes=num_classes, patch_size=args.patch_size,
-        device=device), args.seed)
+    def build():
+        return models.create_model(args.model, in_channels=ae.c, input_size=side, num_classes=num_classes,
+                                   patch_size=args.patch_size, device=device)
+    model, ema = fsdp.build_with_ema(build, args.seed)
     opt = fsdp.adamw(model, args.lr, args.weight_decay, tuple(args.betas))
     modules, optimizers = {"model": model, "ema": ema}, {"opt": (opt, model)}
-    torch.manual_seed(args.seed * 1000 + rank)  # noise, t, c' and label dropout differ across ranks
+    torch.manual_seed((args.seed * 1000 + rank) % 2 ** 64)  # noise, t, c', label dropout differ per rank
     step, data_state = run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
+    elapsed = ckpt.get("elapsed", 0.0) if ckpt else 0.0  # training seconds before this process (rank 0 logs them)
     del ckpt
     log = run.RunLog(args.out, args, rank, args.steps, step if ckpt_path else None)
     if ckpt_path:
@@ -149,20 +208,50 @@ def main(args):
                     f"{scale:.4f} of {ae.name} does not fit these latents (std {std:.4f}); the noise schedules assume "
                     f"unit-scale data")
 
+    # FID during training: the Inception and the reference statistics, loaded once.
+    inception = reference = None
+    if args.eval_every:
+        try:
+            inception = fid.load_inception(args.inception_weights, device)
+            reference = fid.load_reference(args.fid, inception, 50, device)
+        except (ValueError, FileNotFoundError) as e:
+            fsdp.fail(str(e), rank)
+
+    def evaluate_step():  # -> the record of this step's evaluation, or None when a signal stopped it
+        t0 = time.time()
+        metrics = evaluate(ema, build, objective, ae, scale, [ae.c, side, side], num_classes, args.eval_c_primes,
+                           args.eval_samples, inception, reference, rank, world_size,
+                           stop=lambda: sync.signal is not None)
+        seconds = elapsed + t0 - clock
+        return metrics and {"step": step, "images_seen": step * args.batch_size, "elapsed_s": seconds,
+                            "device_hours": seconds * world_size / 3600, "eval_s": time.time() - t0, **metrics}
+
     # Training loop. The host waits for the device only at sync points (every --log-every steps and at saves).
     model.train()
-    code = 0
-    while step < args.steps:
+    code, clock = 0, time.time()  # training time = elapsed + (now - clock); evaluations are not counted
+    eval_due = bool(args.eval_every and step and step % args.eval_every == 0)
+    if eval_due and not fsdp.gather(rank == 0 and evaluated(args.out, step))[0]:  # stopped during it: once more
+        log.message(f"evaluating step {step}, which the run stopped before finishing")
+        record = evaluate_step()
+        if record is None:
+            log.message(f"stopped by {sync.signal_name} while evaluating step {step}; run the same command again")
+            code = 128 + sync.signal
+        else:
+            log.log(record)
+            elapsed, clock = record["elapsed_s"], time.time()
+    while step < args.steps and not code:
         lr = fsdp.set_lr(opt, step, args.lr, args.warmup)
         for i in range(args.accum):
             x0, y, _ = next(batches)
             x0, y = x0.to(device, non_blocking=True) * scale, y.to(device, non_blocking=True)  # (N, c, h, w)
-            # Augmented diffusion training (Eq. 2, Fig. 5a): (x0, y, c') for --aug replace / extra / off.
+            # Augmented diffusion training (Eq. 2, Fig. 5a): a c' per sample for --aug replace / extra, and its
+            # channel mask (Eq. 1); --aug off: no mask.
             x0, y, c_prime = diffusion.augment_batch(x0, y, args.aug_c_primes, args.aug)
+            mask = None if c_prime is None else ae_lib.channel_mask(ae.c, c_prime)  # (N, c, 1, 1)
             if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-step
                 model.set_requires_gradient_sync(i == args.accum - 1)
             with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-                loss, terms = objective.loss(train_model, x0, y, c_prime=c_prime)  # Eq. 2 where c' < c
+                loss, terms = objective.loss(train_model, x0, y, mask=mask)  # Eq. 2 where c' < c
             (loss / args.accum).backward()
             meter.add({"loss": loss, **terms}, 1 / args.accum)
         # Clip, AdamW step, EMA (DC-Gen's warm-up).
@@ -177,8 +266,10 @@ def main(args):
             save_samples(ema, objective, ae, scale, args, device, os.path.join(args.out, f"samples_{step:07d}.png"),
                          num_classes, rank)
 
-        # Log, stop, save: only at sync points, where one all-reduce brings the means and the flags to every rank.
-        if not sync.due(step):
+        # Log, stop, save, evaluate: only at sync points, where one all-reduce brings the means and the flags to
+        # every rank.
+        eval_due = bool(args.eval_every and step % args.eval_every == 0)
+        if not (sync.due(step) or eval_due):
             continue
         record, nonfinite, stopped, late = sync.reduce(step, meter)
         if nonfinite:  # write nothing: the last checkpoint stays the last good state
@@ -187,16 +278,29 @@ def main(args):
             code = 3
             break
         log.log({**record, "lr": lr})
-        if late or stopped or step % args.save_every == 0 or step == args.steps:
+        if late or stopped or eval_due or step % args.save_every == 0 or step == args.steps:
             extra = {"ae": source, "ae_name": ae.name, "scaling_factor": scale, "num_classes": num_classes,
-                     "latent_shape": [ae.c, side, side], "data": batches.state()}
-            log.saved(*run.save_checkpoint(args.out, step, modules, optimizers, args, extra))
+                     "latent_shape": [ae.c, side, side], "data": batches.state(),
+                     "elapsed": elapsed + time.time() - clock}
+            # An evaluated step's checkpoint is kept for good: each point of the curve can be checked again.
+            log.saved(*run.save_checkpoint(args.out, step, modules, optimizers, args, extra,
+                                           keep_every=args.eval_every))
             sync.saved()
         if stopped:  # SIGTERM / SIGINT: saved above, now stop (exit status 128 + the signal)
             log.message(f"stopped by {sync.signal_name} at step {step} after saving; run the same command again to "
                         f"resume")
             code = 128 + sync.signal
             break
+        if eval_due:
+            record = evaluate_step()
+            if record is None:  # a signal during the evaluation: this step's checkpoint is on disk
+                log.message(f"stopped by {sync.signal_name} while evaluating step {step}; the same command resumes "
+                            f"there and evaluates step {step} first")
+                code = 128 + sync.signal
+                break
+            log.log(record)
+            elapsed, clock = record["elapsed_s"], time.time()
+            model.train()
     run.finish(log, sync)
     if code:
         sys.exit(code)
@@ -209,6 +313,11 @@ def recipe_default(key):
     if len(set(values)) == 1:
         return f"default: {values[0]}"
     return "default: " + ", ".join(f"{v} {name}" for name, v in zip(models.RECIPES, values))
+
+
+def c_prime_arg(text):
+    """An --eval-c-primes entry: a channel count, or `c` (all channels)."""
+    return text if text == "c" else cli.integer(1)(text)
 
 
 def parse_args(argv=None):
@@ -254,7 +363,17 @@ def parse_args(argv=None):
     parser.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
     parser.add_argument("--encode-batch", type=int, default=64, help="batch size when encoding the latent cache")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers when encoding the latent cache")
-    parser.add_argument("--seed", type=int, default=0, help="model init and the per-rank random streams")
+    parser.add_argument("--eval-every", type=int, default=0, help="FID, sFID, IS, precision and recall of the EMA "
+                        "every N steps, as sample.py computes them, into metrics.jsonl (0: never)")
+    parser.add_argument("--eval-samples", type=int, default=10_000, help="samples per evaluation")
+    parser.add_argument("--eval-c-primes", type=c_prime_arg, nargs="+", default=[], help="also evaluate generation "
+                        "from the first c' channels, e.g. 16 32 c (default: all c only)")
+    parser.add_argument("--fid", default=None, metavar="REF", help="the reference of --eval-every: a reference "
+                        "batch or statistics .npz, or an image folder")
+    parser.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth for "
+                        "--eval-every (default: the torch hub cache; 'random' for smoke runs)")
+    parser.add_argument("--seed", type=cli.integer(*cli.SEED), default=0, help="model init and the per-rank random "
+                        "streams")
     return parser.parse_args(argv)
 
 

@@ -128,7 +128,7 @@ def train(args):
             def step():
                 x, yy, cp = diffusion.augment_batch(x0, y, list(range(16, c + 1, 4)), "replace")  # Eq. 2
                 with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-                    loss, _ = objective.loss(fwd, x, yy, c_prime=cp)
+                    loss, _ = objective.loss(fwd, x, yy, mask=ae_lib.channel_mask(c, cp))
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -314,7 +314,7 @@ def profile(args):
     def step(i):  # train_diffusion.py's step
         x, yy, cp = diffusion.augment_batch(x0, y, list(range(16, c + 1, 4)), "replace")
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-            loss, _ = objective.loss(fwd, x, yy, c_prime=cp)
+            loss, _ = objective.loss(fwd, x, yy, mask=ae_lib.channel_mask(c, cp))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step()

@@ -33,6 +33,11 @@ def iddpm_tables(ddpm):
 VB_TERM = "vb"  # the name of DDPM.loss's variational-bound term in its `terms`
 
 
+def mask_of(c_prime):
+    """Eq. 1's mask of an int or per-sample c' (the callers build it), None: all channels."""
+    return None if c_prime is None else channel_mask(C, c_prime)
+
+
 def tiny(name, **kwargs):
     return models.create_model(name, in_channels=C, input_size=S, num_classes=10, **kwargs)
 
@@ -70,23 +75,25 @@ class GaussianOptimal(nn.Module):
 # ---------------------------------------------------------------------------------------------------
 # Channel mask (Eq. 1) and bad inputs.
 
-def test_latent_mask_values():
+def test_channel_mask_values():
     model = tiny("USiT-tiny")
     x = torch.zeros(3, C, 2, 2)
-    mask = diffusion.latent_mask(model, x, torch.tensor([1, 3, 8]))
+    mask = channel_mask(C, torch.tensor([1, 3, 8]))
     assert mask.shape == (3, C, 1, 1)
     assert mask[:, :, 0, 0].tolist() == [[1] + [0] * 7, [1, 1, 1] + [0] * 5, [1] * 8]
-    assert torch.equal(diffusion.latent_mask(model, x, None), torch.ones(3, C, 1, 1))
-    assert torch.equal(diffusion.latent_mask(model, x, 2)[1, :, 0, 0], torch.tensor([1.0, 1] + [0] * 6))
+    assert torch.equal(diffusion.check_latent(model, x, None), torch.ones(1, C, 1, 1))  # no mask: all channels
+    assert torch.equal(channel_mask(C, 2)[0, :, 0, 0], torch.tensor([1.0, 1] + [0] * 6))
 
 
-@pytest.mark.parametrize("c_prime", [0, C + 1, torch.tensor([1, 2, 3, 4, 5, 9]), torch.tensor([4, 4]),
-                                     torch.full((6,), 4.0), "4"])
-def test_bad_c_prime_raises(c_prime):
+@pytest.mark.parametrize("mask", [torch.ones(C, 1, 1), torch.ones(6, C + 1, 1, 1), torch.ones(4, C, 1, 1),
+                                  torch.ones(6, C, 2, 1)])
+def test_a_mask_that_does_not_fit_raises(mask):
     model = tiny("USiT-tiny")
     x0, y = batch()
-    with pytest.raises(ValueError, match="c_prime"):
-        diffusion.Flow().loss(model, x0, y, c_prime=c_prime)
+    with pytest.raises(ValueError, match="mask must be"):
+        diffusion.Flow().loss(model, x0, y, mask=mask)
+    with pytest.raises(ValueError, match="mask must be"):
+        diffusion.Flow().sample(model.eval(), x0, y, "euler", 2, mask=mask)
 
 
 @pytest.mark.parametrize("objective", [diffusion.DDPM(), diffusion.EpsSD(), diffusion.Flow()])
@@ -157,10 +164,11 @@ class DiracVelocity(nn.Module):
 def test_perfect_velocity_gives_zero_flow_loss(c_prime):
     X = torch.randn(1, C, S, S).expand(6, C, S, S)
     model = DiracVelocity(X)
-    loss, _ = diffusion.Flow().loss(model, X, torch.zeros(6, dtype=torch.long), c_prime=c_prime,
+    loss, _ = diffusion.Flow().loss(model, X, torch.zeros(6, dtype=torch.long), mask=mask_of(c_prime),
                                     t=torch.rand(6) * 0.99, generator=torch.Generator().manual_seed(0))
     assert loss.item() < 1e-10
-    wrong = diffusion.Flow().loss(DiracVelocity(X + 0.1), X, torch.zeros(6, dtype=torch.long), c_prime=c_prime)[0]
+    wrong = diffusion.Flow().loss(DiracVelocity(X + 0.1), X, torch.zeros(6, dtype=torch.long),
+                                  mask=mask_of(c_prime))[0]
     assert wrong.item() > 1e-3
 
 
@@ -191,7 +199,7 @@ def test_masked_channels_change_neither_loss_nor_gradients(name):
 
     def loss_and_grads(model, x0):
         model_params = [p for p in model.parameters() if p.requires_grad]
-        loss, _ = objective.loss(model, x0, y, c_prime=k, t=t, generator=torch.Generator().manual_seed(3))
+        loss, _ = objective.loss(model, x0, y, mask=mask_of(k), t=t, generator=torch.Generator().manual_seed(3))
         grads = torch.autograd.grad(loss, model_params)
         return loss, grads
 
@@ -219,12 +227,12 @@ def test_per_sample_masks_equal_mean_of_separate_passes(name):
     t = torch.tensor([1, 70, 400, 1000, 2, 5, 600, 800]) if name.startswith("UViT") else t
     t = torch.rand(8, generator=g) if t is None else t
     # The official "extra" mode: a full-channel pass and a c' = 3 pass, averaged ...
-    full, _ = objective.loss(model, x0, y, c_prime=None, t=t[:4], eps=eps[:4])
-    part, _ = objective.loss(model, x0, y, c_prime=3, t=t[4:], eps=eps[4:])
+    full, _ = objective.loss(model, x0, y, mask=mask_of(None), t=t[:4], eps=eps[:4])
+    part, _ = objective.loss(model, x0, y, mask=mask_of(3), t=t[4:], eps=eps[4:])
     # ... equals one pass over the doubled batch with per-sample masks (augment_batch's layout).
     x0_2, y_2, c_prime = diffusion.augment_batch(x0, y, [3], "extra")
     assert c_prime.tolist() == [C] * 4 + [3] * 4 and torch.equal(x0_2[4:], x0)
-    mixed, _ = objective.loss(model, x0_2, y_2, c_prime=c_prime, t=t, eps=eps)
+    mixed, _ = objective.loss(model, x0_2, y_2, mask=mask_of(c_prime), t=t, eps=eps)
     assert torch.allclose(mixed, (full + part) / 2, rtol=1e-5)
 
 
@@ -321,7 +329,7 @@ def test_samplers_deterministic_under_seed_and_partial_channels(objective_cls, s
     steps = min(steps, 8)
 
     def run(seed, c_prime=None):
-        return objective.sample(model, z, y, steps=steps, cfg_scale=1.5, c_prime=c_prime,
+        return objective.sample(model, z, y, steps=steps, cfg_scale=1.5, mask=mask_of(c_prime),
                                 generator=torch.Generator().manual_seed(seed), **kwargs)
 
     a, b, other = run(0), run(0), run(1)
@@ -471,7 +479,7 @@ def test_overfit_one_batch(name, c_prime):
     losses = []
     for _ in range(100):
         # the same noise and t every step, so the loss can go to ~0 on this batch
-        loss, _ = objective.loss(model, x0, y, c_prime=c_prime, generator=torch.Generator().manual_seed(0))
+        loss, _ = objective.loss(model, x0, y, mask=mask_of(c_prime), generator=torch.Generator().manual_seed(0))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -521,8 +529,8 @@ def test_augmented_loss_is_the_mean_over_each_samples_kept_elements():
     # Through an objective: a velocity off by delta_i on sample i has the loss mean_i delta_i^2, whatever c'_i.
     X = torch.randn(1, C, S, S, generator=g).expand(4, C, S, S)
     delta = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    loss, _ = diffusion.Flow().loss(OffsetVelocity(X, delta), X, torch.zeros(4, dtype=torch.long), c_prime=c_prime,
-                                    t=torch.tensor([0.1, 0.5, 0.3, 0.8]))
+    loss, _ = diffusion.Flow().loss(OffsetVelocity(X, delta), X, torch.zeros(4, dtype=torch.long),
+                                    mask=mask_of(c_prime), t=torch.tensor([0.1, 0.5, 0.3, 0.8]))
     assert math.isclose(loss.item(), (delta ** 2).mean().item(), rel_tol=1e-5), loss
 
 
@@ -695,7 +703,7 @@ def test_ddpm_loss_is_dits_hybrid_loss_on_the_kept_elements():
     out = torch.cat([eps_theta, v], 1).requires_grad_(True)
     model = Fixed(out)
     ddpm = diffusion.DDPM()
-    loss, terms = ddpm.loss(model, x0, torch.zeros(N, dtype=torch.long), c_prime=c_prime, t=t, eps=eps)
+    loss, terms = ddpm.loss(model, x0, torch.zeros(N, dtype=torch.long), mask=mask_of(c_prime), t=t, eps=eps)
     mask = channel_mask(C, c_prime).double()
     kept = mask.sum(dim=(1, 2, 3)) * S * S  # (N,) c' H W
 
@@ -742,7 +750,7 @@ def test_each_objective_feeds_its_forward_process_and_regresses_its_target(objec
         x_t, target = abar.sqrt() * x0 + (1 - abar).sqrt() * eps, eps
     out = torch.randn(4, 2 * C if objective_cls is diffusion.DDPM else C, S, S, generator=g)
     model = Fixed(out)
-    loss, _ = objective.loss(model, x0, torch.zeros(4, dtype=torch.long), c_prime=c_prime, t=t, eps=eps)
+    loss, _ = objective.loss(model, x0, torch.zeros(4, dtype=torch.long), mask=mask_of(c_prime), t=t, eps=eps)
     seen_x, seen_t = model.seen[0]
     torch.testing.assert_close(seen_x, x_t * mask, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(seen_t.double(), t.double())
