@@ -438,10 +438,11 @@ class Flow:
                 else:  # Heun: trapezoid of the slopes at both ends of the Euler step
                     x = x + (t1 - t0) / 2 * (d + velocity(x + (t1 - t0) * d, t1))
             return x
+        assert sampler == "euler_maruyama"  # check_sampling admits only this objective's samplers
 
+        # Euler-Maruyama on SiT's SDE: dx = [v + w(t) score] dt + sqrt(2 w(t)) dW, w(t) = 1 - t; the score from the
+        # velocity for this path: score = (t v - x) / (1 - t) = -eps_hat / sigma_t.
         def drift(x, t):
-            # dx = [v + w(t) score] dt + sqrt(2 w(t)) dW; score from the velocity for this path:
-            # score = (t v - x) / (1 - t) = -eps_hat / sigma_t.
             v = velocity(x, t)
             score = (t * v - x) / (1 - t)
             return v + (1 - t) * score

@@ -6,6 +6,15 @@ patch size 1, `in_channels = c` and an input size of resolution / f: a 512 px im
 
     out = model(x_t, t, y)    # x_t (N, c, H, W), t float (N,), y long (N,) -> out (N, c or 2c, H, W)
 
+and these attributes and methods, which the objectives, samplers, trainers and loaders use (a new backbone is one
+class that has them, and one MODELS entry):
+
+    model.in_channels         c: the latent channels it denoises (diffusion.check_latent checks x_t against it)
+    model.num_classes         K: labels 0..K-1; label K is the null class of classifier-free guidance
+    model.input_size          the latent side H = W (= resolution / f)
+    model.fsdp_units()        the blocks `fully_shard` wraps one by one before the root (fsdp.shard)
+    model.flops_per_image()   forward FLOPs of one image, for the MFU in the training log
+
 The objective decides the scale of t (diffusion.py): DDPM 0..999, U-ViT's eps objective 1..1000 (fractional while
 sampling), flow matching t in [0, 1] unscaled, as SiT and DC-Gen's USiT; all through one sinusoidal embedding.
 Key names are the released code's: DiT/SiT facebookresearch/DiT's (`x_embedder.proj`, `t_embedder.mlp`,

@@ -237,6 +237,8 @@ def test_per_sample_masks_equal_mean_of_separate_passes(name):
 
 
 def test_sample_c_prime_and_augment_batch():
+    """sample_c_prime draws uniformly over the candidates, reproducibly; augment_batch's "replace" and "extra"
+    layouts: test_augment_batch_layouts_draw_per_sample."""
     candidates = [2, 4, 6, 8]
     a = diffusion.sample_c_prime(candidates, 2000, torch.Generator().manual_seed(0))
     b = diffusion.sample_c_prime(candidates, 2000, torch.Generator().manual_seed(0))
@@ -244,8 +246,6 @@ def test_sample_c_prime_and_augment_batch():
     counts = torch.bincount(a, minlength=9)[candidates]
     assert (counts > 400).all() and counts.sum() == 2000  # uniform over the candidates, nothing else
     x0, y = batch()
-    _, _, c_prime = diffusion.augment_batch(x0, y, candidates, "replace")
-    assert c_prime.shape == (6,) and set(c_prime.tolist()) <= set(candidates)
     assert diffusion.augment_batch(x0, y, candidates, "off")[2] is None
     with pytest.raises(ValueError, match="mode"):
         diffusion.augment_batch(x0, y, candidates, "both")
@@ -454,16 +454,6 @@ def test_cfg(name):
     assert torch.equal(diffusion.guided_output(model, x, t, y, 3.0, guide=False), cond)
 
 
-def test_guidance_interval_in_sampler():
-    model = randomize_(tiny("USiT-tiny"), std=0.05).eval()
-    z, y = batch(2)
-    flow = diffusion.Flow()
-    plain = flow.sample(model, z, y, "euler", 4)
-    never = flow.sample(model, z, y, "euler", 4, cfg_scale=4.0, guidance_interval=(2.0, 3.0))  # empty interval
-    some = flow.sample(model, z, y, "euler", 4, cfg_scale=4.0, guidance_interval=(0.2, 0.8))
-    assert torch.equal(plain, never) and not torch.allclose(plain, some)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Overfitting one batch.
 
@@ -624,8 +614,6 @@ def test_ddpm_respacing_250_is_dits_list():
     ours = diffusion.DDPM().respaced_timesteps(250)
     assert ours == dit_space_timesteps(1000, 250)
     assert len(ours) == 250 and ours[:4] == [0, 4, 8, 12] and ours[-2:] == [995, 999]
-    for n in (2, 10, 25, 50, 100, 1000):
-        assert diffusion.DDPM().respaced_timesteps(n) == dit_space_timesteps(1000, n), n
 
 
 def test_ddpm_respacing_matches_dit_for_every_count():

@@ -281,3 +281,12 @@ def test_uvit_long_skips_are_last_in_first_out():
     for j in range(n):
         assert torch.equal(fused[j], pushed[n - 1 - j]), j
     assert not torch.equal(pushed[0], pushed[2])  # the three skips can be told apart
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_every_backbone_keeps_the_contract_of_the_docstring(name):
+    """models.py's docstring: in_channels, num_classes, input_size, fsdp_units(), flops_per_image()."""
+    model = models.create_model(name, in_channels=12, input_size=4, num_classes=7, device="meta")
+    assert (model.in_channels, model.num_classes, model.input_size) == (12, 7, 4)
+    assert model.fsdp_units() and all(isinstance(m, torch.nn.Module) for m in model.fsdp_units())
+    assert model.flops_per_image() > 0
