@@ -1,9 +1,15 @@
 """The InceptionV3 of the FID literature: pytorch-fid's port of the TensorFlow graph of 2015-12-05, whose features
-every FID, Inception Score and precision/recall number of the paper is computed from (Sec. 4.1, App. B; fid.py).
+every FID, sFID, Inception Score and precision/recall number of the paper is computed from
+(Sec. 4.1, App. B; fid.py).
 
 Same module names and shapes as torchvision's Inception3 (num_classes=1008, no AuxLogits), so the released weights
 `pt_inception-2015-12-05-6726825d.pth` load with strict key checking; the FID graph differs in its pool branches
 (average pools exclude the padding, Mixed_7c's pool branch is a max pool), and FID numbers depend on that.
+
+One forward gives the three outputs the ADM evaluator reads from the TF graph: pool_3 (FID,
+precision/recall), the logits without bias (Inception Score) and the spatial features of
+`mixed_6/conv` (sFID). Two input pipelines: pytorch-fid's (FID, the default) and torch-fidelity's
+TF1-style one (DC-Gen's Inception Score).
 
     python -c "import inception; m = inception.load_inception('random'); print(sum(p.numel() for p in m.parameters()))"
 """
@@ -19,6 +25,9 @@ FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fi
                    "pt_inception-2015-12-05-6726825d.pth")
 DIMS = 2048  # pool3 features
 NUM_CLASSES = 1008  # the TF graph's 1000 ImageNet classes + 8 unused
+SPATIAL_CHANNELS = 7  # sFID: the first 7 channels of mixed_6/conv (ADM's `spatial[..., :7]`)
+SPATIAL_DIMS = 17 * 17 * SPATIAL_CHANNELS  # 2023
+RANDOM_SEED = 0  # load_inception("random"): the same network in every process and on every rank
 
 #################################################################################
 #                    InceptionV3 of the FID literature (TF 2015-12-05)          #
@@ -147,8 +156,63 @@ class InceptionE(nn.Module):  # Mixed_7b (avg pool branch), Mixed_7c (max pool b
         return torch.cat([b1, b3, b3d, bp], dim=1)  # (N, 2048, 8, 8)
 
 
+#################################################################################
+#     Input pipelines: pytorch-fid's (FID) and torch-fidelity's (DC-Gen's IS)   #
+#################################################################################
+
+def resize_tf1(x, size):
+    """Bilinear resize as TensorFlow 1.x's resize_bilinear (align_corners=False, no half-pixel
+    centres), which the TF graph and torch-fidelity's `inception-v3-compat` use: output pixel i
+    reads the input at i * in / out (F.interpolate: at (i + 0.5) * in / out - 0.5), the
+    right/bottom neighbour clamped to the last pixel. x (N, C, H, W) float -> (N, C, size, size).
+    The float32 operations of torch-fidelity's `interpolate_bilinear_2d_like_tensorflow1x`
+    ("slow"), in the same order, so that the results agree to the last bit on CPU."""
+    def grid(n_in):
+        scale = torch.tensor(n_in / size, dtype=torch.float32)
+        pos = torch.arange(size, dtype=x.dtype, device=x.device) * scale  # (size,)
+        lo = pos.long()  # floor: pos >= 0
+        return lo, (lo + 1).clamp_max(n_in - 1), pos - lo.to(x.dtype)  # (size,) each
+    y_lo, y_hi, dy = grid(x.shape[2])
+    x_lo, x_hi, dx = grid(x.shape[3])
+    top, bottom = x[:, :, y_lo], x[:, :, y_hi]  # (N, C, size, W)
+    top = top[..., x_lo] + (top[..., x_hi] - top[..., x_lo]) * dx  # (N, C, size, size)
+    bottom = bottom[..., x_lo] + (bottom[..., x_hi] - bottom[..., x_lo]) * dx
+    return top + (bottom - top) * dy[:, None]
+
+
+def preprocess(x, pipeline="pytorch-fid"):
+    """images (N, 3, H, W), uint8 in [0, 255] or float in [0, 1] -> the network's input
+    (N, 3, 299, 299).
+
+    "pytorch-fid" (FID, sFID, ADM's IS, precision/recall; DC-Gen's FID): [0, 1] images,
+    F.interpolate bilinear (align_corners=False) to 299, then 2x - 1. "torch-fidelity" (DC-Gen's
+    IS, the paper's): the uint8 values as floats, TF1-style bilinear to 299, then (x - 128) / 128,
+    as the TF graph does after its ResizeBilinear. A float image is first rounded to uint8 as
+    DC-Gen rounds it for torch-fidelity (255 x + 0.5, clamped)."""
+    if pipeline == "torch-fidelity":
+        if x.is_floating_point():
+            x = (255 * x + 0.5).clamp(0, 255).to(torch.uint8)
+        x = x.float()
+        if x.shape[-2:] != (299, 299):
+            x = resize_tf1(x, 299)
+        return (x - 128) / 128
+    if pipeline != "pytorch-fid":
+        raise ValueError(f"unknown input pipeline {pipeline!r}: 'pytorch-fid' or "
+                         f"'torch-fidelity'")
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
+    # At 299 the resize is the identity, so it is skipped.
+    if x.shape[-2:] != (299, 299):
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    return 2 * x - 1
+
+
+#################################################################################
+#                                  The network                                  #
+#################################################################################
+
 class InceptionV3(nn.Module):
-    """images (N, 3, H, W), uint8 in [0, 255] or float in [0, 1] -> (pool (N, 2048), logits (N, 1008))."""
+    """images -> pool (N, 2048), logits (N, 1008), spatial (N, 7, 17, 17): see forward."""
 
     def __init__(self):
         super().__init__()
@@ -170,40 +234,61 @@ class InceptionV3(nn.Module):
         self.Mixed_7c = InceptionE(2048, pool="max")
         self.fc = nn.Linear(DIMS, NUM_CLASSES)
 
-    def forward(self, x):
-        if x.dtype == torch.uint8:
-            x = x.float() / 255
-        # pytorch-fid's preprocessing: bilinear resize of [0, 1] images, then [-1, 1]. (At 299 the
-        # resize is the identity, so it is skipped.)
-        if x.shape[-2:] != (299, 299):
-            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        x = 2 * x - 1  # (N, 3, 299, 299)
+    def forward(self, x, pipeline="pytorch-fid"):
+        """x: images (N, 3, H, W), uint8 in [0, 255] or float in [0, 1], or a list of N (3, H, W)
+        images of different sizes (each resized to 299 alone). pipeline: see preprocess.
+        -> pool (N, 2048): pool_3 of the TF graph, the FID features;
+           logits (N, 1008): pool_3 @ fc.weight.T without the bias (ADM's IS; torch-fidelity's
+           "logits_unbiased");
+           spatial (N, 7, 17, 17): the first 7 channels of mixed_6/conv (sFID)."""
+        if isinstance(x, (list, tuple)):
+            x = torch.cat([preprocess(image[None], pipeline) for image in x])
+        else:
+            x = preprocess(x, pipeline)  # (N, 3, 299, 299)
         x = x.contiguous(memory_format=torch.channels_last)  # ~20% faster convs on CPU (oneDNN) at batch 50
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))  # (N, 64, 147, 147)
         x = F.max_pool2d(x, kernel_size=3, stride=2)  # (N, 64, 73, 73)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))  # (N, 192, 71, 71)
         x = F.max_pool2d(x, kernel_size=3, stride=2)  # (N, 192, 35, 35)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b,
+                      self.Mixed_6c, self.Mixed_6d):
+            x = block(x)  # ... -> (N, 768, 17, 17)
+        # sFID's features, ADM's `mixed_6/conv:0`, are Mixed_6d.branch1x1's output. The TF graph
+        # names its blocks in order: mixed, mixed_1, mixed_2 = Mixed_5b, 5c, 5d (35x35); mixed_3 =
+        # Mixed_6a (to 17x17); mixed_4, 5, 6, 7 = Mixed_6b, 6c, 6d, 6e (17x17); mixed_8 = Mixed_7a
+        # (to 8x8); mixed_9, 10 = Mixed_7b, 7c. Inside a block, `conv` is the 1x1 branch (our
+        # branch1x1) and `tower`, `tower_1`, `tower_2` the others; `X/conv:0` is the output of that
+        # scope: conv, batch norm, ReLU (our BasicConv2d). So mixed_6/conv = Mixed_6d.branch1x1,
+        # 192 channels at 17x17, of which ADM keeps the first 7. Mixed_6d concatenates branch1x1
+        # first, so these are the first 7 channels of its output: no extra computation.
+        spatial = x[:, :SPATIAL_CHANNELS]  # (N, 7, 17, 17)
+        for block in (self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
             x = block(x)  # ... -> (N, 2048, 8, 8)
         pool = x.mean(dim=(2, 3))  # (N, 2048): "pool_3" of the TF graph, the FID features
-        # IS logits: the TF graph's softmax input without the bias (as torch-fidelity's "logits_unbiased").
+        # IS logits: the TF graph's softmax input without its bias (ADM: `softmax/logits/MatMul`).
         logits = pool @ self.fc.weight.T  # (N, 1008)
-        return pool, logits
+        return pool, logits, spatial
 
 
 def load_inception(weights=None, device="cpu"):
     """The FID Inception in eval mode: weights = a local .pth (or its state dict), None (torch.hub
-    cache, download when online) or "random" (tests and smoke runs only: metrics are meaningless)."""
-    model = InceptionV3()
+    cache, download when online) or "random" (tests and smoke runs only: metrics are meaningless;
+    the same network in every process, seed RANDOM_SEED)."""
     if weights == "random":
         warnings.warn("fid.py: Inception has RANDOM weights: FID/IS/precision/recall are meaningless")
-        # Kaiming init keeps activations O(1) through the 94 conv+BN layers (PyTorch's default init
-        # shrinks them towards 0), so features of different images differ, as tests need.
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        # Seeded, so that every process and every rank builds the same network (a --save-stats
+        # run and a later comparison must use one network), in a forked RNG: the caller's random
+        # streams do not move.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            model = InceptionV3()
+            # Kaiming init keeps activations O(1) through the 94 conv+BN layers (PyTorch's default
+            # init shrinks them towards 0), so features of different images differ, as tests need.
+            for m in model.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
     else:
+        model = InceptionV3()
         if weights is None:
             cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(FID_WEIGHTS_URL))
             rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
