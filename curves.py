@@ -58,13 +58,16 @@ def parse_run(spec):
 
 
 def group_curve(folders, metric, x):
-    """-> (x values, mean, std) over the folders at the x values they share (seeds evaluated at the same steps)."""
-    curves = [{r[x]: r[metric] for r in read_curve(f, metric) if r.get(x) is not None} for f in folders]
-    shared = sorted(set.intersection(*(set(c) for c in curves)))
-    if not shared:
-        raise ValueError(f"{', '.join(folders)}: no {x} at which every run was evaluated")
-    values = np.array([[c[v] for v in shared] for c in curves])  # (runs, points)
-    return np.array(shared), values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(len(shared))
+    """-> (x, mean, std) over the folders (seeds) at the steps every one of them was evaluated at; x is the
+    mean over the folders too (images seen agree; device-hours differ a little from run to run)."""
+    curves = [{r["step"]: r for r in read_curve(f, metric) if r.get(x) is not None} for f in folders]
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    if not steps:
+        raise ValueError(f"{', '.join(folders)}: no step at which every run was evaluated")
+    xs = np.array([[c[s][x] for s in steps] for c in curves]).mean(0)  # (points,)
+    values = np.array([[c[s][metric] for s in steps] for c in curves])  # (runs, points)
+    std = values.std(0, ddof=1) if len(values) > 1 else np.zeros(len(steps))
+    return xs, values.mean(0), std
 
 
 def plot(runs, metric, path, axes=tuple(AXES), paper=None, title=None):

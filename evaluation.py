@@ -144,4 +144,4 @@ def generation_metrics(generate, labels, batch_size, inception, reference, rank,
             bar.update(sum(len(p) for p in parts[r * world_size:(r + 1) * world_size]))
             if stop is not None and fsdp.all_sum(int(bool(stop()))):
                 return None
-    return fid.metrics(features, reference, is_protocol=is_protocol)
+    return fid.metrics(features, reference)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import curves
-import fid
+import evaluation
 import sample
 import train_diffusion
 from conftest import checkpoints, records
@@ -40,10 +40,11 @@ def evaluations(out):
 
 def test_online_fid_equals_sample_py_on_the_checkpoint_of_that_step(tmp_path, ref, one_thread):
     out = tmp_path / "run"
-    tiny_run(out, ref, "--steps", "4", "--eval-every", "2", "--eval-c-primes", "8", "c")
+    tiny_run(out, ref, "--steps", "5", "--save-every", "1", "--eval-every", "2", "--eval-c-primes", "8", "c")
     online = evaluations(out)
     assert [r["step"] for r in online] == [2, 4]
-    assert [os.path.basename(p) for p in checkpoints(out)] == ["ckpt_0000002.pt", "ckpt_0000004.pt"]  # both kept
+    kept = ["ckpt_0000002.pt", "ckpt_0000004.pt", "ckpt_0000005.pt"]  # the evaluated ones, and the newest two
+    assert [os.path.basename(p) for p in checkpoints(out)] == kept
     first = online[0]
     assert first["images_seen"] == 16 and first["device_hours"] > 0 and first["elapsed_s"] > 0
     offline = sample.main(sample.parse_args(["--ckpt", checkpoints(out)[0], "--out", str(tmp_path / "s"),
@@ -59,21 +60,21 @@ def test_online_fid_equals_sample_py_on_the_checkpoint_of_that_step(tmp_path, re
 
 def test_a_signal_during_an_evaluation_resumes_there_and_logs_each_point_once(tmp_path, ref, monkeypatch, one_thread):
     out = tmp_path / "run"
-    real = fid.Features.update
+    real = evaluation.generate
     calls = []
 
-    def sigterm_in_the_second_evaluation(self, *a, **k):
+    def sigterm_in_the_second_evaluation(*a, **k):
         calls.append(1)
-        if len(calls) == 2:  # one chunk per evaluation: the second evaluation is at step 4
+        if len(calls) == 2:  # one chunk per evaluation: the second evaluation is the one of step 4
             os.kill(os.getpid(), signal.SIGTERM)
-        return real(self, *a, **k)
-    monkeypatch.setattr(fid.Features, "update", sigterm_in_the_second_evaluation)
+        return real(*a, **k)
+    monkeypatch.setattr(evaluation, "generate", sigterm_in_the_second_evaluation)
     with pytest.raises(SystemExit) as e:
         tiny_run(out, ref, "--steps", "6", "--eval-every", "2")
     assert e.value.code == 128 + signal.SIGTERM
     assert [r["step"] for r in evaluations(out)] == [2] and os.path.basename(checkpoints(out)[-1]) == \
         "ckpt_0000004.pt"
-    monkeypatch.setattr(fid.Features, "update", real)
+    monkeypatch.setattr(evaluation, "generate", real)
     tiny_run(out, ref, "--steps", "6", "--eval-every", "2")  # the same command: step 4 first, then on
     assert [r["step"] for r in evaluations(out)] == [2, 4, 6]
     tiny_run(out, ref, "--steps", "6", "--eval-every", "2")  # finished: nothing evaluated twice
