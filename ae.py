@@ -384,8 +384,11 @@ def build_lpips(random_weights=False):
               "the perceptual loss is not meaningful.", file=sys.stderr)
     else:
         vgg16_weights()  # in the cache from here on: torchvision loads it without a download
-    with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained=` argument
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.")
+    # Seeded, without touching the caller's RNG: a random trunk is the same network in every process and on every
+    # rank (the pretrained one overwrites its random init).
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.")  # lpips passes `pretrained=`
+        torch.manual_seed(0)
         net = lpips.LPIPS(net="vgg", pnet_rand=random_weights, verbose=False)
     return net.eval().requires_grad_(False)
 

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 import ae as ae_lib
 from conftest import randomize_norms
 import checkpoints
+import export
 import models
 from ae import AE_CONFIGS, build_ae
 
@@ -53,7 +54,7 @@ def diffusers_folder(folder, name, src, **overrides):
 def test_diffusers_folder_round_trip(tmp_path, name):
     torch.manual_seed(1)
     src = randomize_norms(build_ae(name)).eval()
-    ae = checkpoints.load_ae(diffusers_folder(tmp_path / f"{name}-diffusers", name, src))
+    ae = checkpoints.load_ae(diffusers_folder(tmp_path / name, name, src))  # named after its folder
     assert ae.scaling_factor == 0.77 and ae.name == name and not ae.model.training
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():  # fp32 rounding only: frozen weights may take other CPU kernels than trainable ones
@@ -277,10 +278,10 @@ def test_hub_ids_load_from_the_cache_offline_and_are_named_by_the_id(hub, family
 
 
 def test_an_export_from_a_hub_id_is_named_by_the_id(hub, family_names, tmp_path, capsys):
-    """python checkpoints.py export ORG/NAME: the export carries the model's name, never the snapshot's hash."""
+    """python export.py ORG/NAME: the export carries the model's name, never the snapshot's hash."""
     snapshot = hub("mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers", FIXTURES / "sana" / "diffusers")
-    checkpoints.main(checkpoints.parse_args(["export", "mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers", "--to", "dcgen",
-                                             "--out", str(tmp_path / "dcgen")]))
+    export.main(export.parse_args(["mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers", "--to", "dcgen",
+                                   "--out", str(tmp_path / "dcgen")]))
     assert json.loads((tmp_path / "dcgen/config.json").read_text()) == {"model_name": "dc-ae-f32c32-sana-1.0"}
     assert os.path.basename(snapshot) not in capsys.readouterr().out
 
@@ -297,7 +298,8 @@ def test_scripts_take_hub_ids_for_ae_ckpt_and_init(hub, family_names, tmp_path, 
                                                      *small]))
     ckpt = torch.load(tmp_path / "d/ckpt_0000001.pt", map_location="cpu", weights_only=False)
     assert ckpt["ae"] == "dc-ai/dc15-fixture" and ckpt["ae_name"] == "dc15-fixture"  # the id resolves anywhere
-    out = checkpoints.export_diffusion(checkpoints.load_diffusion(str(tmp_path / "d")), str(tmp_path / "c2i"))
+    trained = checkpoints.load_diffusion(str(tmp_path / "d"))
+    out = export.export_diffusion(trained, str(tmp_path / "c2i"))
     hub("me/usit-tiny-c2i", tmp_path / "c2i")
     res = sample.main(sample.parse_args(["--ckpt", "me/usit-tiny-c2i", "--out", str(tmp_path / "s"), "--sampler",
                                          "euler", "--steps", "2", "--per-class", "1", "--classes", "0"]))
@@ -335,13 +337,13 @@ def same_function(a, b, x):
 @pytest.mark.parametrize("to", ["diffusers", "dcgen"])
 def test_an_ae_we_trained_exports_and_loads_back_the_same_function(tmp_path, to, capsys):
     src = checkpoints.load_ae(our_ae_checkpoint(tmp_path / "ckpt_0000005.pt"))
-    argv = ["export", src.source, "--to", to, "--out", str(tmp_path / to)]
+    argv = [src.source, "--to", to, "--out", str(tmp_path / to)]
     if to == "diffusers":  # a self-trained AE has no published factor: diffusers' config needs one
         with pytest.raises(SystemExit) as e:
-            checkpoints.main(checkpoints.parse_args(argv))
+            export.main(export.parse_args(argv))
         assert e.value.code == 2 and "has no known latent scaling factor" in capsys.readouterr().err
         argv += ["--scaling-factor", "0.61"]
-    checkpoints.main(checkpoints.parse_args(argv))
+    export.main(export.parse_args(argv))
     back = checkpoints.load_ae(str(tmp_path / to))
     assert back.name == "dc-ae-f8c16-tiny-1.0" or to == "diffusers"
     same_function(back.model, src.model, torch.rand(2, 3, 16, 16) * 2 - 1)
@@ -351,7 +353,7 @@ def test_an_ae_we_trained_exports_and_loads_back_the_same_function(tmp_path, to,
     else:
         assert json.loads((tmp_path / to / "config.json").read_text()) == {"model_name": "dc-ae-f8c16-tiny-1.0"}
     with pytest.raises(SystemExit):  # nothing is overwritten
-        checkpoints.main(checkpoints.parse_args(argv))
+        export.main(export.parse_args(argv))
     assert "is not empty: pass a new folder" in capsys.readouterr().err
 
 
@@ -361,7 +363,7 @@ def test_a_diffusion_checkpoint_exports_to_dc_gens_class_to_image_folder(tmp_pat
     released combination gets its released name."""
     import test_sample
     pt = test_sample.make_ckpt(tmp_path / "ckpt_0000007.pt", "UViT-tiny")
-    checkpoints.main(checkpoints.parse_args(["export", pt, "--to", "dcgen", "--out", str(tmp_path / "c2i")]))
+    export.main(export.parse_args([pt, "--to", "dcgen", "--out", str(tmp_path / "c2i")]))
     theirs = load_file(str(tmp_path / "c2i/model.safetensors"))
     assert all(k.startswith("diffusion_model.") for k in theirs)
     src, back = checkpoints.load_diffusion(pt), checkpoints.load_diffusion(str(tmp_path / "c2i"))
@@ -376,30 +378,32 @@ def test_a_diffusion_checkpoint_exports_to_dc_gens_class_to_image_folder(tmp_pat
     released = checkpoints.Loaded(models.create_model("USiT-2B", in_channels=128, input_size=8, device="meta"),
                                   "USiT-2B", "x", latent_shape=[128, 8, 8], num_classes=1000,
                                   ae_name="dc-ae-f64c128-1.5", scaling_factor=factor)
-    assert checkpoints.release_name(released) == "dc-ae-f64c128-1.5-usit-2b-in-512px"
+    assert export.release_name(released) == "dc-ae-f64c128-1.5-usit-2b-in-512px"
     # Latents scaled otherwise: DC-Gen would sample it with the release's factor, so it gets a name of ours.
-    assert checkpoints.release_name(dataclasses.replace(released, scaling_factor=factor * 1.1)) == \
+    assert export.release_name(dataclasses.replace(released, scaling_factor=factor * 1.1)) == \
         "dc-ae-f64c128-1.5-usit-2b-512px"
 
 
 def test_an_export_under_a_released_name_keeps_its_own_facts(tmp_path):
     """A folder with our metadata is read from it even under a released name (the latent, the classes and the
-    scaling factor it was trained with), and still knows the release and its documented CFG scale."""
+    scaling factor it was trained with), and still knows the release and its published CFG scale."""
     import test_sample
     pt = test_sample.make_ckpt(tmp_path / "ckpt_0000007.pt", "UViT-tiny")
-    checkpoints.main(checkpoints.parse_args(["export", pt, "--to", "dcgen", "--out", str(tmp_path / "c2i")]))
+    export.main(export.parse_args([pt, "--to", "dcgen", "--out", str(tmp_path / "c2i")]))
     release = "dc-ae-f32c32-in-1.0-uvit-s-in-512px"
     (tmp_path / "c2i/config.json").write_text(json.dumps({"model_name": release}))
     src, back = checkpoints.load_diffusion(pt), checkpoints.load_diffusion(str(tmp_path / "c2i"))
-    assert (back.name, back.latent_shape, back.scaling_factor, back.release, back.cfg_scale) == \
+    assert (back.name, back.latent_shape, back.scaling_factor, back.release.name,
+            back.release.cfg_scale) == \
         (src.name, src.latent_shape, src.scaling_factor, release, 1.5)
+    assert back.ae == src.ae  # the AE it was trained on, not the release's
 
 
 def test_diffusers_loads_our_export_when_it_is_installed(tmp_path):
     diffusers = pytest.importorskip("diffusers", reason="diffusers is not a dependency: pip install diffusers to run "
                                                         "the round trip through AutoencoderDC")
     src = checkpoints.load_ae(our_ae_checkpoint(tmp_path / "ckpt_0000005.pt", "dc-ae-f8c16-tiny"))
-    checkpoints.export_ae(src, "diffusers", str(tmp_path / "out"), scaling_factor=0.5)
+    export.export_ae(src, "diffusers", str(tmp_path / "out"), scaling_factor=0.5)
     theirs = diffusers.AutoencoderDC.from_pretrained(str(tmp_path / "out"), local_files_only=True).eval()
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():

@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ae as ae_lib  # noqa: E402
 import checkpoints  # noqa: E402
 import models  # noqa: E402
+import releases  # noqa: E402
+from test_checkpoints import hub  # noqa: E402, F401  a Hugging Face cache on disk, offline
 
 # The 14 released names -> (architecture, depth, hidden, heads, c, tokens per side), read from DC-Gen's
 # c2i_model_zoo.py / uvit.py / dit.py (all 512 px: f32 -> 16x16, f64 -> 8x8 latents).
@@ -171,15 +173,24 @@ def registered(name):
     return ours if depth == 2 else f"{ours}-depth{depth}"
 
 
+# The protocol of each objective, as the release table writes it.
+PROTOCOL = {"ddpm": releases.DDPM, "eps": releases.DPM_SOLVER, "flow": releases.DOPRI5}
+
+
 @pytest.fixture
 def tiny_releases(monkeypatch, tmp_path):
-    monkeypatch.setitem(ae_lib.AE_CONFIGS, "test-ae", ae_lib.dc_ae_15(c=C, widths=(1,) * 7, depths=(0,) + (1,) * 6,
-                                                                      scaling_factor=0.5, structured=True))
+    test_ae = ae_lib.dc_ae_15(c=C, widths=(4,) * 7, depths=(0,) + (1,) * 6, scaling_factor=0.5,
+                              structured=True)
+    monkeypatch.setitem(ae_lib.AE_CONFIGS, "test-ae", test_ae)
     folders = {}
     for name, (ours, arch, depth) in TINY.items():
         if registered(name) != ours:
             monkeypatch.setitem(models.MODELS, registered(name), with_depth(models.MODELS[ours], depth))
-        monkeypatch.setitem(checkpoints.DCGEN_MODELS, name, (registered(name), "test-ae"))
+        objective = models.MODELS[ours].objective
+        record = releases.Release(name, f"dc-ai/{name}", registered(name), "test-ae",
+                                  "dc-ai/test-ae", 512, *PROTOCOL[objective], 1.5, None,
+                                  (releases.Reported("a test", None),))
+        monkeypatch.setitem(releases.RELEASES, name, record)
         folder = tmp_path / name
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({"model_name": f"dc-ai/{name}"}))
@@ -194,7 +205,8 @@ def test_synthetic_release_loads_strictly_and_computes_the_official_function(tin
     ckpt = checkpoints.load_diffusion(tiny_releases[name])
     model, objective = ckpt.model, models.MODELS[ckpt.name].objective
     assert ckpt.name == registered(name) and ckpt.latent_shape == [C, SIDE, SIDE] and ckpt.scaling_factor == 0.5
-    assert ckpt.num_classes == 1000 and ckpt.release == name and ckpt.ae_name == "test-ae" and ckpt.ae is None
+    assert ckpt.num_classes == 1000 and ckpt.release.name == name and ckpt.ae_name == "test-ae"
+    assert ckpt.ae == "dc-ai/test-ae"  # the release's AE, by its hub id
     sd = load_file(os.path.join(tiny_releases[name], "model.safetensors"))
     assert sum(k.endswith("skip_linear.weight") for k in sd) == (3 if TINY[name][1] == "uvit" else 0)  # 3 long skips
     g = torch.Generator().manual_seed(1)
@@ -255,6 +267,25 @@ def test_bad_folders(tmp_path):
         checkpoints.load_diffusion(str(tmp_path))
 
 
+# The authors' published CFG scales (efficientvit applications/dc_ae/README.md: "cfg=1.3 for
+# mit-han-lab/dc-ae-f32c32-in-1.0-dit-xl-in-512px and cfg=1.5 for all other models", and its
+# evaluation commands with 1.2 and 1.15 for the two f32c32 USiTs); absent: none published (SiT-XL,
+# the 1.5 USiTs), or not unambiguously (the batch-1024 DiT-XL).
+PUBLISHED_CFG = {"dc-ae-f32c32-in-1.0-dit-xl-in-512px": 1.3,
+                 "dc-ae-f32c32-in-1.0-uvit-s-in-512px": 1.5,
+                 "dc-ae-f32c32-in-1.0-uvit-h-in-512px": 1.5,
+                 "dc-ae-f32c32-in-1.0-uvit-2b-in-512px": 1.5,
+                 "dc-ae-f32c32-in-1.0-usit-h-in-512px": 1.2,
+                 "dc-ae-f32c32-in-1.0-usit-2b-in-512px": 1.15,
+                 "dc-ae-f64c128-in-1.0-uvit-h-in-512px": 1.5,
+                 "dc-ae-f64c128-in-1.0-uvit-h-in-512px-train2000k": 1.5,
+                 "dc-ae-f64c128-in-1.0-uvit-2b-in-512px": 1.5,
+                 "dc-ae-f64c128-in-1.0-uvit-2b-in-512px-train2000k": 1.5}
+AE_IDS = {"dc-ae-f32c32-in-1.0": "mit-han-lab/dc-ae-f32c32-in-1.0",
+          "dc-ae-f64c128-in-1.0": "mit-han-lab/dc-ae-f64c128-in-1.0",
+          "dc-ae-f64c128-1.5": "dc-ai/dc-ae-f64c128-1.5"}  # DESIGN.md §4
+
+
 @pytest.mark.parametrize("name", list(RELEASED))
 def test_every_released_name_loads_its_official_layout(name):
     """Meta-device state dicts with the released keys and shapes (no memory): all 14 load strictly by name."""
@@ -262,20 +293,21 @@ def test_every_released_name_loads_its_official_layout(name):
     sd = {k: torch.empty(v, device="meta") for k, v in official_shapes(arch, depth, D, c, side).items()}
     ckpt = checkpoints.from_dcgen(name, sd, name, device="meta")
     model = ckpt.model
-    assert ckpt.latent_shape == [c, side, side] and ckpt.release == name
+    assert ckpt.latent_shape == [c, side, side] and ckpt.release.name == name
     assert ckpt.scaling_factor == {"dc-ae-f32c32-in-1.0": 0.3189, "dc-ae-f64c128-in-1.0": 0.2889,
                                    "dc-ae-f64c128-1.5": 0.5935}[ckpt.ae_name]
-    assert ckpt.cfg_scale == (1.3 if arch == "dit" else 1.5)
+    assert ckpt.release.cfg_scale == PUBLISHED_CFG.get(name)
+    assert ckpt.ae == AE_IDS[ckpt.ae_name]
     assert model.num_heads == heads and model.hidden_size == D
     assert sum(p.numel() for p in model.parameters()) == sum(t.numel() for t in sd.values())
 
 
-def test_sample_py_runs_a_release_with_the_paper_protocol(tiny_releases, tmp_path, capsys):
+def test_sample_py_runs_a_release_with_the_paper_protocol(tiny_releases, hub, tmp_path, capsys):
     import sample
     argv = ["--ckpt", tiny_releases["test-usit"], "--out", str(tmp_path), "--classes", "1", "2", "--per-class", "2"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit):  # the release's AE, offline and not in the cache
         sample.main(sample.parse_args(argv))
-    assert "records no AE weights: pass --ae (the folder of test-ae)" in capsys.readouterr().err
+    assert "error: the checkpoint's AE dc-ai/test-ae: not found" in capsys.readouterr().err
     res = sample.main(sample.parse_args(argv + ["--ae", "random:dc-ae-f8c16-tiny"]))  # c = 16 like the fake AE
     assert res["images"].shape == (4, 64, 64, 3)
     header = capsys.readouterr().out.splitlines()[0]
