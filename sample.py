@@ -357,7 +357,7 @@ def check_args(args, ckpt, objective):
 
 def paper_number(release, key, cfg_scale):
     """' (paper: 2.18, Table 4)' beside one of our numbers, where the release has the paper's for this setting."""
-    paper = getattr(release, "paper", None) if release else None
+    paper = release.reported[0] if release and release.reported else None  # the first: the paper's, if any
     guided = cfg_scale not in (None, 1.0)
     value = getattr(paper, {"fid": "gfid_cfg" if guided else "gfid", "is_mean": "inception_score",
                             "precision": "precision", "recall": "recall"}[key], None) if paper else None

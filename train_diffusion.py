@@ -369,7 +369,7 @@ def parse_args(argv=None):
     parser.add_argument("--eval-c-primes", type=c_prime_arg, nargs="+", default=[], help="also evaluate generation "
                         "from the first c' channels, e.g. 16 32 c (default: all c only)")
     parser.add_argument("--fid", default=None, metavar="REF", help="the reference of --eval-every: a reference "
-                        "batch or statistics .npz, or an image folder")
+                        "batch or statistics .npz, or an image folder (default: none; needed by --eval-every)")
     parser.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth for "
                         "--eval-every (default: the torch hub cache; 'random' for smoke runs)")
     parser.add_argument("--seed", type=cli.integer(*cli.SEED), default=0, help="model init and the per-rank random "

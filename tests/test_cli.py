@@ -92,7 +92,7 @@ def test_fewer_than_16_latent_channels_train_with_the_full_latent_only():
     assert x_rec.shape == (1, 3, 16, 16)
 
 
-HELP = [["train_ae"], ["train_diffusion"], ["sample"], ["eval_ae"], ["fid"], ["toy"], ["data"], ["checkpoints", "export"],
+HELP = [["train_ae"], ["train_diffusion"], ["sample"], ["eval_ae"], ["fid"], ["toy"], ["data"], ["export"],
         *[["benchmarks.bench", sub] for sub in ("tokens", "train", "ae", "fid", "profile", "gpu")]]
 
 

@@ -312,7 +312,7 @@ def test_sample_py_runs_a_release_with_the_paper_protocol(tiny_releases, hub, tm
     assert res["images"].shape == (4, 64, 64, 3)
     header = capsys.readouterr().out.splitlines()[0]
     assert header.startswith("test-usit (step None) + dc-ae-f8c16-tiny: dopri5 atol 1e-6 rtol 1e-3 (adaptive)")
-    assert "CFG off; DC-Gen's documented scale 1.5, guidance interval off" in header
+    assert "CFG off; the authors' scale 1.5, guidance interval off" in header
     assert "denoiser fp32, AE decode fp32; latent scale 0.5" in header
     sample.main(sample.parse_args(["--ckpt", tiny_releases["test-uvit"], "--ae", "random:dc-ae-f8c16-tiny", "--out",
                                    str(tmp_path), "--classes", "1", "--per-class", "1"]))
