@@ -10,6 +10,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -318,3 +319,28 @@ def test_sample_py_runs_a_release_with_the_paper_protocol(tiny_releases, hub, tm
                                    str(tmp_path), "--classes", "1", "--per-class", "1"]))
     assert "DPM-Solver fast (singlestep, order 3, data prediction, time-uniform t 1 -> 0.001), 30 model evaluations" \
         in capsys.readouterr().out
+
+
+def test_a_release_brings_its_cfg_scale_and_the_papers_numbers(tiny_releases, tmp_path, monkeypatch, capsys):
+    """--cfg-scale release: the authors' scale of the table (1.5 here); the report prints ours beside the paper's
+    number of the same setting (gFID with CFG here), and a release whose scale is unpublished refuses in one line."""
+    import sample
+    name = "test-usit"
+    record = releases.RELEASES[name]
+    monkeypatch.setitem(releases.RELEASES, name, dataclasses.replace(
+        record, reported=(releases.Reported("Table 9", 7.0, gfid_cfg=3.25, inception_score=99.0),)))
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, np.random.default_rng(0).integers(0, 256, (12, 64, 64, 3), dtype=np.uint8))
+    argv = ["--ckpt", tiny_releases[name], "--ae", "random:dc-ae-f8c16-tiny", "--num-samples", "12",
+            "--batch-size", "6", "--sampler", "euler", "--steps", "2", "--fid", str(ref), "--inception-weights",
+            "random", "--cfg-scale", "release"]
+    res = sample.main(sample.parse_args(argv + ["--out", str(tmp_path / "a")]))
+    out = capsys.readouterr().out
+    assert "; CFG 1.5; the authors' scale 1.5," in out.splitlines()[0]
+    assert f"gFID {res['metrics']['fid']:.4f} (paper: 3.25, Table 9)" in out
+    assert "(paper: 99" not in out  # the paper's IS is without CFG: not beside a guided one
+    monkeypatch.setitem(releases.RELEASES, name, dataclasses.replace(record, cfg_scale=None))
+    with pytest.raises(SystemExit) as e:
+        sample.main(sample.parse_args(argv + ["--out", str(tmp_path / "b")]))
+    assert e.value.code == 2 and "--cfg-scale release: the authors published no CFG scale for test-usit" in \
+        capsys.readouterr().err
