@@ -20,6 +20,7 @@ from safetensors.torch import save
 import ae as ae_lib
 import checkpoints
 import cli
+import formats
 import releases
 import run
 
@@ -53,9 +54,9 @@ def export_ae(ae, to, out, scaling_factor=None):
     metadata. scaling_factor, when given, replaces the AE's own. Returns the factor written."""
     factor = scaling_factor if scaling_factor is not None else ae.scaling_factor
     cfg = ae.model.config
-    identity = {k: getattr(cfg, k) for k in checkpoints.IDENTITY}  # what the format cannot say
+    identity = {k: getattr(cfg, k) for k in formats.IDENTITY}  # what the format cannot say
     identity.update(name=ae.name, resolution=ae.resolution, scaling_factor=factor, step=ae.step)
-    metadata = {checkpoints.METADATA: json.dumps(identity)}
+    metadata = {formats.METADATA: json.dumps(identity)}
     sd = {k: v.detach().cpu().contiguous() for k, v in ae.model.state_dict().items()}
     if to == "diffusers":
         if factor is None:
@@ -63,11 +64,11 @@ def export_ae(ae, to, out, scaling_factor=None):
                              f"config needs one: pass --scaling-factor (train_diffusion.py logs "
                              f"it: 'latent std S x scale F')")
         config = {"_class_name": "AutoencoderDC", "_diffusers_version": DIFFUSERS_VERSION,
-                  **checkpoints.config_to_diffusers(cfg), "scaling_factor": factor}
+                  **formats.config_to_diffusers(cfg), "scaling_factor": factor}
         write_folder(out, {"config.json": config_bytes(config),
                            "diffusion_pytorch_model.safetensors": save(sd, metadata=metadata)})
     else:
-        dcgen = {k: v.contiguous() for k, v in checkpoints.to_dcgen(sd, cfg).items()}
+        dcgen = {k: v.contiguous() for k, v in formats.to_dcgen(sd, cfg).items()}
         write_folder(out, {"config.json": config_bytes({"model_name": ae.name}),
                            "model.safetensors": save(dcgen, metadata=metadata)})
     return factor
@@ -94,13 +95,13 @@ def export_diffusion(ckpt, out):
     """A diffusion checkpoint (Loaded) -> DC-Gen's class-to-image folder: config.json
     {"model_name"} and model.safetensors with keys `diffusion_model.<key>` (DCAE_Diffusion_HF),
     plus what our loader needs in the safetensors metadata (DC-Gen ignores it). Returns the name."""
-    sd = {checkpoints.PREFIX + k: v.detach().cpu().contiguous()
+    sd = {formats.PREFIX + k: v.detach().cpu().contiguous()
           for k, v in ckpt.model.state_dict().items()}
     ours = dict(model=ckpt.name, latent_shape=ckpt.latent_shape, num_classes=ckpt.num_classes,
                 scaling_factor=ckpt.scaling_factor, ae=ckpt.ae, ae_name=ckpt.ae_name,
                 step=ckpt.step)
     name = release_name(ckpt)
-    metadata = {checkpoints.METADATA: json.dumps(ours)}
+    metadata = {formats.METADATA: json.dumps(ours)}
     write_folder(out, {"config.json": config_bytes({"model_name": name}),
                        "model.safetensors": save(sd, metadata=metadata)})
     return name
@@ -108,14 +109,14 @@ def export_diffusion(ckpt, out):
 
 def is_diffusion(spec):
     """Whether SRC is a diffusion model: our checkpoint with a latent shape, or a DC-Gen
-    class-to-image folder (checked by checkpoints.read_folder). Anything else, or nothing there,
+    class-to-image folder (checked by formats.read_folder). Anything else, or nothing there,
     goes to the AE loader, which says what is wrong."""
     src, repo = checkpoints.resolve(spec, "SRC")
     if os.path.isdir(src) and not os.path.isfile(os.path.join(src, "config.json")):
         src = checkpoints.newest_checkpoint(src, "SRC", "train_ae.py or train_diffusion.py")
     if os.path.isfile(src):
         return "latent_shape" in run.read_checkpoint(src, mmap=True)
-    return os.path.isdir(src) and checkpoints.read_folder(src, "SRC", repo).kind == "c2i"
+    return os.path.isdir(src) and formats.read_folder(src, "SRC", repo).kind == "c2i"
 
 
 def main(args):

@@ -32,11 +32,11 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the project's files sit one folder up
 import ae as ae_lib  # noqa: E402
-import checkpoints  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
 import diffusion  # noqa: E402
 import fid  # noqa: E402
+import formats  # noqa: E402
 import fsdp  # noqa: E402
 import inception  # noqa: E402
 import models  # noqa: E402
@@ -177,7 +177,8 @@ def ae(args):
         AutoencoderDC = None
         print("diffusers is not installed: timing ours only (see the docstring for a scratch environment)")
     if AutoencoderDC is not None:
-        theirs = AutoencoderDC(**checkpoints.config_to_diffusers(ae_lib.AE_CONFIGS[args.model])).eval()
+        config = formats.config_to_diffusers(ae_lib.AE_CONFIGS[args.model])
+        theirs = AutoencoderDC(**config).eval()
         theirs.load_state_dict(ours.state_dict(), strict=True)  # same key names: no renaming
         z_ours, z_theirs = ours.encode(x), theirs.encode(x).latent
         y_ours, y_theirs = ours.decode(z_ours), theirs.decode(z_ours).sample

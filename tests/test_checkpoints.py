@@ -1,7 +1,8 @@
-"""checkpoints.py: the released AE formats (diffusers' AutoencoderDC, DC-Gen's DCAE_HF) load into our modules and
-compute the same function, strictly (missing and unexpected keys are named), and the scripts' --ae resolves run
-folders, .pt files, released folders, hub ids (from a cache on disk, offline) and registry names; our models export
-to both formats and load back to the same function. Weights are random (nothing is downloaded).
+"""formats.py and checkpoints.py: the released AE formats (diffusers' AutoencoderDC, DC-Gen's
+DCAE_HF) load into our modules and compute the same function, strictly (missing and unexpected
+keys are named), and the scripts' --ae resolves run folders, .pt files, released folders, hub ids
+(from a cache on disk, offline) and registry names; our models export to both formats and load
+back to the same function. Weights are random (nothing is downloaded).
 
     python -m pytest -q tests/test_checkpoints.py
 """
@@ -21,12 +22,14 @@ import ae as ae_lib
 from conftest import randomize_norms
 import checkpoints
 import export
+import formats
 import models
 from ae import AE_CONFIGS, build_ae
 
 
 def diffusers_config(name, **overrides):
-    """A diffusers AutoencoderDC config.json for one of our entries, written independently of checkpoints.py."""
+    """A diffusers AutoencoderDC config.json for one of our entries, written independently of
+    formats.py."""
     cfg = AE_CONFIGS[name]
     S = len(cfg.widths)
     return {"_class_name": "AutoencoderDC", "_diffusers_version": "0.32.0", "in_channels": 3,
@@ -146,7 +149,7 @@ def family_names(monkeypatch):
     for family in FAMILIES:
         config = json.loads((FIXTURES / family / "diffusers/config.json").read_text())
         monkeypatch.setitem(AE_CONFIGS, f"{family}-fixture",
-                            checkpoints.config_from_diffusers(config, f"{family}-fixture"))
+                            formats.config_from_diffusers(config, f"{family}-fixture"))
 
 
 @pytest.mark.parametrize("fmt", ["diffusers", "dcgen"])
@@ -175,9 +178,9 @@ def test_dc_gen_names_both_ways_are_dc_gens_own(family, family_names):
     theirs = load_file(str(FIXTURES / family / "dcgen/model.safetensors"))
     model = build_ae(f"{family}-fixture")
     assert set(model.state_dict()) == set(ours)  # our module names are diffusers'
-    exported = checkpoints.to_dcgen(ours, model.config)
+    exported = formats.to_dcgen(ours, model.config)
     assert set(exported) == set(theirs) and all(torch.equal(exported[k], theirs[k]) for k in theirs)
-    back = checkpoints.from_dcgen_ae(theirs, model)
+    back = formats.from_dcgen_ae(theirs, model)
     assert set(back) == set(ours) and all(torch.equal(back[k], ours[k]) for k in ours)
 
 
@@ -235,8 +238,9 @@ def test_released_names_are_registry_entries_with_their_factors(name):
         model = build_ae(name)
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == RELEASED_AES[name]
     assert model.scaling_factor == FACTORS[name]
-    config = checkpoints.config_to_diffusers(AE_CONFIGS[name])
-    assert checkpoints.config_from_diffusers(config, name) == AE_CONFIGS[name]  # every field survives diffusers' format
+    config = formats.config_to_diffusers(AE_CONFIGS[name])
+    # every field survives diffusers' format
+    assert formats.config_from_diffusers(config, name) == AE_CONFIGS[name]
 
 
 # ------------------------------------------------------------------------------------------------

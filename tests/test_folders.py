@@ -1,4 +1,4 @@
-"""Released folders are checked whole before any model is built (checkpoints.read_folder:
+"""Released folders are checked whole before any model is built (formats.read_folder:
 config.json's fields, types, per-stage lengths and names; the weights file and its safetensors
 header), each fault one line naming the folder, the field or file, and for a hub snapshot how to
 fetch it again; a script turns it into `error:` and exit status 2. Exports keep their identity
@@ -17,6 +17,7 @@ import torch
 import ae as ae_lib
 import checkpoints
 import export
+import formats
 from ae import build_ae
 from conftest import randomize_norms
 from test_checkpoints import FIXTURES, diffusers_folder, same_function
@@ -110,7 +111,7 @@ def test_a_missing_or_damaged_weights_file_is_one_line(tmp_path, fmt, fault, fam
                                                         no_model_built):
     folder = tmp_path / "dc15"
     shutil.copytree(FIXTURES / "dc15" / fmt, folder)
-    weights = folder / checkpoints.WEIGHTS[fmt]
+    weights = folder / formats.WEIGHTS[fmt]
     damage, message = WEIGHTS_FAULTS[fault]
     damage(str(weights))
     no_model_built()
