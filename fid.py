@@ -272,12 +272,12 @@ def load_reference(ref, model, batch_size=50, device="cpu", resolution=None, num
     if ref.images is None or (stats and not pr):
         return Reference(stats["mu"], stats["sigma"], stats.get("mu_s"), stats.get("sigma_s"),
                          name=ref.name, from_file=tuple(stats))
-    from_file = isinstance(ref.images, (Folder, NpzImages))
-    keep = reference_subset(len(ref.images), size) if from_file else None
+    on_disk = isinstance(ref.images, (Folder, NpzImages))
+    keep = reference_subset(len(ref.images), size) if on_disk else None
     features = Features(model, device, batch_size, "adm", keep)
     feed(features, ref.images, progress, desc="reference")
     index, pool, _ = features.gathered()
-    if not from_file and len(index) > size:  # in memory: the count is known only now
+    if not on_disk and len(index) > size:  # in memory: the count is known only now
         chosen = torch.from_numpy(reference_subset(len(index), size))
         index, pool = index[chosen], pool[chosen]
     pool_stats, spatial_stats = features.pool_stats.reduced(), features.spatial_stats.reduced()
@@ -290,7 +290,7 @@ def load_reference(ref, model, batch_size=50, device="cpu", resolution=None, num
     sizes = set().union(*fsdp.gather(features.sizes))
     return Reference(stats["mu"], stats["sigma"], stats.get("mu_s"), stats.get("sigma_s"), pool,
                      index, int(pool_stats.n.item()), int(fsdp.all_sum(features.skipped)),
-                     ref.name, read, ref.images if from_file else None,
+                     ref.name, read, ref.images if on_disk else None,
                      sizes.pop() if len(sizes) == 1 else None)
 
 
@@ -381,6 +381,8 @@ def compute_metrics(samples, ref, model=None, weights=None, batch_size=50, devic
                          f"{inputs[0].name}")
     if is_protocol not in IS_PROTOCOLS:
         raise ValueError(f"is_protocol must be one of {IS_PROTOCOLS}, got {is_protocol!r}")
+    if save_ref_stats:  # the folder must be one we can make and write in
+        run.check_out(os.path.dirname(os.path.abspath(save_ref_stats)), "save_ref_stats")
     model = model if model is not None else load_inception(weights, device)
     reference = load_reference(inputs[1], model, batch_size, device, pr=pr or bool(save_ref_stats),
                                progress=progress)
