@@ -167,7 +167,7 @@ class Features:
                              "or none")
         self.local = index is None
         index = torch.arange(self.count, self.count + n) if index is None else \
-            torch.as_tensor(index, dtype=torch.int64).flatten()
+            torch.as_tensor(index, dtype=torch.int64).flatten().cpu()  # (n,), kept on the host
         if index.shape[0] != n:
             raise ValueError(f"Features.update: {n} images but {index.shape[0]} indices")
         self.count += n
