@@ -32,7 +32,8 @@ REF: the same, or a reference batch, `arr_0` with the statistics `mu`, `sigma` (
 precision/recall. A statistics-only .npz works too; sFID then needs `mu_s`/`sigma_s`,
 precision/recall need images, and the output says what it skipped. A REF of more than 10,000
 images (ADM's reference size) gives statistics of all of them and precision/recall against 10,000
-drawn with a fixed seed: the images --save-stats writes into `arr_0`.
+drawn with a fixed seed: the images --save-stats writes into `arr_0` (7.9 GB at 512 px; with
+--no-pr it writes the statistics only).
 
     # reference batch of the ImageNet train split at 512 px, ADM's layout (once; 8 GPUs)
     torchrun --nproc_per_node=8 fid.py /data/imagenet/train --resolution 512 --save-stats in512.npz
@@ -294,15 +295,17 @@ def load_reference(ref, model, batch_size=50, device="cpu", resolution=None, num
                      sizes.pop() if len(sizes) == 1 else None)
 
 
-def save_reference(path, reference):
-    """Write `reference` as an ADM reference batch (call on one rank): mu, sigma, mu_s, sigma_s and
-    arr_0 = its reference images (up to 10,000), re-read from the source, streamed; atomic.
-    -> None, or why arr_0 was left out (the file then holds the statistics only)."""
+def save_reference(path, reference, arr_0=True):
+    """Write `reference` as an ADM reference batch (call on one rank): mu, sigma, mu_s, sigma_s and,
+    with arr_0, its reference images (up to 10,000; 7.9 GB at 512 px), re-read from the source,
+    streamed; atomic. -> None, or why arr_0 was left out (the file then holds the statistics)."""
     stats = {k: v for k, v in (("mu", reference.mu), ("sigma", reference.sigma),
                                ("mu_s", reference.mu_s), ("sigma_s", reference.sigma_s))
              if v is not None}
     why = None
-    if reference.index is None:
+    if not arr_0:
+        why = "not asked for (--no-pr)"
+    elif reference.index is None:
         why = "REF holds no images"
     elif reference.source is None:
         why = "the reference images are in memory, not in a file to read them again from"
@@ -522,13 +525,13 @@ def evaluate(args, rank, device, written):
             print("RANDOM Inception weights: these numbers are meaningless")
         then = f", then {args.paths[0]}" if len(inputs) == 2 else ""
         print(f"reading {args.paths[-1]}{then}", flush=True)
-    reference = load_reference(inputs[-1], model, args.batch_size, device,
-                               pr=not args.no_pr or out is not None, progress=True)
+    reference = load_reference(inputs[-1], model, args.batch_size, device, pr=not args.no_pr,
+                               progress=True)
     if out is not None:
         error, why = None, None
         if rank == 0:
             try:
-                why = save_reference(out, reference)
+                why = save_reference(out, reference, arr_0=not args.no_pr)
                 written.append(out)
             except (OSError, ValueError) as e:
                 error = run.write_error(out, e) if isinstance(e, OSError) else str(e)
@@ -572,8 +575,8 @@ def parse_args(argv=None):
     parser.add_argument("--num-workers", type=int, default=4,
                         help="DataLoader workers reading image folders")
     parser.add_argument("--no-pr", action="store_true",
-                        help="skip precision/recall (REF's images are then read only when REF has "
-                        "no statistics)")
+                        help="skip precision/recall: REF's images are then read only when REF has "
+                        "no statistics, and --save-stats writes no arr_0")
     return parser.parse_args(argv)
 
 
