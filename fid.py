@@ -296,9 +296,9 @@ def load_reference(ref, model, batch_size=50, device="cpu", resolution=None, num
 
 
 def save_reference(path, reference, arr_0=True):
-    """Write `reference` as an ADM reference batch (call on one rank): mu, sigma, mu_s, sigma_s and,
-    with arr_0, its reference images (up to 10,000; 7.9 GB at 512 px), re-read from the source,
-    streamed; atomic. -> None, or why arr_0 was left out (the file then holds the statistics)."""
+    """Write `reference` as an ADM reference batch (call on one rank): mu, sigma, mu_s, sigma_s
+    and, with arr_0, its reference images (up to 10,000; 7.9 GB at 512 px), re-read from the
+    source, streamed; atomic. -> None, or why arr_0 was left out (then the statistics only)."""
     stats = {k: v for k, v in (("mu", reference.mu), ("sigma", reference.sigma),
                                ("mu_s", reference.mu_s), ("sigma_s", reference.sigma_s))
              if v is not None}

@@ -402,9 +402,10 @@ def test_save_stats_writes_an_adm_reference_batch_that_gives_the_same_metrics(se
         assert abs(printed(again, name) - printed(lines, name)) <= 1e-9 * abs(printed(lines, name))
     assert "statistics (mu, sigma, mu_s, sigma_s) from the file" in [
         line for line in again if line.startswith("reference:")][0]
-    with warnings.catch_warnings():  # --no-pr: the statistics only, no 10,000 images (7.9 GB at 512)
+    with warnings.catch_warnings():  # --no-pr: the statistics, not 10,000 images (7.9 GB at 512)
         warnings.simplefilter("ignore")
-        lines, err, code = run_main([folder, "--save-stats", tmp_path / "s.npz", "--no-pr"], capsys)
+        lines, err, code = run_main([folder, "--save-stats", tmp_path / "s.npz", "--no-pr"],
+                                    capsys)
     assert code == 0 and "arr_0 left out: not asked for (--no-pr)" in lines[-1], err
     with np.load(tmp_path / "s.npz") as f:
         assert sorted(f.files) == ["mu", "mu_s", "sigma", "sigma_s"]
