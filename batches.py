@@ -155,6 +155,7 @@ def load_stats(path):
                              f"{dims}-d")
     return stats
 
+
 #################################################################################
 #          The images of an evaluation: folders, arr_0 .npz, in memory          #
 #################################################################################
@@ -250,6 +251,7 @@ def open_input(x, resolution=None, num_workers=4):
         return Input("statistics", {"mu": np.asarray(x[0], np.float64),
                                     "sigma": np.asarray(x[1], np.float64)})
     if not isinstance(x, (str, os.PathLike)):
+        local_batches(x, 1)  # a tensor's or an array's shape is checked here
         return Input("images in memory", images=x)
     path = str(x)
     if not os.path.exists(path):
@@ -282,8 +284,6 @@ def reference_subset(n, size=REFERENCE_SIZE, seed=SUBSET_SEED):
     if n <= size:
         return np.arange(n)
     return np.sort(np.random.RandomState(seed).choice(n, size, replace=False))
-
-
 
 
 def local_batches(images, batch_size):

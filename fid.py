@@ -32,7 +32,8 @@ REF: the same, or a reference batch, `arr_0` with the statistics `mu`, `sigma` (
 precision/recall. A statistics-only .npz works too; sFID then needs `mu_s`/`sigma_s`,
 precision/recall need images, and the output says what it skipped. A REF of more than 10,000
 images (ADM's reference size) gives statistics of all of them and precision/recall against 10,000
-drawn with a fixed seed: the images --save-stats writes into `arr_0`.
+drawn with a fixed seed: the images --save-stats writes into `arr_0` (7.9 GB at 512 px; with
+--no-pr it writes the statistics only).
 
     # reference batch of the ImageNet train split at 512 px, ADM's layout (once; 8 GPUs)
     torchrun --nproc_per_node=8 fid.py /data/imagenet/train --resolution 512 --save-stats in512.npz
@@ -167,7 +168,7 @@ class Features:
                              "or none")
         self.local = index is None
         index = torch.arange(self.count, self.count + n) if index is None else \
-            torch.as_tensor(index, dtype=torch.int64).flatten()
+            torch.as_tensor(index, dtype=torch.int64).flatten().cpu()  # (n,), kept on the host
         if index.shape[0] != n:
             raise ValueError(f"Features.update: {n} images but {index.shape[0]} indices")
         self.count += n
@@ -272,12 +273,12 @@ def load_reference(ref, model, batch_size=50, device="cpu", resolution=None, num
     if ref.images is None or (stats and not pr):
         return Reference(stats["mu"], stats["sigma"], stats.get("mu_s"), stats.get("sigma_s"),
                          name=ref.name, from_file=tuple(stats))
-    from_file = isinstance(ref.images, (Folder, NpzImages))
-    keep = reference_subset(len(ref.images), size) if from_file else None
+    on_disk = isinstance(ref.images, (Folder, NpzImages))
+    keep = reference_subset(len(ref.images), size) if on_disk else None
     features = Features(model, device, batch_size, "adm", keep)
     feed(features, ref.images, progress, desc="reference")
     index, pool, _ = features.gathered()
-    if not from_file and len(index) > size:  # in memory: the count is known only now
+    if not on_disk and len(index) > size:  # in memory: the count is known only now
         chosen = torch.from_numpy(reference_subset(len(index), size))
         index, pool = index[chosen], pool[chosen]
     pool_stats, spatial_stats = features.pool_stats.reduced(), features.spatial_stats.reduced()
@@ -290,19 +291,21 @@ def load_reference(ref, model, batch_size=50, device="cpu", resolution=None, num
     sizes = set().union(*fsdp.gather(features.sizes))
     return Reference(stats["mu"], stats["sigma"], stats.get("mu_s"), stats.get("sigma_s"), pool,
                      index, int(pool_stats.n.item()), int(fsdp.all_sum(features.skipped)),
-                     ref.name, read, ref.images if from_file else None,
+                     ref.name, read, ref.images if on_disk else None,
                      sizes.pop() if len(sizes) == 1 else None)
 
 
-def save_reference(path, reference):
-    """Write `reference` as an ADM reference batch (call on one rank): mu, sigma, mu_s, sigma_s and
-    arr_0 = its reference images (up to 10,000), re-read from the source, streamed; atomic.
-    -> None, or why arr_0 was left out (the file then holds the statistics only)."""
+def save_reference(path, reference, arr_0=True):
+    """Write `reference` as an ADM reference batch (call on one rank): mu, sigma, mu_s, sigma_s
+    and, with arr_0, its reference images (up to 10,000; 7.9 GB at 512 px), re-read from the
+    source, streamed; atomic. -> None, or why arr_0 was left out (then the statistics only)."""
     stats = {k: v for k, v in (("mu", reference.mu), ("sigma", reference.sigma),
                                ("mu_s", reference.mu_s), ("sigma_s", reference.sigma_s))
              if v is not None}
     why = None
-    if reference.index is None:
+    if not arr_0:
+        why = "not asked for (--no-pr)"
+    elif reference.index is None:
         why = "REF holds no images"
     elif reference.source is None:
         why = "the reference images are in memory, not in a file to read them again from"
@@ -381,6 +384,8 @@ def compute_metrics(samples, ref, model=None, weights=None, batch_size=50, devic
                          f"{inputs[0].name}")
     if is_protocol not in IS_PROTOCOLS:
         raise ValueError(f"is_protocol must be one of {IS_PROTOCOLS}, got {is_protocol!r}")
+    if save_ref_stats:  # the folder must be one we can make and write in
+        run.check_out(os.path.dirname(os.path.abspath(save_ref_stats)), "save_ref_stats")
     model = model if model is not None else load_inception(weights, device)
     reference = load_reference(inputs[1], model, batch_size, device, pr=pr or bool(save_ref_stats),
                                progress=progress)
@@ -520,13 +525,13 @@ def evaluate(args, rank, device, written):
             print("RANDOM Inception weights: these numbers are meaningless")
         then = f", then {args.paths[0]}" if len(inputs) == 2 else ""
         print(f"reading {args.paths[-1]}{then}", flush=True)
-    reference = load_reference(inputs[-1], model, args.batch_size, device,
-                               pr=not args.no_pr or out is not None, progress=True)
+    reference = load_reference(inputs[-1], model, args.batch_size, device, pr=not args.no_pr,
+                               progress=True)
     if out is not None:
         error, why = None, None
         if rank == 0:
             try:
-                why = save_reference(out, reference)
+                why = save_reference(out, reference, arr_0=not args.no_pr)
                 written.append(out)
             except (OSError, ValueError) as e:
                 error = run.write_error(out, e) if isinstance(e, OSError) else str(e)
@@ -570,8 +575,8 @@ def parse_args(argv=None):
     parser.add_argument("--num-workers", type=int, default=4,
                         help="DataLoader workers reading image folders")
     parser.add_argument("--no-pr", action="store_true",
-                        help="skip precision/recall (REF's images are then read only when REF has "
-                        "no statistics)")
+                        help="skip precision/recall: REF's images are then read only when REF has "
+                        "no statistics, and --save-stats writes no arr_0")
     return parser.parse_args(argv)
 
 

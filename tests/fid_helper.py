@@ -89,6 +89,12 @@ def main(folder):
         index, pool, _ = features.gathered()
         results[protocol + " gathered"] = {"index": index.tolist(),
                                            "pool_sum": pool.sum(1).tolist()}
+    # In-memory shards without indices (compute_metrics' images): rank r holds the r-th contiguous
+    # part, and the ranks follow each other.
+    shard = samples[len(samples) * rank // world:len(samples) * (rank + 1) // world]
+    features = fid.Features(model, device, 4, "torch-fidelity")
+    features.update(torch.from_numpy(shard).permute(0, 3, 1, 2))
+    results["in memory"] = fid.metrics(features, ref)
     results["compute_metrics"] = fid.compute_metrics(
         os.path.join(folder, "samples.npz"), os.path.join(folder, "ref.npz"), model=model,
         batch_size=3, num_workers=0, progress=False, is_protocol="torch-fidelity")

@@ -202,6 +202,17 @@ def adm_precision_recall(ref, samples, k=3):
     return (d <= r_ref[:, None]).any(0).mean(), (d <= r_samples[None, :]).any(1).mean()
 
 
+def test_a_point_on_a_radius_is_inside_the_manifold():
+    """ADM's `distance <= radius`: on a line, the reference points 0, 1, 2, 3, 10 give 10 the
+    squared radius 81 (its 3rd neighbour, 1); a sample at 19 lies exactly on it: inside."""
+    real = np.zeros((5, 8), np.float32)
+    real[:, 0] = [0, 1, 2, 3, 10]
+    fake = np.zeros((4, 8), np.float32)
+    fake[:, 0] = [19, 40, 41, 42]
+    precision, recall = fid.precision_recall(real, fake)
+    assert precision == 0.25 and recall == 1.0  # with `<`, precision would be 0
+
+
 def tiny_features(model, images):
     """The test's own features of uint8 (N, H, W, 3): pool (N, 2048), spatial in TF's (H, W, C)
     order (N, 2023), ADM's IS probabilities (N, 1008), float64 numpy."""
@@ -239,6 +250,18 @@ def test_sfid_fid_is_precision_recall_equal_a_numpy_transcription_of_adm(sets):
     # only those 3 of the 50 reference images inside theirs. Swapped, the two would read 0.06, 1.0.
     assert m["precision"] == 1.0 and m["recall"] == 3 / 50
     assert m["sfid"] > 0 and m["fid"] > 0 and m["is_mean"] > 1.05
+    # A reference batch as ADM writes it: its statistics from numpy, spatial in TF's (H, W, C)
+    # order. fid.py uses them (FID is blind to a reordering of both sets' coordinates, not of one).
+    stats = {"mu": pool_r.mean(0), "sigma": np.cov(pool_r, rowvar=False),
+             "mu_s": spatial_r.mean(0), "sigma_s": np.cov(spatial_r, rowvar=False)}
+    np.savez(root / "adm_ref.npz", arr_0=ref, **stats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = fid.compute_metrics(str(root / "samples.npz"), str(root / "adm_ref.npz"), model=model,
+                                num_workers=0, progress=False)
+    pool, spatial, _ = tiny_features(model, samples)
+    assert abs(m["sfid"] - adm_frechet(spatial, spatial_r)) < 1e-6 * m["sfid"]
+    assert abs(m["fid"] - adm_frechet(pool, pool_r)) < 1e-6 * m["fid"]
 
 
 def test_cli_prints_adms_names_and_precision_is_samples_in_the_reference_manifold(sets, tiny,
@@ -331,7 +354,7 @@ def test_metrics_under_torchrun_equal_one_process(sets, tmp_path):
             np.testing.assert_allclose(gathered["pool_sum"], pool.sum(1).numpy(), rtol=1e-5)
             results = [ranks[protocol], ranks[protocol + " again"]]
             if protocol == "torch-fidelity":
-                results.append(ranks["compute_metrics"])
+                results += [ranks["compute_metrics"], ranks["in memory"]]
             for m in results:
                 for key in ("fid", "sfid", "is_mean", "is_std"):
                     assert abs(m[key] - expected[key]) <= 1e-6 * abs(expected[key]), key
@@ -379,6 +402,14 @@ def test_save_stats_writes_an_adm_reference_batch_that_gives_the_same_metrics(se
         assert abs(printed(again, name) - printed(lines, name)) <= 1e-9 * abs(printed(lines, name))
     assert "statistics (mu, sigma, mu_s, sigma_s) from the file" in [
         line for line in again if line.startswith("reference:")][0]
+    with warnings.catch_warnings():  # --no-pr: the statistics, not 10,000 images (7.9 GB at 512)
+        warnings.simplefilter("ignore")
+        lines, err, code = run_main([folder, "--save-stats", tmp_path / "s.npz", "--no-pr"],
+                                    capsys)
+    assert code == 0 and "arr_0 left out: not asked for (--no-pr)" in lines[-1], err
+    with np.load(tmp_path / "s.npz") as f:
+        assert sorted(f.files) == ["mu", "mu_s", "sigma", "sigma_s"]
+        np.testing.assert_array_equal(f["sigma_s"], stats["sigma_s"])
 
 
 def test_a_large_source_keeps_a_fixed_spread_subset_as_its_reference_batch(sets, tmp_path):
