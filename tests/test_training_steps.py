@@ -166,3 +166,98 @@ def test_adamw_decays_neither_norms_nor_biases():
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(model[0].weight), id(model[2].weight)}
     assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model.parameters()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The lines of the step, each pinned in both trainers: LR warm-up, gradient clip, the loss division under --accum,
+# the optimizer step before the EMA; the AE's discriminator: its loss sign by sign, and the step it starts at.
+
+def train_diffusion_argv(out, *extra):
+    return ["--model", "USiT-tiny", "--ae", "random:" + AE, "--steps", "1", "--batch-size", "8", "--toy-size", "8",
+            "--aug", "off", "--grid-every", "0", "--log-every", "1", "--num-workers", "0", "--no-bf16",
+            "--out", str(out), *extra]
+
+
+TRAINERS = {"train_ae": (train_ae, train_ae_argv), "train_diffusion": (train_diffusion, train_diffusion_argv)}
+
+
+def run_trainer(name, out, *extra):
+    script, argv = TRAINERS[name]
+    script.main(script.parse_args(argv(out, *extra)))
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_the_lr_warms_up_linearly_then_stays(name, tmp_path, monkeypatch):
+    """fsdp.set_lr before each step: lr (step + 1) / W for W warm-up steps, then lr (the DiT / U-ViT recipes)."""
+    seen, step = [], torch.optim.AdamW.step
+
+    def recording(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    run_trainer(name, tmp_path, "--steps", "4", "--warmup", "2", "--lr", "0.004")
+    assert seen == pytest.approx([0.002, 0.004, 0.004, 0.004])
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_the_gradient_is_clipped_to_grad_clip(name, tmp_path, monkeypatch):
+    """--grad-clip: the norm of the gradient the optimizer steps with; 0 turns clipping off."""
+    norms, clip = [], torch.nn.utils.clip_grad_norm_
+
+    def recording(params, max_norm, *a, **k):
+        params = list(params)
+        total = clip(params, max_norm, *a, **k)
+        norms.append((max_norm, float(total), float(torch.cat([p.grad.flatten() for p in params
+                                                                 if p.grad is not None]).norm())))
+        return total
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+    run_trainer(name, tmp_path / "a", "--grad-clip", "1e-4")
+    (max_norm, before, after), = norms
+    assert max_norm == 1e-4 and before > 1e-3 and after == pytest.approx(1e-4, rel=1e-3)
+    norms.clear()
+    run_trainer(name, tmp_path / "b", "--grad-clip", "0")
+    (max_norm, before, after), = norms
+    assert max_norm == math.inf and after == pytest.approx(before, rel=1e-4)
+
+
+class Deterministic:
+    """A loss without randomness: the trainers' own loss functions draw noise, t, c' and label dropout, which differ
+    with the batch's split into micro-batches; this one makes two micro-batches of B the same data as one of 2B."""
+
+    @staticmethod
+    def diffusion(self, model, x0, y, mask=None, **kwargs):
+        model.eval()  # no label dropout
+        out = model(x0, torch.full((len(x0),), 0.5), y)[:, :x0.shape[1]]
+        model.train()
+        mse = ((out - x0) ** 2).mean()
+        return mse, {"mse": mse.detach()}
+
+    @staticmethod
+    def ae(self, x, x_rec, step=0):
+        l1 = (x_rec - x).abs().mean()
+        return l1, {"l1": l1.detach()}
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_accum_micro_batches_give_the_gradient_of_one_batch(name, tmp_path, monkeypatch):
+    """--accum 2 with the batch B split in two micro-batches: the loss of each is divided by 2, so the summed
+    gradient is the one of the whole batch (Adam's first step hides a wrong scale; the logged norm does not)."""
+    if name == "train_diffusion":
+        monkeypatch.setattr(diffusion.Flow, "loss", Deterministic.diffusion)
+    else:
+        monkeypatch.setattr(train_ae.AELoss, "forward", Deterministic.ae)
+        monkeypatch.setattr(train_ae, "sample_step_c_primes", lambda candidates, *a, **k: [candidates[-1]])
+    run_trainer(name, tmp_path / "one", "--grad-clip", "0")
+    run_trainer(name, tmp_path / "two", "--grad-clip", "0", "--accum", "2")
+    one, two = (next(r for r in records(tmp_path / d) if "grad_norm" in r) for d in ("one", "two"))
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-4)
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", TRAINERS)
+def test_the_ema_follows_the_optimizer_step(name, tmp_path):
+    """The EMA update comes after AdamW's step: with decay 0 the EMA is the model just stepped, not the one before."""
+    run_trainer(name, tmp_path, "--ema-decay", "0", "--ema-warmup", "0", "--steps", "2")
+    ckpt = last_checkpoint(tmp_path)
+    for k, v in ckpt["model"].items():
+        assert torch.equal(ckpt["ema"][k], v), k
