@@ -151,8 +151,10 @@ def evaluate(ae, decoders, loader, device, lp=None, inception=None, bf16=False):
     increasing c', images, unreadable images skipped), the same on every rank."""
     c_primes = sorted(decoders)
     sums = {cp: {"psnr": 0.0, "lpips": 0.0} for cp in c_primes}
-    stats = {cp: fid_lib.InceptionStats(device=device) for cp in c_primes} if inception else None
-    ref = fid_lib.InceptionStats(device=device) if inception is not None else None
+    stats, ref = None, None  # Inception statistics per c' and of the images themselves (rFID)
+    if inception is not None:
+        stats = {cp: fid_lib.InceptionStats(device=device) for cp in c_primes}
+        ref = fid_lib.InceptionStats(device=device)
     count, skipped = 0, 0
     for x, _, bad in loader:
         x = x.to(device)  # (N, 3, H, W) in [-1, 1]

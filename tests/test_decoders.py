@@ -317,3 +317,21 @@ def test_train_ae_grid_shows_each_c_prime_once(tmp_path):
     train_ae.save_grid(ae_lib.build_ae(AE), torch.zeros(2, 3, 32, 32), [4, 8, 12, 16],
                        SimpleNamespace(bf16=False), torch.device("cpu"), str(path), rank=0)
     assert Image.open(path).width == (1 + 4) * (32 + 2) + 2  # input, c' = 4, 8, 12, 16, each once
+
+
+@pytest.mark.filterwarnings("ignore:fid.py. Inception has RANDOM weights", "ignore:only 4 images")
+def test_eval_rfid_per_c_prime_does_not_depend_on_the_list(runs, tmp_path, one_thread):
+    """rFID's statistics are kept per c' (random Inception weights, the same in both runs: the
+    numbers mean nothing, their bookkeeping is what is checked)."""
+    def evaluate_with_rfid(out, *c_primes):
+        torch.manual_seed(0)  # the random Inception's weights
+        eval_ae.main(eval_ae.parse_args([
+            "--ae", str(runs.base), "--images", "4", "--num-workers", "0", "--no-lpips",
+            "--inception-weights", "random", "--decoders", f"4={runs.tuned}", "--out", str(out),
+            "--c-primes", *map(str, c_primes)]))
+        return json.loads((out / "eval.json").read_text())
+    both = evaluate_with_rfid(tmp_path / "a", 16, 4)
+    alone = evaluate_with_rfid(tmp_path / "b", 4)
+    assert [r["c_prime"] for r in both["results"]] == [4, 16]
+    assert all(r["rfid"] >= 0 for r in both["results"])
+    assert both["results"][0]["rfid"] == pytest.approx(alone["results"][0]["rfid"], rel=1e-9)
