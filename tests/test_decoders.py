@@ -245,8 +245,9 @@ def test_a_signal_to_the_group_stops_eval_with_one_line_and_writes_nothing(tmp_p
 
 
 def test_a_signal_waits_for_the_batch_being_received():
-    """Leaving halfway through a batch's hand-over from a DataLoader worker makes the worker print a
-    traceback (its shared-memory handshake is cut): the signal waits for the batch, then stops."""
+    """Leaving halfway through a batch's hand-over from a DataLoader worker makes the worker
+    print a traceback (its shared-memory handshake is cut): the signal waits for the batch, then
+    stops."""
     received = []
 
     class Loader:  # its __next__ is interrupted by a real SIGTERM, as a worker's hand-over can be
