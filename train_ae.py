@@ -41,9 +41,10 @@ import run
 # The tiny CPU recipe is L1 only: LPIPS needs pretrained VGG weights (no download here) and costs more than the
 # tiny AE itself; pass --w-lpips 1 to add it. EMA: DC-Gen's trainer warm-up (fsdp.ema_update); the tiny runs of a
 # few thousand steps use a shorter horizon.
-# c' per step: DC-Gen's default, one (K = 1), everywhere (no released config sets another). On the toy data two with
-# c always among them (K = 2, --always-max) cost the structured latent less at c' = c (0.7 dB against 1.2 dB: README,
-# toy results); the structure of the front channels, which the paper trains the AE for, is the same with either.
+# c' per step: DC-Gen's default, one (K = 1), everywhere (no released config sets another). On the
+# toy data two with c always among them (K = 2, --always-max) cost the structured latent less at
+# c' = c (0.7 dB against 1.1 dB, shared decoders: README, toy results); the structure of the front
+# channels, which the paper trains the AE for, is the same with either.
 TINY_RECIPE = dict(resolution=32, batch_size=32, lr=3e-4, steps=1000, warmup=20, w_lpips=0.0,  # lr 1e-3 stalls
                    ema_decay=0.999, ema_warmup=200, save_minutes=2, num_c_primes=1, always_max=False, disc_width=16)
 PAPER = dict(ema_decay=0.9999, ema_warmup=2000, w_lpips=1.0, save_minutes=30, num_c_primes=1, always_max=False,
