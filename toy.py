@@ -184,8 +184,9 @@ def ae_figures(ae_dirs, tuned, args):
         latents.append(F.interpolate((avg - lo) / (hi - lo + 1e-8) * 2 - 1, size=32, mode="nearest").expand(-1, 3, -1, -1))
     big = lambda x: F.interpolate(x, scale_factor=3, mode="nearest")  # noqa: E731  32 px is small
     label = lambda name: name.replace(", ", "\n").replace(" with", "\nwith")  # noqa: E731
+    groups = [label(name) for name in ae_dirs if name in tuned for _ in x]  # as `rows` were made
     data_lib.save_grid(big(torch.cat(rows).flatten(0, 1)), output(args, "toy_fig3_partial_channels", "png"),
-                       nrow=1 + len(columns), row_labels=[label(n) for n in ae_dirs if n in tuned for _ in x],
+                       nrow=1 + len(columns), row_labels=groups,
                        col_labels=["input"] + [f"c'={cp}\n{kind}" for cp, kind in columns])
     data_lib.save_grid(big(torch.stack(latents, 1).flatten(0, 1)), output(args, "toy_fig2a_latent_mean", "png"),
                        nrow=len(latents), col_labels=["input"] + [label(name) for name in ae_dirs])
