@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import tempfile
+import textwrap
 
 import torch
 import torch.nn.functional as F
@@ -208,7 +209,7 @@ def figures(ae, decoders, x, note, paths):
     cols = [x] + [decoders[cp].decode(z[:, :cp]).float().clamp(-1, 1) for cp in c_primes]
     labels = ["input"] + [f"c'={cp}\n{'shared' if decoders[cp] is ae else 'fine-tuned'}"
                           for cp in c_primes]
-    rows = [note.replace(" (", "\n(").replace("; ", ";\n")] * len(x)  # one label for all rows
+    rows = ["\n".join(textwrap.wrap(note.replace("c' = ", "c'="), 24))] * len(x)  # one, narrow
     data_lib.save_grid(enlarge(torch.stack(cols, 1).flatten(0, 1)), paths["fig3"], nrow=len(cols),
                        col_labels=labels, row_labels=rows)  # row-major by image
     avg = z.float().mean(1, keepdim=True)  # (n, 1, h, w): Fig. 2a's channel-wise average feature
