@@ -5,6 +5,12 @@ them with --num-c-primes, one encode and K masked decodes), reconstructs from z 
 l(x, D(z * mask)) = L1 + LPIPS (+ GAN in phase 3). `--no-structured` trains the plain DC-AE baseline (always c' = c)
 for the Table 5 comparison. Reconstruction metrics per c' and the Fig. 2a / Fig. 3 pictures: eval_ae.py.
 
+`--finetune-decoder K` fine-tunes the decoder of --init for one c' (Fig. 3: "The decoder is
+fine-tuned for all settings to fully reveal the information encoded in the (partial) latent
+space"; DC-Gen's dc-ae-f32c128-{1.1,1.5}-cK): the encoder frozen, every step at c' = K, the
+decoder trained with the AE loss of --phase. eval_ae.py --decoders K=RUN then evaluates c' = K
+with it.
+
 The three DC-AE phases (Sec. 4.1, following DC-AE):
   --phase 1  low-resolution full training, L1 + LPIPS                     (all parameters)
   --phase 2  high-resolution latent adaptation, L1 + LPIPS               (the stages next to the latent)
@@ -14,6 +20,7 @@ The three DC-AE phases (Sec. 4.1, following DC-AE):
     torchrun --nproc_per_node 8 train_ae.py --model dc-ae-f32c128-1.5 --data /data/imagenet/train --phase 1
     torchrun --nproc_per_node 8 train_ae.py --model dc-ae-f32c128-1.5 --data /data/imagenet/train --phase 2 \\
         --init runs/ae-p1 --out runs/ae-p2
+    python train_ae.py --init runs/ae --finetune-decoder 8 --steps 500 --out runs/ae-decoder-c8
 """
 import argparse
 import os
@@ -34,9 +41,10 @@ import run
 # The tiny CPU recipe is L1 only: LPIPS needs pretrained VGG weights (no download here) and costs more than the
 # tiny AE itself; pass --w-lpips 1 to add it. EMA: DC-Gen's trainer warm-up (fsdp.ema_update); the tiny runs of a
 # few thousand steps use a shorter horizon.
-# c' per step: DC-Gen's default, one (K = 1), everywhere (no released config sets another). On the toy data two with
-# c always among them (K = 2, --always-max) cost the structured latent less at c' = c (0.7 dB against 1.2 dB: README,
-# toy results); the structure of the front channels, which the paper trains the AE for, is the same with either.
+# c' per step: DC-Gen's default, one (K = 1), everywhere (no released config sets another). On the
+# toy data two with c always among them (K = 2, --always-max) cost the structured latent less at
+# c' = c (0.7 dB against 1.1 dB, shared decoders: README, toy results); the structure of the front
+# channels, which the paper trains the AE for, is the same with either.
 TINY_RECIPE = dict(resolution=32, batch_size=32, lr=3e-4, steps=1000, warmup=20, w_lpips=0.0,  # lr 1e-3 stalls
                    ema_decay=0.999, ema_warmup=200, save_minutes=2, num_c_primes=1, always_max=False, disc_width=16)
 PAPER = dict(ema_decay=0.9999, ema_warmup=2000, w_lpips=1.0, save_minutes=30, num_c_primes=1, always_max=False,
@@ -130,8 +138,13 @@ def sample_step_c_primes(candidates, k=1, always_max=False, always_min_max=False
 # The DC-AE phases and the arguments
 # ------------------------------------------------------------------------------------------------
 
-def trainable_prefixes(ae, phase):
-    """Which parameters train in each DC-AE phase."""
+def trainable_prefixes(ae, phase, finetune_decoder=None):
+    """Which parameters train in each DC-AE phase. Fine-tuning a decoder for one c' trains all of
+    it in any phase (the phase picks the recipe and the loss); the encoder stays frozen, so that
+    the decoder serves its latents. Which layers DC-Gen tuned for its per-c' decoders is
+    unreleased: the whole decoder is our choice."""
+    if finetune_decoder is not None:
+        return ["decoder."]
     if phase == 1:
         return [""]
     last = len(ae.encoder.down_blocks) - 1
@@ -141,20 +154,32 @@ def trainable_prefixes(ae, phase):
     return ["decoder.up_blocks.1.", "decoder.norm_out.", "decoder.conv_out."]
 
 
-def set_phase(ae, phase):
-    prefixes = trainable_prefixes(ae, phase)
+def set_phase(ae, phase, finetune_decoder=None):
+    prefixes = trainable_prefixes(ae, phase, finetune_decoder)
     for name, p in ae.named_parameters():
         p.requires_grad_(any(name.startswith(q) for q in prefixes))
     return prefixes, sum(p.numel() for p in ae.parameters() if p.requires_grad)
 
 
 def fill_defaults(args, device):
-    """The recipe of the model and phase, then what depends on it, for every argument left at None."""
+    """The recipe of the model and phase, then what depends on it, for every argument left at None.
+    Raises ValueError for the options that --finetune-decoder excludes (one c', K, no c' list)."""
+    if args.finetune_decoder is not None:
+        given = [flag for flag, value in [("--structured / --no-structured", args.structured),
+                                          ("--num-c-primes", args.num_c_primes),
+                                          ("--always-max", args.always_max)] if value is not None]
+        given += ["--always-min-max"] if args.always_min_max else []
+        if given:
+            raise ValueError(f"--finetune-decoder {args.finetune_decoder} trains the decoder at "
+                             f"that one c'; {', '.join(given)} do not apply to it")
+        # The c' list is K alone; whether the AE was structured is --init's, not this run's.
+        args.structured, args.num_c_primes, args.always_max = None, 1, False
     if args.always_min_max and args.always_max is None:  # the min-max option replaces the recipe's always-max
         args.always_max = False
     cfg = ae_lib.AE_CONFIGS[args.model]
     run.fill_recipe(args, TINY_RECIPE if cfg.recipe == "tiny" else PAPER_RECIPE[args.phase])
-    args.structured = cfg.structured if args.structured is None else args.structured  # 1.5: Eq. 1; 1.0 / 1.1: not
+    if args.finetune_decoder is None:  # 1.5: Eq. 1; 1.0 / 1.1: not
+        args.structured = cfg.structured if args.structured is None else args.structured
     if not args.structured:  # c' = c always: K decodes would be K copies of one
         args.num_c_primes, args.always_max, args.always_min_max = 1, False, False
     args.c_prime_start = cfg.c_prime_start if args.c_prime_start is None else args.c_prime_start
@@ -177,29 +202,36 @@ def check_args(args, ae):
                          f"--always-max and --always-min-max exclude each other")
     if args.data != "toy" and not os.path.isdir(args.data):
         raise ValueError(f"--data folder not found: {args.data}")
+    if args.finetune_decoder is not None and not 1 <= args.finetune_decoder <= ae.c:
+        raise ValueError(f"--finetune-decoder {args.finetune_decoder} must lie in [1, c={ae.c}]")
+    if args.finetune_decoder is not None and not args.init:
+        raise ValueError(f"--finetune-decoder {args.finetune_decoder} fine-tunes the decoder of "
+                         f"a trained AE: pass its encoder and decoder with --init (a train_ae.py "
+                         f"run, a released folder or hub id)")
 
 
 def read_init(args):
     """--init: the weights of a previous phase (a train_ae.py run or checkpoint: its EMA weights) or released ones (a
-    DC-Gen or diffusers folder, a hub id), unless this run resumes."""
+    DC-Gen or diffusers folder, a hub id), unless this run resumes.
+    -> (state dict, its source) or (None, None)."""
     if not args.init or run.resume_path(args):
-        return None
+        return None, None
     init = checkpoints.load_ae(args.init, option="--init")
     if init.name != args.model:
         raise ValueError(f"--init {args.init} is {init.name!r}, not --model {args.model}")
-    return init.model.state_dict()
+    return init.model.state_dict(), init.source
 
 
 def main(args):
     # Setup: process group, recipe, checks, the run folder (lock, resume checkpoint), all before any compute.
     rank, world_size, device = fsdp.setup()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    precision = fill_defaults(args, device)
-    error, init, dataset = None, None, None
+    error, init, init_source, dataset = None, None, None, None
     try:
+        precision = fill_defaults(args, device)
         with torch.device("meta"):
             check_args(args, ae_lib.build_ae(args.model))
-        init = read_init(args)
+        init, init_source = read_init(args)
         # The toy data are one fixed dataset (seed 0; eval_ae.py holds out seed 1), whatever the training --seed.
         dataset = data_lib.build_dataset(args.data, args.resolution, toy_size=args.toy_size, seed=0)
     except ValueError as e:
@@ -214,7 +246,7 @@ def main(args):
             model.load_state_dict(init)
         return model.to(device)
     model, ema = fsdp.build_with_ema(build, args.seed, methods=("encode", "decode"))  # the grids call them
-    prefixes, n_train = set_phase(model, args.phase)
+    prefixes, n_train = set_phase(model, args.phase, args.finetune_decoder)
     opt = fsdp.adamw(model, args.lr, 0.0, (0.9, 0.999))
     modules, optimizers = {"model": model, "ema": ema}, {"opt": (opt, model)}
     disc = opt_disc = None
@@ -224,10 +256,20 @@ def main(args):
         modules["disc"], optimizers["opt_disc"] = disc, (opt_disc, disc)
     torch.manual_seed(args.seed * 1000 + rank)  # c' draws and flips differ across ranks
     step, data_state = run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
+    # A fine-tuned decoder records the c' it serves and whose encoder it decodes (the checkpoint
+    # holds that encoder too, bit for bit: eval_ae.py --decoders compares it with --ae's). On
+    # resume, rank 0 (which writes) reads the record back.
+    finetuned = None
+    if args.finetune_decoder is not None:
+        encoder = init_source or (ckpt or {}).get("finetuned_decoder", {}).get("encoder")
+        finetuned = {"c_prime": args.finetune_decoder, "encoder": encoder}
     ckpt = init = None  # free the host copies of the weights
     log = run.RunLog(args.out, args, rank, args.steps, step if ckpt_path else None)
     log.message(f"resumed from {ckpt_path} at step {step}" if ckpt_path else
                 f"initialised from {args.init} (phase {args.phase})" if args.init else "started from random weights")
+    if finetuned:
+        log.message(f"fine-tuning the decoder for c'={args.finetune_decoder} (Fig. 3); the "
+                    f"encoder of {finetuned['encoder']} is frozen")
     lp = None
     if args.w_lpips > 0:
         try:
@@ -245,14 +287,19 @@ def main(args):
         fsdp.fail(str(e), rank)
     fixed = torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]).to(device)
     candidates = model.c_prime_candidates if args.structured else [model.c]
+    if finetuned:
+        candidates = [args.finetune_decoder]
     train_model = torch.compile(model) if args.compile else model
     sync = run.Sync(device, step, args.steps, args.log_every, args.save_every, args.save_minutes, args.batch_size)
     meter = run.Meter()
     n_params = sum(p.numel() for p in model.parameters())
     log.log({"params": n_params, "params_local": fsdp.local_numel(model)}, show=False)
     log.message(f"{args.model}: {n_params / 1e6:.2f}M params, phase {args.phase}, training "
-                f"{n_train / 1e6:.2f}M in {prefixes}; structured={args.structured} c' in {candidates}, "
-                f"{args.num_c_primes} per step{' with c' if args.always_max else ''}"
+                f"{n_train / 1e6:.2f}M in {prefixes}; "
+                + (f"c' = {args.finetune_decoder} (decoder fine-tuning)" if finetuned else
+                   f"structured={args.structured} c' in {candidates}, {args.num_c_primes} per "
+                   f"step")
+                + f"{' with c' if args.always_max else ''}"
                 f"{' with the smallest and c' if args.always_min_max else ''}; {world_size} rank(s) on {device}"
                 f"{' sharded with FSDP2' if fsdp.is_distributed() else ''}, "
                 f"global batch {args.batch_size} ({micro} x {args.accum} x {world_size}), {args.resolution}px, "
@@ -294,7 +341,10 @@ def main(args):
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or float("inf"), foreach=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        fsdp.ema_update(ema, model, args.ema_decay, step + 1, args.ema_warmup)
+        if finetuned:  # the EMA of the decoder; the frozen encoder is its own EMA, left untouched
+            fsdp.ema_update(ema.decoder, model.decoder, args.ema_decay, step + 1, args.ema_warmup)
+        else:
+            fsdp.ema_update(ema, model, args.ema_decay, step + 1, args.ema_warmup)
         meter.add({"grad_norm": fsdp.full_tensor(grad_norm)})
         meter.end_step()
         step += 1
@@ -313,6 +363,8 @@ def main(args):
         log.log({**record, "lr": lr, "c_prime": c_primes if len(c_primes) > 1 else c_primes[0]})
         if late or stopped or step % args.save_every == 0 or step == args.steps:
             extra = {"c_prime_candidates": candidates, "structured": args.structured, "data": batches.state()}
+            if finetuned:
+                extra["finetuned_decoder"] = finetuned
             log.saved(*run.save_checkpoint(args.out, step, modules, optimizers, args, extra))
             sync.saved()
         if stopped:  # SIGTERM / SIGINT: saved above, now stop (exit status 128 + the signal)
@@ -325,11 +377,17 @@ def main(args):
         sys.exit(code)
 
 
+def grid_c_primes(candidates, columns=6):
+    """The c' the grids show: about `columns` of the candidate list, evenly spaced, the largest
+    always last, each once (a stride that lands on it must not show it twice)."""
+    return sorted(set(candidates[:: max(1, len(candidates) // columns)]) | {candidates[-1]})
+
+
 @torch.no_grad()
 def save_grid(ema, fixed, candidates, args, device, path, rank):
     """Rows: the fixed images; columns: the input, then decode(z[:, :c']) for a few c' and c, as in Fig. 3. Every rank
     runs the forward passes (the EMA is sharded); rank 0 writes the PNG."""
-    shown = candidates[:: max(1, len(candidates) // 6)] + [candidates[-1]]
+    shown = grid_c_primes(candidates)
     with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
         z = ema.encode(fixed)  # (8, c, h, w)
         cols = [fixed] + [ema.decode(z[:, :cp]).float().clamp(-1, 1) for cp in shown]
@@ -388,6 +446,11 @@ def parse_args(argv=None):
     parser.add_argument("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
     parser.add_argument("--init", default=None, help="weights of a previous phase: a train_ae.py run or checkpoint (its EMA), a "
                         "released folder or hub id (default: random init)")
+    parser.add_argument("--finetune-decoder", type=int, default=None, metavar="K",
+                        help="fine-tune the decoder of --init for c' = K (Fig. 3): the encoder "
+                        "frozen, the latents masked to the first K channels (Eq. 1), the whole "
+                        "decoder trained with the AE loss of --phase; for eval_ae.py --decoders "
+                        "K=OUT (default: off)")
     parser.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
     parser.add_argument("--save-minutes", type=cli.real(0, above=True), default=None, help="... and at least every M minutes of wall time "
                         f"({recipe_default('save_minutes')})")

@@ -1,4 +1,5 @@
 """toy.py --quick end to end (CI): all tables, the figures, the sample grid, a result per Table 5 cell and seed."""
+import json
 import os
 import re
 import subprocess
@@ -15,12 +16,24 @@ def test_toy_quick_produces_every_table_and_picture(tmp_path):
     text = (out / "toy_results.md").read_text()
     assert text in proc.stdout  # the tables are printed too
     assert "A smoke run" in text and "not evidence" in text
-    # Table 1 / Fig. 3: one PSNR row per AE, one column per c'
-    for name in ("unstructured", "structured, K = 1", "structured, K = 2 with c"):
-        row = re.search(rf"^\| {re.escape(name)} \|(.*)\|$", text, re.M)
-        assert row is not None, text
-        psnr = [float(v) for v in row.group(1).split("|")]
+    # Table 1 / Fig. 3: one PSNR row per AE and decoder (fine-tuned decoders for the two AEs of
+    # Table 5), one column per c', and eval_ae.py's record of each column's decoder
+    psnr_table = text[text.index("| AE | decoder | PSNR"):].split("\n\n")[0]
+    rows = re.findall(r"^\| ([^|]+) \| ([^|]+) \|(.*)\|$", psnr_table, re.M)[1:]  # after the rule
+    assert [(name, decoder) for name, decoder, _ in rows] == [
+        ("unstructured", "shared"), ("unstructured", "fine-tuned per c'"),
+        ("structured, K = 1", "shared"), ("structured, K = 1", "fine-tuned per c'"),
+        ("structured, K = 2 with c", "shared")], psnr_table
+    for _, _, values in rows:
+        psnr = [float(v) for v in values.split("|")]
         assert len(psnr) == 4 and all(5 < p < 60 for p in psnr)
+    for name in ("unstructured", "structured_K1"):
+        tuned = json.loads((out / f"ae_{name}/eval_finetuned/eval.json").read_text())
+        assert [(r["c_prime"], r["decoder"]) for r in tuned["results"]] == \
+            [(c, "fine-tuned") for c in (8, 16, 32, 64)]
+        assert tuned["decoders"] == "Fig. 3's protocol: a decoder fine-tuned for each c'"
+        shared = json.loads((out / f"ae_{name}/eval.json").read_text())
+        assert shared["decoders"] == "shared decoder (not the paper's protocol)"
     # Table 5: four cells (structured x augmented), FD_toy and accuracy as mean ± std over 3 seeds
     cells = re.findall(r"^\| (✓?) \| (✓?) \| ([\d.]+) ± ([\d.]+) \| ([\d.]+) ± ([\d.]+)% \|$", text, re.M)
     assert sorted(c[:2] for c in cells) == [("", ""), ("", "✓"), ("✓", ""), ("✓", "✓")], text
