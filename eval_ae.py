@@ -340,7 +340,8 @@ def evaluate_ae(args, stop):
             raise ValueError(f"--decoders for c' = {extra}, which are not evaluated "
                              f"(c' = {c_primes}): add them to --c-primes")
         tuned = load_decoders(specs, model, source, device)
-        resolution = args.resolution or (32 if model.config.recipe == "tiny" else 256)
+        # The resolution the AE was trained at (a train_ae.py run, an export of one), else the protocol's.
+        resolution = args.resolution or frozen.resolution or (32 if model.config.recipe == "tiny" else 256)
         if resolution % model.f:
             raise ValueError(f"--resolution {resolution} is not a multiple of {model.name}'s "
                              f"f={model.f}")
@@ -412,7 +413,8 @@ def parse_args(argv=None):
                         "random:NAME (random weights of a registry AE)")
     parser.add_argument("--data", default="toy", help="'toy' (a held-out set) or a validation image folder")
     parser.add_argument("--images", type=int, default=50_000, help="evaluate the first N images (DC-AE: 50,000 val)")
-    parser.add_argument("--resolution", type=int, default=None, help="ADM center crop (default: 256; 32 for tiny AEs)")
+    parser.add_argument("--resolution", type=int, default=None, help="ADM center crop (default: the AE's training "
+                        "resolution when known, else 256; 32 for tiny AEs)")
     parser.add_argument("--c-primes", type=int, nargs="+", default=None,
                         help="the c' to evaluate, each once, reported in increasing order "
                         "(default: the AE's candidate list)")

@@ -254,7 +254,7 @@ def main(args):
         disc = fsdp.shard(PatchDiscriminator(width=args.disc_width).to(device), [])
         opt_disc = fsdp.adamw(disc, args.disc_lr or args.lr, 0.0, (0.5, 0.9))
         modules["disc"], optimizers["opt_disc"] = disc, (opt_disc, disc)
-    torch.manual_seed(args.seed * 1000 + rank)  # c' draws and flips differ across ranks
+    torch.manual_seed((args.seed * 1000 + rank) % 2 ** 64)  # c' draws and flips differ across ranks
     step, data_state = run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
     # A fine-tuned decoder records the c' it serves and whose encoder it decodes (the checkpoint
     # holds that encoder too, bit for bit: eval_ae.py --decoders compares it with --ae's). On
@@ -457,7 +457,8 @@ def parse_args(argv=None):
     parser.add_argument("--grid-every", type=int, default=1000, help="Fig. 3 grid of the EMA every N steps (0: never)")
     parser.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
-    parser.add_argument("--seed", type=int, default=0, help="model init and the per-rank random streams")
+    parser.add_argument("--seed", type=cli.integer(*cli.SEED), default=0, help="model init and the per-rank random "
+                        "streams")
     return parser.parse_args(argv)
 
 

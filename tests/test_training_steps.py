@@ -261,3 +261,47 @@ def test_the_ema_follows_the_optimizer_step(name, tmp_path):
     ckpt = last_checkpoint(tmp_path)
     for k, v in ckpt["model"].items():
         assert torch.equal(ckpt["ema"][k], v), k
+
+
+class Constant(nn.Module):
+    """A discriminator whose logits are `real` for the images and `fake` for the reconstructions."""
+
+    def __init__(self, x, real, fake):
+        super().__init__()
+        self.x, self.real, self.fake = x, real, fake
+
+    def forward(self, images):
+        value = self.real if torch.equal(images, self.x) else self.fake
+        return torch.full((len(images), 1, 2, 2), float(value))
+
+
+@pytest.mark.parametrize("real, fake", [(-2.0, -3.0), (0.5, -0.5), (3.0, 2.0), (0.5, 2.0)])
+def test_the_discriminator_and_generator_hinge_losses_sign_by_sign(real, fake):
+    """Hinge GAN (Sec. 3.2's GAN loss, as SD / taming): the discriminator minimises (relu(1 - D(x)) +
+    relu(1 + D(x_rec))) / 2, the generator -D(x_rec); each case puts the logits on another side of the kinks."""
+    x, x_rec = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
+    loss_fn = train_ae.AELoss(None, Constant(x, real, fake), w_l1=0.0, w_lpips=0.0, w_gan=1.0)
+    expected = 0.5 * (max(0.0, 1 - real) + max(0.0, 1 + fake))
+    assert loss_fn.discriminator_loss(x, x_rec).item() == pytest.approx(expected)
+    loss, terms = loss_fn(x, x_rec, step=0)
+    assert loss.item() == pytest.approx(-fake) and terms["gan"].item() == pytest.approx(-fake)
+
+
+def test_the_discriminator_steps_from_gan_start_on(tmp_path, monkeypatch):
+    """--gan-start S: the GAN term and the discriminator's own AdamW step from step S on (0-based), not before."""
+    generator_steps, disc_losses, forward, disc = [], [], train_ae.AELoss.forward, train_ae.AELoss.discriminator_loss
+
+    def recording_forward(self, x, x_rec, step=0):
+        loss, terms = forward(self, x, x_rec, step)
+        generator_steps.append((step, "gan" in terms))
+        return loss, terms
+
+    def recording_disc(self, x, x_rec):
+        disc_losses.append(generator_steps[-1][0])
+        return disc(self, x, x_rec)
+    monkeypatch.setattr(train_ae.AELoss, "forward", recording_forward)
+    monkeypatch.setattr(train_ae.AELoss, "discriminator_loss", recording_disc)
+    run_trainer("train_ae", tmp_path, "--steps", "4", "--gan-start", "2")
+    assert generator_steps == [(0, False), (1, False), (2, True), (3, True)]
+    assert disc_losses == [2, 3]
+    assert "opt_disc" in last_checkpoint(tmp_path)
