@@ -88,6 +88,7 @@ def plot(runs, metric, path, axes=tuple(AXES), paper=None, title=None):
             ax.annotate(f"{text}: {value:g}", (0.01, value), xycoords=("axes fraction", "data"), fontsize=7,
                         color="dimgrey", va="bottom")
         ax.set_xlabel(AXES[x])
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 5))  # 1e-4 device-hours: an offset, not 0.0001
         ax.set_ylabel(f"{metric} (lower is better)" if metric.startswith(("fid", "sfid", "fd")) else metric)
         ax.grid(alpha=0.3)
     panels[0][0].legend(fontsize=8)

@@ -36,10 +36,12 @@ import torch.nn.functional as F
 import ae as ae_lib
 import checkpoints
 import cli
+import curves
 import data as data_lib
 import eval_ae
 import fid as fid_lib
 import fsdp
+import run
 import sample
 import train_ae
 import train_diffusion
@@ -196,7 +198,10 @@ def ae_figures(ae_dirs, tuned, args):
 # Step 3: diffusion on each AE's latents, with and without augmented diffusion training
 # ------------------------------------------------------------------------------------------------
 
-def evaluate_samples(run_dir, step, clf, real_feats, setting, args, seed):
+def evaluate_samples(run_dir, step, batch, clf, real_feats, setting, args, seed):
+    """FD_toy and the classifier's accuracy of `setting["samples"]` samples of the run's step-`step` checkpoint
+    (sample.py, 25 Euler steps), appended to the run's metrics.jsonl as train_diffusion.py --eval-every appends its
+    FID: with the step, images seen, training time and device-hours, so curves.py draws either. -> the record."""
     out = os.path.join(run_dir, f"samples_{step:07d}")
     sample.main(sample.parse_args(["--ckpt", run_dir, "--out", out, "--num-samples", str(setting["samples"]),
                                    "--batch-size", "100", "--sampler", "euler", "--steps", str(args.sample_steps),
@@ -206,13 +211,18 @@ def evaluate_samples(run_dir, step, clf, real_feats, setting, args, seed):
     x = images.permute(0, 3, 1, 2).float() / 127.5 - 1  # (N, 3, 32, 32)
     with torch.no_grad():
         feats, logits = clf(x)
-    row = {"step": step, "fd_toy": frechet(feats.double().numpy(), real_feats),
+    elapsed = run.read_checkpoint(run.latest_checkpoint(run_dir))["elapsed"]  # training seconds, one process
+    row = {"step": step, "images_seen": step * batch, "elapsed_s": elapsed, "device_hours": elapsed / 3600,
+           "fd_toy": frechet(feats.double().numpy(), real_feats),
            "acc": (logits.argmax(1) == labels).float().mean().item()}
     if args.inception_weights:
         held_out = data_lib.ToyShapes(n=setting["samples"], resolution=32, seed=101)
         real = torch.stack([held_out[i][0] for i in range(len(held_out))])
-        row["fid"] = fid_lib.compute_metrics(os.path.join(out, "samples.npz"), data_lib.to_uint8(real).permute(0, 3, 1, 2),
+        row["fid"] = fid_lib.compute_metrics(os.path.join(out, "samples.npz"),
+                                             data_lib.to_uint8(real).permute(0, 3, 1, 2),
                                              weights=args.inception_weights, pr=False, progress=False)["fid"]
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as fh:  # the run is stopped: no writer but us
+        fh.write(json.dumps(row) + "\n")
     return row
 
 
@@ -227,7 +237,8 @@ def run_diffusion(ae_dir, aug, seed, clf, real_feats, setting, args):
             "--batch-size", str(BATCH // 2 if aug == "extra" else BATCH),
             "--steps", str(steps), "--seed", str(seed), "--save-every", str(steps), "--grid-every", "0",
             "--log-every", "100", "--num-workers", "0"]))
-        curve.append(evaluate_samples(run_dir, steps, clf, real_feats, setting, args, seed))
+        batch = BATCH // 2 if aug == "extra" else BATCH
+        curve.append(evaluate_samples(run_dir, steps, batch, clf, real_feats, setting, args, seed))
     return run_dir, curve
 
 
@@ -246,30 +257,9 @@ def output(args, name, ext):
     return os.path.join(args.out, f"{name}{suffix}.{ext}")
 
 
-def plot_curves(cells, path):
-    """Fig. 5b on the toy data: FD_toy against diffusion steps, the mean over seeds and a band of +- one std, one line
-    per Table 5 cell (colour: structured AE or not; dashes: augmented training)."""
-    import matplotlib  # plots only: not on the import path of any training code
-    matplotlib.use("Agg")  # write files, no display
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for (ae_name, aug), runs in cells.items():
-        steps = [r["step"] for r in runs[0]]
-        fd = np.array([[r["fd_toy"] for r in curve] for curve in runs])  # (seeds, evaluations)
-        mean, std = fd.mean(0), fd.std(0, ddof=1) if len(fd) > 1 else np.zeros(fd.shape[1])
-        colour = "tab:orange" if ae_name == "unstructured" else "tab:blue"
-        label = f"{'unstructured' if ae_name == 'unstructured' else 'structured'} AE, " \
-                f"{'augmented training' if aug == 'extra' else 'plain training'}"
-        ax.plot(steps, mean, color=colour, linestyle="--" if aug == "extra" else "-", marker="o", label=label)
-        ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.15)
-    ax.set_xlabel("diffusion training steps (64 forward samples each)")
-    ax.set_ylabel("FD_toy (lower is better)")
-    ax.set_title(f"Fig. 5b on the toy data: mean ± std over {len(runs)} seeds")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def cell_name(ae_name, aug):
+    return (f"{'unstructured' if ae_name == 'unstructured' else 'structured'} AE, "
+            f"{'augmented training' if aug == 'extra' else 'plain training'}")
 
 
 def reconstruction(recon, ae_seconds, setting, args):
@@ -314,7 +304,7 @@ def reconstruction(recon, ae_seconds, setting, args):
     return lines + ["LPIPS: not measured (no pretrained VGG16 weights on this machine)."]  # null
 
 
-def report(recon, ae_seconds, cells, clf_acc, setting, args, wall):
+def report(recon, ae_seconds, cells, run_dirs, clf_acc, setting, args, wall):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the scripts ran (fsdp.setup)
     quick, precision = " --quick" if args.quick else "", "training in " + cli.precision(device)[1]
     lines = [f"# Toy reproduction ({'quick' if args.quick else 'full'} run)", ""]
@@ -351,8 +341,10 @@ def report(recon, ae_seconds, cells, clf_acc, setting, args, wall):
     for (ae_name, aug), runs in cells.items():
         lines.append(f"| {'✓' if ae_name != 'unstructured' else ''} | {'✓' if aug == 'extra' else ''} | " +
                      " | ".join(mean_std([curve[i]["fd_toy"] for curve in runs]) for i in range(len(steps))) + " |")
-    plot = output(args, "toy_fig5b_curves", "png")
-    plot_curves(cells, plot)
+    plot = output(args, "toy_fig5b_curves", "png")  # curves.py, from the runs' metrics.jsonl
+    curves.plot([(cell_name(*cell), folders) for cell, folders in run_dirs.items()], "fd_toy", plot,
+                axes=("step", "device_hours"), title=f"Fig. 5b on the toy data: FD_toy, mean ± std over "
+                f"{len(setting['seeds'])} seeds")
     lines += ["", f"![Fig. 5b on the toy data]({os.path.basename(plot)})", "",
               f"![samples]({os.path.basename(output(args, 'toy_samples_structured_aug', 'png'))})", "",
               "Samples of the structured + augmented USiT-tiny at the last step, seed 0 (rows: the classes)."]
@@ -406,12 +398,12 @@ def main(args):
     for name in DIFFUSION_AES:  # Table 5: {unstructured, structured} x {off, extra}
         for aug in ("off", "extra"):
             results = [run_diffusion(ae_dirs[name], aug, seed, clf, real_feats, setting, args) for seed in setting["seeds"]]
-            runs[(name, aug)], cells[(name, aug)] = results[0][0], [curve for _, curve in results]
+            runs[(name, aug)], cells[(name, aug)] = [d for d, _ in results], [curve for _, curve in results]
     # The sample grid of the structured + augmented model (seed 0): rows are the ten classes.
-    grid = sample.main(sample.parse_args(["--ckpt", runs[(DIFFUSION_AES[1], "extra")], "--out", args.out,
+    grid = sample.main(sample.parse_args(["--ckpt", runs[(DIFFUSION_AES[1], "extra")][0], "--out", args.out,
                                           "--sampler", "euler", "--steps", str(args.sample_steps)]))["grid"]
     os.replace(grid, output(args, "toy_samples_structured_aug", "png"))
-    report(recon, ae_seconds, cells, clf_acc, setting, args, time.time() - t0)
+    report(recon, ae_seconds, cells, runs, clf_acc, setting, args, time.time() - t0)
 
 
 def parse_args(argv=None):
