@@ -40,6 +40,7 @@ import ae as ae_lib
 import checkpoints
 import cli
 import data as data_lib
+import evaluation
 import fid as fid_lib
 import fsdp
 import run
@@ -138,59 +139,6 @@ def protocol(c, c_primes, tuned):
 # ------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate(ae, decoders, loader, device, lp=None, inception=None, bf16=False):
-    """Reconstruction from the first c' channels (Table 1, Fig. 3): for each c' of `decoders`,
-    x_rec = decoders[c'].decode(z * mask_{c,c'}) (Eq. 1) with z = ae.encode(x), over the images of
-    `loader` (this rank's shard of (x, y, bad) batches; every rank calls this, and the sums are
-    reduced over the ranks here).
-
-    ae: the AE whose latents are evaluated (its .encode). decoders: {c': the AE whose .decode
-    reconstructs at that c'}, `ae` itself (its shared decoder) or one fine-tuned for c'; each c' is
-    measured once, in whatever order the keys come. lp: an LPIPS network or None; inception: the
-    FID Inception or None (no rFID); bf16: autocast the AEs.
-    -> (rows {"c_prime", "psnr" (dB), "lpips" (NaN without lp), "rfid" (with inception)} by
-    increasing c', images, unreadable images skipped), the same on every rank."""
-    c_primes = sorted(decoders)
-    sums = {cp: {"psnr": 0.0, "lpips": 0.0} for cp in c_primes}
-    stats, ref = None, None  # Inception statistics per c' and of the images themselves (rFID)
-    if inception is not None:
-        stats = {cp: fid_lib.InceptionStats(device=device) for cp in c_primes}
-        ref = fid_lib.InceptionStats(device=device)
-    count, skipped = 0, 0
-    for x, _, bad in loader:
-        x = x.to(device)  # (N, 3, H, W) in [-1, 1]
-        count, skipped = count + len(x), skipped + int(bad.sum())
-        if ref is not None:
-            fid_lib.features_from_images(inception, data_lib.to_uint8(x).permute(0, 3, 1, 2),
-                                         device=device, stats=ref, keep=False)
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            z = ae.encode(x)  # (N, c, h, w)
-        for cp in c_primes:
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                # decode(z[:, :c']) == decode(z * mask_{c,c'}) (Eq. 1), by c''s own decoder
-                x_rec = decoders[cp].decode(z[:, :cp]).float().clamp(-1, 1)
-            mse = ((x_rec - x) ** 2).flatten(1).mean(1)  # (N,) in [-1, 1] units: peak-to-peak 2
-            sums[cp]["psnr"] += float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).sum())
-            sums[cp]["lpips"] += float(lp(x_rec, x).sum()) if lp is not None else float("nan")
-            if stats is not None:
-                images = data_lib.to_uint8(x_rec).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
-                fid_lib.features_from_images(inception, images, device=device, stats=stats[cp],
-                                             keep=False)
-    # The shards are padded by repeating images (at most world_size - 1 extra ones).
-    total, skipped = fsdp.all_sum(count), fsdp.all_sum(skipped)
-    if ref is not None:
-        ref.all_reduce()
-    rows = []
-    for cp in c_primes:
-        row = {"c_prime": cp, "psnr": fsdp.all_sum(sums[cp]["psnr"]) / total,
-               "lpips": fsdp.all_sum(sums[cp]["lpips"]) / total}
-        if stats is not None:
-            stats[cp].all_reduce()
-            row["rfid"] = fid_lib.frechet_distance(*stats[cp].mu_sigma(), *ref.mu_sigma())
-        rows.append(row)
-    return rows, total, skipped
-
-
 def enlarge(x, side=128):
     """Small images (N, 3, H, W) made at least `side` px by a whole nearest-neighbour factor, so
     that a picture's labels fit above its columns (a 32 px column is narrower than "c'=64")."""
@@ -302,7 +250,7 @@ def write_outputs(out, report, figure_writer, stop):
 # ------------------------------------------------------------------------------------------------
 
 def main(args):
-    """-> the rows of evaluate() with the decoder of each (rank 0 also prints the table and writes
+    """-> the rows of evaluation.reconstruction_metrics() with the decoder of each (rank 0 also prints the table and writes
     eval.json and the two figures)."""
     stop = Stop()
     try:
@@ -370,7 +318,7 @@ def evaluate_ae(args, stop):
     if rank == 0:
         print(f"evaluating {model.name} on {len(dataset)} images at {resolution}px, "
               f"c' = {c_primes}; {note}", flush=True)
-    results, total, skipped = evaluate(model, decoders, batches(loader, stop), device, lp,
+    results, total, skipped = evaluation.reconstruction_metrics(model, decoders, batches(loader, stop), device, lp,
                                        inception, args.bf16)
     for r in results:  # which decoder made each row
         r["decoder"] = "fine-tuned" if r["c_prime"] in tuned else "shared"

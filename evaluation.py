@@ -11,6 +11,8 @@ training) compute the same images and therefore the same numbers.
   optionally only the first c' channels -> the latent scale undone -> the AE's decode -> uint8 = clamp(127.5 x + 128).
 - `generation_metrics`: the images of N labels streamed through fid.py's features on every rank (chunk k on rank
   k % world), never held, then FID, sFID, IS, precision and recall against a reference loaded once.
+- `reconstruction_metrics`: PSNR, LPIPS and rFID of decodes from the first c' channels (Table 1, Fig. 3), each c'
+  by its own decoder where one was fine-tuned for it; eval_ae.py and train_ae.py --eval-every.
 
     python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz     # writes the .npz, then fid.py
     python train_diffusion.py --eval-every 1000 --eval-samples 1000 --fid ref.npz  # the same numbers, online
@@ -145,3 +147,60 @@ def generation_metrics(generate, labels, batch_size, inception, reference, rank,
             if stop is not None and fsdp.all_sum(int(bool(stop()))):
                 return None
     return fid.metrics(features, reference)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reconstruction from the first c' channels (Table 1, Fig. 3): eval_ae.py, train_ae.py --eval-every
+# ------------------------------------------------------------------------------------------------
+
+def reconstruction_metrics(ae, decoders, loader, device, lp=None, inception=None, bf16=False):
+    """Reconstruction from the first c' channels (Table 1, Fig. 3): for each c' of `decoders`,
+    x_rec = decoders[c'].decode(z * mask_{c,c'}) (Eq. 1) with z = ae.encode(x), over the images of
+    `loader` (this rank's shard of (x, y, bad) batches; every rank calls this, and the sums are
+    reduced over the ranks here).
+
+    ae: the AE whose latents are evaluated (its .encode). decoders: {c': the AE whose .decode
+    reconstructs at that c'}, `ae` itself (its shared decoder) or one fine-tuned for c'; each c' is
+    measured once, in whatever order the keys come. lp: an LPIPS network or None; inception: the
+    FID Inception or None (no rFID); bf16: autocast the AEs.
+    -> (rows {"c_prime", "psnr" (dB), "lpips" (NaN without lp), "rfid" (with inception)} by
+    increasing c', images, unreadable images skipped), the same on every rank."""
+    c_primes = sorted(decoders)
+    sums = {cp: {"psnr": 0.0, "lpips": 0.0} for cp in c_primes}
+    stats, ref = None, None  # Inception statistics per c' and of the images themselves (rFID)
+    if inception is not None:
+        stats = {cp: fid.InceptionStats(device=device) for cp in c_primes}
+        ref = fid.InceptionStats(device=device)
+    count, skipped = 0, 0
+    for x, _, bad in loader:
+        x = x.to(device)  # (N, 3, H, W) in [-1, 1]
+        count, skipped = count + len(x), skipped + int(bad.sum())
+        if ref is not None:
+            fid.features_from_images(inception, data_lib.to_uint8(x).permute(0, 3, 1, 2),
+                                         device=device, stats=ref, keep=False)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            z = ae.encode(x)  # (N, c, h, w)
+        for cp in c_primes:
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                # decode(z[:, :c']) == decode(z * mask_{c,c'}) (Eq. 1), by c''s own decoder
+                x_rec = decoders[cp].decode(z[:, :cp]).float().clamp(-1, 1)
+            mse = ((x_rec - x) ** 2).flatten(1).mean(1)  # (N,) in [-1, 1] units: peak-to-peak 2
+            sums[cp]["psnr"] += float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).sum())
+            sums[cp]["lpips"] += float(lp(x_rec, x).sum()) if lp is not None else float("nan")
+            if stats is not None:
+                images = data_lib.to_uint8(x_rec).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
+                fid.features_from_images(inception, images, device=device, stats=stats[cp],
+                                             keep=False)
+    # The shards are padded by repeating images (at most world_size - 1 extra ones).
+    total, skipped = fsdp.all_sum(count), fsdp.all_sum(skipped)
+    if ref is not None:
+        ref.all_reduce()
+    rows = []
+    for cp in c_primes:
+        row = {"c_prime": cp, "psnr": fsdp.all_sum(sums[cp]["psnr"]) / total,
+               "lpips": fsdp.all_sum(sums[cp]["lpips"]) / total}
+        if stats is not None:
+            stats[cp].all_reduce()
+            row["rfid"] = fid.frechet_distance(*stats[cp].mu_sigma(), *ref.mu_sigma())
+        rows.append(row)
+    return rows, total, skipped

@@ -23,8 +23,10 @@ The three DC-AE phases (Sec. 4.1, following DC-AE):
     python train_ae.py --init runs/ae --finetune-decoder 8 --steps 500 --out runs/ae-decoder-c8
 """
 import argparse
+import math
 import os
 import sys
+import time
 
 import torch
 import torch.nn as nn
@@ -34,6 +36,8 @@ import ae as ae_lib
 import checkpoints
 import cli
 import data as data_lib
+import evaluation
+import fid
 import fsdp
 import run
 
@@ -204,6 +208,13 @@ def check_args(args, ae):
         raise ValueError(f"--data folder not found: {args.data}")
     if args.finetune_decoder is not None and not 1 <= args.finetune_decoder <= ae.c:
         raise ValueError(f"--finetune-decoder {args.finetune_decoder} must lie in [1, c={ae.c}]")
+    if args.eval_every < 0 or args.eval_images < 1:
+        raise ValueError(f"--eval-every {args.eval_every} must be >= 0 and --eval-images {args.eval_images} >= 1")
+    if args.eval_every and args.data != "toy" and not (args.eval_data and os.path.isdir(args.eval_data)):
+        raise ValueError(f"--eval-every on --data {args.data} needs --eval-data, a held-out (validation) image "
+                         f"folder (got {args.eval_data})")
+    if args.inception_weights not in (None, "random") and not os.path.isfile(args.inception_weights):
+        raise ValueError(f"--inception-weights not found: {args.inception_weights}")
     if args.finetune_decoder is not None and not args.init:
         raise ValueError(f"--finetune-decoder {args.finetune_decoder} fine-tunes the decoder of "
                          f"a trained AE: pass its encoder and decoder with --init (a train_ae.py "
@@ -220,6 +231,13 @@ def read_init(args):
     if init.name != args.model:
         raise ValueError(f"--init {args.init} is {init.name!r}, not --model {args.model}")
     return init.model.state_dict(), init.source
+
+
+def held_out(data, resolution, images):
+    """The images train_ae.py --eval-every measures: the toy data's held-out set (seed 1, as eval_ae.py's), or the
+    first `images` of a validation folder."""
+    dataset = data_lib.build_dataset(data, resolution, toy_size=images, seed=1)
+    return torch.utils.data.Subset(dataset, range(min(len(dataset), images)))
 
 
 def main(args):
@@ -256,6 +274,7 @@ def main(args):
         modules["disc"], optimizers["opt_disc"] = disc, (opt_disc, disc)
     torch.manual_seed((args.seed * 1000 + rank) % 2 ** 64)  # c' draws and flips differ across ranks
     step, data_state = run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
+    elapsed = ckpt.get("elapsed", 0.0) if ckpt else 0.0  # training seconds before this process (rank 0 logs them)
     # A fine-tuned decoder records the c' it serves and whose encoder it decodes (the checkpoint
     # holds that encoder too, bit for bit: eval_ae.py --decoders compares it with --ae's). On
     # resume, rank 0 (which writes) reads the record back.
@@ -277,6 +296,20 @@ def main(args):
         except RuntimeError as e:
             fsdp.fail(f"{e}; or pass --lpips-random (a smoke run) or --w-lpips 0", rank)
     loss_fn = AELoss(lp, disc, args.w_l1, args.w_lpips, args.w_gan, gan_start=args.gan_start or 0)
+
+    # Reconstruction during training (eval_ae.py's metrics per c' on held-out images): LPIPS with the loss's network
+    # or its own, rFID when --inception-weights is given; both said once when they cannot be measured.
+    eval_loader = eval_lp = inception = None
+    if args.eval_every:
+        eval_loader = data_lib.make_loader(held_out(args.eval_data or args.data, args.resolution, args.eval_images),
+                                           32, rank, world_size, args.num_workers, device.type == "cuda")
+        eval_lp = lp
+        if eval_lp is None:
+            try:
+                eval_lp = ae_lib.build_lpips(random_weights=args.lpips_random).to(device)
+            except RuntimeError as e:
+                log.message(f"--eval-every: LPIPS not measured ({e})")
+        inception = fid.load_inception(args.inception_weights, device) if args.inception_weights else None
 
     # Data: this rank's batches, from where the checkpoint left them.
     micro = args.batch_size // (world_size * args.accum)
@@ -308,7 +341,7 @@ def main(args):
 
     # Training loop. The host waits for the device only at sync points (every --log-every steps and at saves).
     model.train()
-    code = 0
+    code, clock = 0, time.time()  # training time = elapsed + (now - clock); evaluations are not counted
     while step < args.steps:
         lr = fsdp.set_lr(opt, step, args.lr, args.warmup)
         # K c' per step (DC-Gen's num_sample_latent_channels) on the training RNG: one encode, K masked decodes.
@@ -351,8 +384,10 @@ def main(args):
         if args.grid_every and (step % args.grid_every == 0 or step == args.steps):
             save_grid(ema, fixed, candidates, args, device, os.path.join(args.out, f"grid_{step:07d}.png"), rank)
 
-        # Log, stop, save: only at sync points, where one all-reduce brings the means and the flags to every rank.
-        if not sync.due(step):
+        # Log, stop, save, evaluate: only at sync points, where one all-reduce brings the means and the flags to
+        # every rank.
+        eval_due = bool(args.eval_every and step % args.eval_every == 0)
+        if not (sync.due(step) or eval_due):
             continue
         record, nonfinite, stopped, late = sync.reduce(step, meter)
         if nonfinite:  # write nothing: the last checkpoint stays the last good state
@@ -361,17 +396,30 @@ def main(args):
             code = 3
             break
         log.log({**record, "lr": lr, "c_prime": c_primes if len(c_primes) > 1 else c_primes[0]})
-        if late or stopped or step % args.save_every == 0 or step == args.steps:
-            extra = {"c_prime_candidates": candidates, "structured": args.structured, "data": batches.state()}
+        if late or stopped or eval_due or step % args.save_every == 0 or step == args.steps:
+            extra = {"c_prime_candidates": candidates, "structured": args.structured, "data": batches.state(),
+                     "elapsed": elapsed + time.time() - clock}
             if finetuned:
                 extra["finetuned_decoder"] = finetuned
-            log.saved(*run.save_checkpoint(args.out, step, modules, optimizers, args, extra))
+            log.saved(*run.save_checkpoint(args.out, step, modules, optimizers, args, extra,
+                                           keep_every=args.eval_every))
             sync.saved()
         if stopped:  # SIGTERM / SIGINT: saved above, now stop (exit status 128 + the signal)
             log.message(f"stopped by {sync.signal_name} at step {step} after saving; run the same command again to "
                         f"resume")
             code = 128 + sync.signal
             break
+        if eval_due:  # PSNR, LPIPS and rFID per c' of the EMA, on the held-out images (Table 1)
+            t0 = time.time()
+            shown = [args.finetune_decoder] if finetuned else grid_c_primes(candidates)
+            rows, _, _ = evaluation.reconstruction_metrics(ema, {cp: ema for cp in shown}, eval_loader, device,
+                                                           eval_lp, inception)
+            elapsed, clock = elapsed + t0 - clock, time.time()
+            log.log({"step": step, "images_seen": step * args.batch_size, "elapsed_s": elapsed,
+                     "device_hours": elapsed * world_size / 3600, "eval_s": clock - t0,
+                     **{f"{k}_c{r['c_prime']}": r[k] for r in rows for k in ("psnr", "lpips", "rfid")
+                        if k in r and not (k == "lpips" and math.isnan(r[k]))}})
+            model.train()
     run.finish(log, sync)
     if code:
         sys.exit(code)
@@ -457,6 +505,13 @@ def parse_args(argv=None):
     parser.add_argument("--grid-every", type=int, default=1000, help="Fig. 3 grid of the EMA every N steps (0: never)")
     parser.add_argument("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
+    parser.add_argument("--eval-every", type=int, default=0, help="PSNR, LPIPS and rFID per c' of the EMA on "
+                        "held-out images every N steps, as eval_ae.py measures them, into metrics.jsonl (0: never)")
+    parser.add_argument("--eval-images", type=int, default=1000, help="held-out images per evaluation")
+    parser.add_argument("--eval-data", default=None, help="held-out image folder of --eval-every (default: the toy "
+                        "data's held-out set; needed with a --data folder)")
+    parser.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth: rFID in "
+                        "--eval-every ('random' for smoke runs; default: no rFID)")
     parser.add_argument("--seed", type=cli.integer(*cli.SEED), default=0, help="model init and the per-rank random "
                         "streams")
     return parser.parse_args(argv)

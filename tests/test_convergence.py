@@ -121,3 +121,23 @@ def test_eval_arguments_are_checked_before_any_compute(tmp_path, ref, capsys):
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
         assert e.value.code == 2 and len(errors) == 1 and message in errors[0], (message, errors)
     assert not os.path.exists(tmp_path / "bad" / "metrics.jsonl")
+
+
+def test_ae_evaluation_during_training_equals_eval_ae_on_the_checkpoint(tmp_path, one_thread):
+    """train_ae.py --eval-every: PSNR and rFID per c' of the EMA on the held-out toy images, equal to eval_ae.py on
+    the checkpoint of that step (the same images, decoders and Inception)."""
+    import eval_ae
+    import train_ae
+    out = tmp_path / "ae"
+    train_ae.main(train_ae.parse_args([
+        "--model", "dc-ae-f8c16-tiny", "--steps", "4", "--batch-size", "4", "--toy-size", "16", "--num-workers", "0",
+        "--grid-every", "0", "--log-every", "2", "--eval-every", "2", "--eval-images", "24", "--save-every", "100",
+        "--inception-weights", "random", "--out", str(out)]))
+    online = [r for r in records(out) if "psnr_c4" in r]
+    assert [r["step"] for r in online] == [2, 4] and {"psnr_c16", "rfid_c16", "device_hours"} <= set(online[0])
+    rows = eval_ae.main(eval_ae.parse_args(["--ae", checkpoints(out)[0], "--images", "24", "--c-primes", "4", "8",
+                                            "12", "16", "--no-lpips", "--inception-weights", "random", "--out",
+                                            str(tmp_path / "eval"), "--num-workers", "0"]))
+    for row in rows:
+        assert online[0][f"psnr_c{row['c_prime']}"] == pytest.approx(row["psnr"], rel=1e-5)
+        assert online[0][f"rfid_c{row['c_prime']}"] == pytest.approx(row["rfid"], rel=1e-4)
