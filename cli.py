@@ -1,7 +1,8 @@
-"""The command line of every script (paper Sec. 4.1's runs as users type them): argparse with one-line errors that
-come before any compute, number types that refuse NaN, inf and out-of-range values, `--help` that shows every default
-once, and the two lines each run header prints: the machine, and the precision policy (bf16 autocast on CUDA for
-training, fp32 on CPU and for evaluation).
+"""The command line of every script (paper Sec. 4.1's runs as users type them): argparse with
+one-line errors that come before any compute, number types that refuse NaN, inf and out-of-range
+values, `--help` that shows every default once, and the two lines each run header prints: the
+machine, and the precision policy (bf16 autocast on CUDA for training, fp32 on CPU and for
+evaluation).
 
     python train_diffusion.py --lr nan     # error: argument --lr: nan is not a finite number in (0, inf] (...)
     python sample.py --help                # every option with its default
@@ -16,8 +17,9 @@ import torch
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the scripts' --help (HelpFormatter) and one-line errors, like every other bad input: `error:
-    argument --lr: ...` and exit status 2, before any compute (under torchrun from rank 0 only)."""
+    """argparse with the scripts' --help (HelpFormatter) and one-line errors, like every other bad
+    input: `error: argument --lr: ...` and exit status 2, before any compute
+    (under torchrun from rank 0 only)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
@@ -30,8 +32,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def real(low=-math.inf, high=math.inf, above=False):
-    """An argparse type: a finite float in [low, high] (in (low, high] with above=True). NaN, inf and values out of
-    a meaningful range are refused while the command line is parsed (`--cfg-scale nan` would sample NaNs)."""
+    """An argparse type: a finite float in [low, high] (in (low, high] with above=True). NaN, inf
+    and values out of a meaningful range are refused while the command line is parsed
+    (`--cfg-scale nan` would sample NaNs)."""
     def number(text):
         try:
             value = float(text)
@@ -48,7 +51,8 @@ SEED = (0, 2 ** 63 - 1)  # every seed a torch.Generator, NumPy and the chunk ari
 
 
 def integer(low, high=None):
-    """An argparse type: an int in [low, high] (high None: no upper bound), e.g. `--seed` in [0, 2^63 - 1]."""
+    """An argparse type: an int in [low, high] (high None: no upper bound), e.g. `--seed` in [0,
+    2^63 - 1]."""
     def number(text):
         try:
             value = int(text)
@@ -61,9 +65,10 @@ def integer(low, high=None):
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """The scripts' --help: the docstring's commands kept as written, and every option with its default, once. An
-    option whose help says its default in words ("default: the recipe's") keeps those words; otherwise its value is
-    appended, except None, which a help line must explain instead (tests/test_cli.py walks every script)."""
+    """The scripts' --help: the docstring's commands kept as written, and every option with its
+    default, once. An option whose help says its default in words ("default: the recipe's") keeps
+    those words; otherwise its value is appended, except None, which a help line must explain
+    instead (tests/test_cli.py walks every script)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -75,8 +80,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def machine(device):
-    """The device in words, for every time a script reports: the GPU's name, or the CPU's model, threads and the
-    instruction set torch dispatches to (AVX2 CPUs emulate bf16; AVX512 / AMX ones may not), and the torch version."""
+    """The device in words, for every time a script reports: the GPU's name, or the CPU's model,
+    threads and the instruction set torch dispatches to (AVX2 CPUs emulate bf16; AVX512 / AMX ones
+    may not), and the torch version."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     cpu = platform.processor() or platform.machine()
@@ -92,13 +98,15 @@ def machine(device):
 # ------------------------------------------------------------------------------------------------
 
 def precision(device, bf16=None, evaluation=False, flag="--bf16"):
-    """-> (bf16, why): whether to run under torch.autocast(device.type, torch.bfloat16), and why, for the run header.
+    """-> (bf16, why): whether to run under torch.autocast(device.type, torch.bfloat16), and why,
+    for the run header.
 
-    Training: bf16 autocast by default on CUDA GPUs with bf16 support (the paper's H100s, Sec. 4.1), fp32 on CPU,
-    always. A CPU without native bf16 (AVX2 only: most laptops, many servers) emulates it at ~15x the fp32 cost of a
-    tiny AE step, and fp32 makes CPU results the same on every kind of CPU. Evaluation (the latent cache, sample.py,
-    eval_ae.py): fp32 everywhere by default, as DC-Gen evaluates. `bf16` True / False (the script's `flag` and its
-    --no- form) overrides either default."""
+    Training: bf16 autocast by default on CUDA GPUs with bf16 support (the paper's H100s, Sec. 4.1),
+    fp32 on CPU, always. A CPU without native bf16 (AVX2 only: most laptops, many servers) emulates
+    it at ~15x the fp32 cost of a tiny AE step, and fp32 makes CPU results the same on every kind of
+    CPU. Evaluation (the latent cache, sample.py, eval_ae.py): fp32 everywhere by default, as DC-Gen
+    evaluates. `bf16` True / False (the script's `flag` and its --no- form) overrides either
+    default."""
     if bf16 is not None:
         return bool(bf16), f"{'bf16 autocast' if bf16 else 'fp32'} ({flag if bf16 else flag.replace('--', '--no-', 1)})"
     if evaluation:

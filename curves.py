@@ -1,8 +1,9 @@
-"""Convergence curves: a metric against training steps, images seen and device-hours, one line per run (paper Fig. 5b:
-the training curves with and without augmented diffusion training; Fig. 1c: DC-AE-f32c32 against DC-AE-1.5-f64c128 at
-equal cost). The numbers come from the runs' own metrics.jsonl: the evaluations that `train_diffusion.py --eval-every`
-writes (fid, sfid, is_mean, precision, recall, fid_c16, ...), or any other metric logged the same way (toy.py's
-fd_toy). Runs given as `LABEL=DIR,DIR,...` are drawn as one line, the mean over the folders (seeds) with a band of
+"""Convergence curves: a metric against training steps, images seen and device-hours, one line per
+run (paper Fig. 5b: the training curves with and without augmented diffusion training; Fig. 1c:
+DC-AE-f32c32 against DC-AE-1.5-f64c128 at equal cost). The numbers come from the runs' own
+metrics.jsonl: the evaluations that `train_diffusion.py --eval-every` writes (fid, sfid, is_mean,
+precision, recall, fid_c16, ...), or any other metric logged the same way (toy.py's fd_toy). Runs
+given as `LABEL=DIR,DIR,...` are drawn as one line, the mean over the folders (seeds) with a band of
 +- one standard deviation.
 
     python curves.py runs/usit-h-aug runs/usit-h-plain                        # FID against steps, images, hours
@@ -19,9 +20,10 @@ import cli
 
 AXES = {"step": "training steps", "images_seen": "images seen", "device_hours": "device-hours (GPU or CPU process)"}
 
-# The paper's numbers a curve may approach, as horizontal lines (the paper gives end points, not curves; the step at
-# which each was reached is not published, so none is made up). Table 5's cells are confirmed by its text for
-# "neither technique" and "both"; the text does not say which single technique gave which of the other two.
+# The paper's numbers a curve may approach, as horizontal lines (the paper gives end points, not
+# curves; the step at which each was reached is not published, so none is made up). Table 5's cells
+# are confirmed by its text for "neither technique" and "both"; the text does not say which single
+# technique gave which of the other two.
 PAPER = {
     "table5-dit": [("Table 5, DiT-XL f32c128: neither technique", 26.44), ("Table 5, DiT-XL: both", 17.31)],
     "table5-usit": [("Table 5, USiT-H f32c128: neither technique", 8.45), ("Table 5, USiT-H: both", 6.10)],
@@ -31,8 +33,9 @@ PAPER = {
 
 
 def read_curve(folder, metric):
-    """The records of one run that hold `metric`: {"step", "images_seen", "device_hours", metric} each, in step
-    order; a step logged twice (a resumed run whose log kept both) counts once, the later record."""
+    """The records of one run that hold `metric`: {"step", "images_seen", "device_hours", metric}
+    each, in step order; a step logged twice (a resumed run whose log kept both) counts once, the
+    later record."""
     path = os.path.join(folder, "metrics.jsonl")
     if not os.path.isfile(path):
         raise ValueError(f"{folder}: no metrics.jsonl (not a run folder of train_diffusion.py or toy.py)")
@@ -58,8 +61,9 @@ def parse_run(spec):
 
 
 def group_curve(folders, metric, x):
-    """-> (x, mean, std) over the folders (seeds) at the steps every one of them was evaluated at; x is the
-    mean over the folders too (images seen agree; device-hours differ a little from run to run)."""
+    """-> (x, mean, std) over the folders (seeds) at the steps every one of them was evaluated at; x
+    is the mean over the folders too (images seen agree; device-hours differ a little from run to
+    run)."""
     curves = [{r["step"]: r for r in read_curve(f, metric) if r.get(x) is not None} for f in folders]
     steps = sorted(set.intersection(*(set(c) for c in curves)))
     if not steps:
@@ -71,7 +75,8 @@ def group_curve(folders, metric, x):
 
 
 def plot(runs, metric, path, axes=tuple(AXES), paper=None, title=None):
-    """runs: [(label, [folders])] -> one PNG with a panel per x axis; paper: a key of PAPER (horizontal lines)."""
+    """runs: [(label, [folders])] -> one PNG with a panel per x axis; paper: a key of PAPER
+    (horizontal lines)."""
     import matplotlib  # plots only: no training code imports it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

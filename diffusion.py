@@ -1,7 +1,8 @@
 """
-Training objectives and samplers for latent diffusion with DC-AE 1.5, including augmented diffusion training.
+Training objectives and samplers for latent diffusion with DC-AE 1.5, augmented diffusion training included.
 
-Paper: Sec. 3.3 (augmented diffusion training, Eq. 2, Fig. 5a), Sec. 4.1 (the four settings), Tables 2-5.
+Paper: Sec. 3.3 (augmented diffusion training, Eq. 2, Fig. 5a), Sec. 4.1 (the four settings),
+Tables 2-5.
 
 Three objectives, one per backbone family (models.MODELS[name].objective says which):
   DDPM   DiT:        linear betas 1e-4..0.02, t in {0..999}, eps-prediction + learned-range variance trained by
@@ -11,11 +12,12 @@ Three objectives, one per backbone family (models.MODELS[name].objective says wh
   Flow   SiT, USiT:  x_t = t x0 + (1 - t) eps (t = 0 noise, t = 1 data), velocity v = x0 - eps, t ~ U[0, 1];
                      adaptive dopri5 (SiT's and DC-Gen's evaluation), or Euler / Heun / Euler-Maruyama.
 
-Each has `.loss(model, x0, y, mask=None) -> (loss, terms)` and `.sample(model, z, y, sampler=None, steps=None,
-cfg_scale, guidance_interval, mask, generator)`; `.samplers` maps each sampler to its default steps, the first
-being the paper's evaluation protocol, and `.describe(sampler, steps)` says it in words. `mask` is Eq. 1's
-ae.channel_mask(c, c'), built by the caller from c' (an int, or one per sample), or None for all c channels;
-augment_batch draws the c' of the two ways to combine Eq. 2 with the plain loss:
+Each has `.loss(model, x0, y, mask=None) -> (loss, terms)` and
+`.sample(model, z, y, sampler=None, steps=None, cfg_scale, guidance_interval, mask, generator)`;
+`.samplers` maps each sampler to its default steps, the first being the paper's evaluation protocol,
+and `.describe(sampler, steps)` says it in words. `mask` is Eq. 1's ae.channel_mask(c, c'), built by
+the caller from c' (an int, or one per sample), or None for all c channels; augment_batch draws the
+c' of the two ways to combine Eq. 2 with the plain loss:
 
   "replace"  each sample's c' uniform over the candidates (which include c): the paper's literal Eq. 2.
   "extra"    the batch twice, once with c' = c and once with a drawn c'; the loss is the mean of the two
@@ -40,26 +42,29 @@ from ae import sample_c_prime
 #                     Augmented diffusion training (Eq. 2)                       #
 #################################################################################
 
-# Augmented diffusion loss (Eq. 2): || eps * mask - eps_theta(x_t * mask, t) * mask ||^2, averaged over kept elements.
+# Augmented diffusion loss (Eq. 2): || eps * mask - eps_theta(x_t * mask, t) * mask ||^2, averaged over
+# the kept elements.
 def augmented_loss(err, mask):
-    """err (N, c, H, W): the per-element squared error of any objective; mask (N or 1, c, 1, 1) from channel_mask.
+    """err (N, c, H, W): the per-element squared error of any objective; mask (N or 1, c, 1, 1) from
+    channel_mask.
 
-    Mean over each sample's kept elements, then over the batch. Per sample this is the official code's loss on
-    x0[:, :c'] (a mean over c' H W elements); equal sample weights make one mixed-c' batch equal the mean of
-    separate passes of equal size (tested).
+    Mean over each sample's kept elements, then over the batch. Per sample this is the official
+    code's loss on x0[:, :c'] (a mean over c' H W elements); equal sample weights make one mixed-c'
+    batch equal the mean of separate passes of equal size (tested).
     """
     kept = mask.sum(dim=(1, 2, 3)) * err.shape[2] * err.shape[3]  # (N,) c' H W
     return ((err * mask).sum(dim=(1, 2, 3)) / kept).mean()
 
 
 def augment_batch(x0, y, candidates, mode, generator=None):
-    """Fig. 5a: (x0, y, c_prime), c_prime a CPU tensor (N,) of the c' of each sample, for the trainer's Eq. 1 mask
-    channel_mask(c, c_prime) (drawn on the host: no step waits for the device).
+    """Fig. 5a: (x0, y, c_prime), c_prime a CPU tensor (N,) of the c' of each sample, for the
+    trainer's Eq. 1 mask channel_mask(c, c_prime) (drawn on the host: no step waits for the device).
 
-    mode "off": c_prime None (no mask). "replace": one c' per sample (Eq. 2 as written). "extra": the batch twice, the
-    first copy with c' = c and the second with drawn c' - the official always_sample_max_channel runs these as two
-    separate passes with their own noise and t; one pass over the doubled batch with per-sample masks computes the
-    same loss (augmented_loss gives both halves equal weight) at the same cost.
+    mode "off": c_prime None (no mask). "replace": one c' per sample (Eq. 2 as written). "extra":
+    the batch twice, the first copy with c' = c and the second with drawn c' - the official
+    always_sample_max_channel runs these as two separate passes with their own noise and t; one pass
+    over the doubled batch with per-sample masks computes the same loss (augmented_loss gives both
+    halves equal weight) at the same cost.
     """
     N, c = x0.shape[:2]
     if mode == "off":
@@ -75,8 +80,9 @@ def augment_batch(x0, y, candidates, mode, generator=None):
 
 
 def check_latent(model, x, mask, what="x0"):
-    """x (N, c, H, W) must have the model's c channels, and mask (Eq. 1's channel_mask: (N or 1, c, 1, 1), or None for
-    all channels) fit it. -> the mask to multiply by: the given one, or ones (1, c, 1, 1)."""
+    """x (N, c, H, W) must have the model's c channels, and mask (Eq. 1's channel_mask:
+    (N or 1, c, 1, 1), or None for all channels) fit it. -> the mask to multiply by: the given one,
+    or ones (1, c, 1, 1)."""
     c = getattr(model, "in_channels", x.shape[1])
     if x.ndim != 4 or x.shape[1] != c:
         raise ValueError(f"{what} must be (N, {c}, H, W) for this model, got {tuple(x.shape)}")
@@ -100,8 +106,9 @@ def in_interval(level, guidance_interval):
 def guided_output(model, x, t, y, cfg_scale=1.0, guide=True):
     """model(x, t, y) with classifier-free guidance, t a Python float for the whole batch.
 
-    uncond + s (cond - uncond) on all c latent channels (DC-Gen guides every channel, DiT only its first 3);
-    s = 1 is the conditional prediction. A learned-variance half (DiT) is taken from the conditional branch.
+    uncond + s (cond - uncond) on all c latent channels (DC-Gen guides every channel, DiT only its
+    first 3); s = 1 is the conditional prediction. A learned-variance half (DiT) is taken from the
+    conditional branch.
     """
     N, c = x.shape[:2]
     t_vec = torch.full((N,), float(t), device=x.device)
@@ -115,8 +122,9 @@ def guided_output(model, x, t, y, cfg_scale=1.0, guide=True):
 
 
 def resolve_sampler(objective, sampler=None, steps=None):
-    """(sampler, steps) with the objective's protocol defaults (its first sampler, that sampler's steps); a sampler
-    of another objective, steps for an adaptive one or steps out of range raise ValueError."""
+    """(sampler, steps) with the objective's protocol defaults (its first sampler, that sampler's
+    steps); a sampler of another objective, steps for an adaptive one or steps out of range raise
+    ValueError."""
     sampler = next(iter(objective.samplers)) if sampler is None else sampler
     if sampler not in objective.samplers:
         raise ValueError(f"unknown sampler {sampler!r} for {type(objective).__name__}; choose from "
@@ -132,7 +140,8 @@ def resolve_sampler(objective, sampler=None, steps=None):
 
 
 def check_sampling(objective, model, z, mask, sampler, steps):
-    """-> (mask, sampler, steps) with the objective's defaults filled in; bad values raise before any compute."""
+    """-> (mask, sampler, steps) with the objective's defaults filled in; bad values raise before
+    any compute."""
     if getattr(model, "training", False):
         raise ValueError("call model.eval() before sampling: label dropout would drop the class condition")
     return (check_latent(model, z, mask, "z"), *resolve_sampler(objective, sampler, steps))
@@ -148,8 +157,9 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
 
 
 def discretized_gaussian_log_likelihood(x, mean, log_scale):
-    """log-probability of x's bin among 256 bins on [-1, 1] (outer bins open) under N(mean, e^(2 log_scale)):
-    DDPM's decoder term L_0. Uses the tanh approximation of the normal CDF, as DiT/IDDPM do."""
+    """log-probability of x's bin among 256 bins on [-1, 1] (outer bins open) under N(mean,
+    e^(2 log_scale)): DDPM's decoder term L_0. Uses the tanh approximation of the normal CDF, as
+    DiT/IDDPM do."""
     def cdf(v):
         return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v ** 3)))
     inv_std = torch.exp(-log_scale)
@@ -162,7 +172,8 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale):
 
 
 def gaussian_tables(betas):
-    """float64 tables of q(x_t | x0) and the posterior q(x_{t-1} | x_t, x0) for a beta schedule (K,)."""
+    """float64 tables of q(x_t | x0) and the posterior q(x_{t-1} | x_t, x0) for a beta schedule
+    (K,)."""
     alpha_bar = torch.cumprod(1.0 - betas, dim=0)
     alpha_bar_prev = torch.cat([torch.ones(1, dtype=betas.dtype), alpha_bar[:-1]])
     post_var = betas * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
@@ -182,7 +193,8 @@ def at(table, t, like):
 
 
 class DDPM:
-    """DiT's objective: eps-prediction MSE + the variational bound for the learned-range variance."""
+    """DiT's objective: eps-prediction MSE + the variational bound for the learned-range
+    variance."""
 
     samplers = {"ddpm": 250}  # DiT's FID protocol: ancestral sampling respaced to 250 steps
     min_steps = {"ddpm": 2}  # IDDPM's clipped variance takes its value at t = 0 from t = 1
@@ -209,9 +221,9 @@ class DDPM:
         return mean, logvar
 
     def loss(self, model, x0, y, mask=None, t=None, eps=None, generator=None):
-        """(loss, terms) for x0 (N, c, H, W), y (N,); mask: Eq. 1's (N or 1, c, 1, 1) for Eq. 2, None for all c
-        channels. t (long, 0..T-1) and eps are drawn unless given (tests, variance reduction); the same signature
-        holds for EpsSD and Flow."""
+        """(loss, terms) for x0 (N, c, H, W), y (N,); mask: Eq. 1's (N or 1, c, 1, 1) for Eq. 2,
+        None for all c channels. t (long, 0..T-1) and eps are drawn unless given
+        (tests, variance reduction); the same signature holds for EpsSD and Flow."""
         mask = check_latent(model, x0, mask)
         N, c = x0.shape[:2]
         t = torch.randint(0, self.num_steps, (N,), generator=generator, device=x0.device) if t is None else t
@@ -222,7 +234,8 @@ class DDPM:
             raise ValueError(f"DDPM needs a learned-sigma model with 2c={2 * c} outputs, got {out.shape[1]}")
         eps_theta, v = out[:, :c], out[:, c:]
         mse = augmented_loss((eps - eps_theta) ** 2, mask)
-        # Variational bound, in bits per dim; the mean is detached so it only trains the variance (IDDPM).
+        # Variational bound, in bits per dim; the mean is detached so it only trains the variance
+        # (IDDPM).
         mean, logvar = self.p_mean_logvar(self.tables, t, x_t, eps_theta.detach(), v)
         true_mean = at(self.tables["coef_x0"], t, x0) * x0 + at(self.tables["coef_xt"], t, x0) * x_t
         kl = normal_kl(true_mean, at(self.tables["post_logvar"], t, x0), mean, logvar)
@@ -231,9 +244,10 @@ class DDPM:
         return mse + vb, {"mse": mse.detach(), "vb": vb.detach()}
 
     def respaced_timesteps(self, num_steps):
-        """The original timesteps kept when sampling with num_steps steps, evenly strided from 0 to T - 1 exactly as
-        DiT's space_timesteps(T, [n]) strides them: a running float sum of (T - 1) / (n - 1), each rounded (the sum's
-        round-off decides the ties that a direct i (T - 1) / (n - 1) would round otherwise, e.g. for n = 21)."""
+        """The original timesteps kept when sampling with num_steps steps, evenly strided from 0 to
+        T - 1 exactly as DiT's space_timesteps(T, [n]) strides them: a running float sum of (T - 1)
+        / (n - 1), each rounded (the sum's round-off decides the ties that a direct i (T - 1) /
+        (n - 1) would round otherwise, e.g. for n = 21)."""
         if not 2 <= num_steps <= self.num_steps:
             raise ValueError(f"steps={num_steps} is outside [2, {self.num_steps}] (the chain's clipped posterior "
                              f"variance needs two steps)")
@@ -271,15 +285,17 @@ class DDPM:
 #################################################################################
 
 def fast_orders(num_steps):
-    """DPM-Solver "fast" with order 3: singlestep updates of order 3, 3, ..., ending in (2, 1), (1) or (2), so that
-    the orders add up to num_steps model evaluations (U-ViT's dpm_solver_pp.py; 30 -> [3] * 9 + [2, 1])."""
+    """DPM-Solver "fast" with order 3: singlestep updates of order 3, 3, ..., ending in (2, 1), (1)
+    or (2), so that the orders add up to num_steps model evaluations (U-ViT's dpm_solver_pp.py; 30
+    -> [3] * 9 + [2, 1])."""
     K = num_steps // 3 + 1
     tail = {0: [2, 1], 1: [1], 2: [2]}[num_steps % 3]
     return [3] * (K - len(tail)) + tail
 
 
 class EpsSD:
-    """U-ViT's latent objective: alpha-bar_n from SD's scaled-linear betas, n ~ U{1..N}, MSE on eps."""
+    """U-ViT's latent objective: alpha-bar_n from SD's scaled-linear betas, n ~ U{1..N}, MSE on
+    eps."""
 
     samplers = {"dpm-solver": 30}  # U-ViT / DC-Gen: DPM-Solver "fast", 30 model evaluations
     min_steps, max_steps = {}, {}
@@ -289,7 +305,8 @@ class EpsSD:
         self.num_steps = num_steps
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, num_steps, dtype=torch.float64) ** 2
         self.alpha_bar = torch.cumprod(1.0 - betas, dim=0)  # alpha_bar[n - 1] = alpha-bar_n, n = 1..N
-        # DPM-Solver's discrete schedule: log alpha at the knots t = n / N, piecewise linear in t between them.
+        # DPM-Solver's discrete schedule: log alpha at the knots t = n / N, piecewise linear in t
+        # between them.
         self.knots = np.arange(1, num_steps + 1) / num_steps
         self.log_alpha = 0.5 * np.log(self.alpha_bar.numpy())
 
@@ -315,7 +332,8 @@ class EpsSD:
         return alpha, sigma, log_alpha - math.log(sigma)
 
     def t_of_lambda(self, lam):
-        """The inverse of lambda_t: log alpha = -log(1 + e^(-2 lambda)) / 2, then t by the same interpolation."""
+        """The inverse of lambda_t: log alpha = -log(1 + e^(-2 lambda)) / 2, then t by the same
+        interpolation."""
         log_alpha = -0.5 * np.logaddexp(0.0, -2.0 * lam)
         return float(np.interp(log_alpha, self.log_alpha[::-1], self.knots[::-1]))  # log alpha falls with t
 
@@ -326,10 +344,11 @@ class EpsSD:
     @torch.no_grad()
     def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, mask=None,
                generator=None):
-        """DPM-Solver "fast" (Lu et al. 2022) with data prediction, as U-ViT and DC-Gen evaluate: a time-uniform grid
-        of steps + 1 points from t = 1 to 1/N, walked in singlestep updates of order 3 (fast_orders) whose
-        intermediate points are the grid points in between, so the model runs exactly `steps` times. Deterministic
-        (`generator` is accepted for a uniform interface)."""
+        """DPM-Solver "fast" (Lu et al. 2022) with data prediction, as U-ViT and DC-Gen evaluate: a
+        time-uniform grid of steps + 1 points from t = 1 to 1/N, walked in singlestep updates of
+        order 3 (fast_orders) whose intermediate points are the grid points in between, so the model
+        runs exactly `steps` times. Deterministic (`generator` is accepted for a uniform
+        interface)."""
         mask, sampler, steps = check_sampling(self, model, z, mask, sampler, steps)
         c = z.shape[1]
 
@@ -348,9 +367,10 @@ class EpsSD:
         return x
 
     def update(self, x, s, t, r, x0_theta):
-        """One singlestep DPM-Solver update from time s to t < s of order len(r) + 1, data prediction (U-ViT's
-        dpm_solver_pp.py, solver_type "dpm_solver"). r: the intermediate points as fractions of h = lambda_t -
-        lambda_s (r1, or r1 < r2). The order-3 update integrates data predictions linear in lambda exactly."""
+        """One singlestep DPM-Solver update from time s to t < s of order len(r) + 1, data
+        prediction (U-ViT's dpm_solver_pp.py, solver_type "dpm_solver"). r: the intermediate points
+        as fractions of h = lambda_t - lambda_s (r1, or r1 < r2). The order-3 update integrates data
+        predictions linear in lambda exactly."""
         (_, sig_s, lam_s), (a_t, sig_t, lam_t) = self.alpha_sigma_lambda(s), self.alpha_sigma_lambda(t)
         h = lam_t - lam_s
         D_s = x0_theta(x, s)
@@ -378,9 +398,11 @@ class EpsSD:
 #################################################################################
 
 class Flow:
-    """x_t = t x0 + (1 - t) eps, v = dx_t/dt = x0 - eps; the model sees t in [0, 1] unscaled (SiT)."""
+    """x_t = t x0 + (1 - t) eps, v = dx_t/dt = x0 - eps; the model sees t in [0, 1] unscaled
+    (SiT)."""
 
-    # SiT / DC-Gen evaluation: adaptive dopri5 (no fixed steps); the fixed-step samplers default to 250 steps.
+    # SiT / DC-Gen evaluation: adaptive dopri5 (no fixed steps); the fixed-step samplers default to
+    # 250 steps.
     samplers = {"dopri5": None, "euler": 250, "heun": 250, "euler_maruyama": 250}
     min_steps, max_steps = {"euler_maruyama": 2}, {}
     preview = "euler"
@@ -411,11 +433,12 @@ class Flow:
                generator=None, last_step_size=0.04):
         """Integrate from t = 0 (z, noise) to t = 1 (data).
 
-        dopri5: torchdiffeq's adaptive Dormand-Prince with SiT's tolerances. The official call asks for 250 output
-        points (linspace(0, 1, 250)); they do not move the adaptive steps, so asking for [0, 1] gives the same end
-        point bit for bit (tested) without holding 250 copies of the batch. euler / heun: `steps` uniform steps (heun:
-        2 evaluations per step). euler_maruyama: SiT's SDE with diffusion w(t) = 1 - t: `steps` points on
-        [0, 1 - last_step_size], then a noise-free "mean" step of size last_step_size.
+        dopri5: torchdiffeq's adaptive Dormand-Prince with SiT's tolerances. The official call asks
+        for 250 output points (linspace(0, 1, 250)); they do not move the adaptive steps, so asking
+        for [0, 1] gives the same end point bit for bit (tested) without holding 250 copies of the
+        batch. euler / heun: `steps` uniform steps (heun: 2 evaluations per step). euler_maruyama:
+        SiT's SDE with diffusion w(t) = 1 - t: `steps` points on [0, 1 - last_step_size], then a
+        noise-free "mean" step of size last_step_size.
         """
         mask, sampler, steps = check_sampling(self, model, z, mask, sampler, steps)
         c = z.shape[1]
@@ -440,8 +463,8 @@ class Flow:
             return x
         assert sampler == "euler_maruyama"  # check_sampling admits only this objective's samplers
 
-        # Euler-Maruyama on SiT's SDE: dx = [v + w(t) score] dt + sqrt(2 w(t)) dW, w(t) = 1 - t; the score from the
-        # velocity for this path: score = (t v - x) / (1 - t) = -eps_hat / sigma_t.
+        # Euler-Maruyama on SiT's SDE: dx = [v + w(t) score] dt + sqrt(2 w(t)) dW, w(t) = 1 - t; the
+        # score from the velocity for this path: score = (t v - x) / (1 - t) = -eps_hat / sigma_t.
         def drift(x, t):
             v = velocity(x, t)
             score = (t * v - x) / (1 - t)
@@ -462,7 +485,8 @@ OBJECTIVES = {"ddpm": DDPM, "eps": EpsSD, "flow": Flow}
 
 
 def make_objective(name):
-    """"ddpm" | "eps" | "flow" (models.MODELS[name].objective) -> an objective with .loss and .sample."""
+    """"ddpm" | "eps" | "flow" (models.MODELS[name].objective) -> an objective with .loss and
+    .sample."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; choose from {sorted(OBJECTIVES)}")
     return OBJECTIVES[name]()

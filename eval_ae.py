@@ -250,8 +250,8 @@ def write_outputs(out, report, figure_writer, stop):
 # ------------------------------------------------------------------------------------------------
 
 def main(args):
-    """-> the rows of evaluation.reconstruction_metrics() with the decoder of each (rank 0 also prints the table and writes
-    eval.json and the two figures)."""
+    """-> the rows of evaluation.reconstruction_metrics() with the decoder of each (rank 0 also
+    prints the table and writes eval.json and the two figures)."""
     stop = Stop()
     try:
         return evaluate_ae(args, stop)
@@ -288,7 +288,8 @@ def evaluate_ae(args, stop):
             raise ValueError(f"--decoders for c' = {extra}, which are not evaluated "
                              f"(c' = {c_primes}): add them to --c-primes")
         tuned = load_decoders(specs, model, source, device)
-        # The resolution the AE was trained at (a train_ae.py run, an export of one), else the protocol's.
+        # The resolution the AE was trained at (a train_ae.py run, an export of one), else the
+        # protocol's.
         resolution = args.resolution or frozen.resolution or (32 if model.config.recipe == "tiny" else 256)
         if resolution % model.f:
             raise ValueError(f"--resolution {resolution} is not a multiple of {model.name}'s "

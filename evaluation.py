@@ -1,18 +1,22 @@
-"""Class-conditional generation as the paper evaluates it (Sec. 4.1-4.2, Tables 2-4, App. B; DESIGN.md §5b-6), in
-one place, so that sample.py (grids, 50K-sample .npz files, the CFG search) and train_diffusion.py (FID during
-training) compute the same images and therefore the same numbers.
+"""Class-conditional generation as the paper evaluates it (Sec. 4.1-4.2, Tables 2-4, App. B;
+DESIGN.md §5b-6), in one place, so that sample.py (grids, 50K-sample .npz files, the CFG search) and
+train_diffusion.py (FID during training) compute the same images and therefore the same numbers.
 
-- Labels (Sec. 4.1: 50,000 samples): `random` is DC-Gen's protocol, torch.randint(0, K, (N,)) from a CPU generator
-  seeded `seed`; `balanced` gives N / K samples of each class in a seeded order, as RAE and REPA-E report headline
-  FIDs. Both are a function of (N, classes, seed) alone: the same on any number of ranks.
-- Noise: chunk k of global indices [k B, (k + 1) B) draws from a generator seeded by (seed, k), so 1 or 8 GPUs give
-  the same images for the same batch size B.
-- `generate`: noise -> the objective's sampler with classifier-free guidance (Table 4 †: a guidance interval) and
-  optionally only the first c' channels -> the latent scale undone -> the AE's decode -> uint8 = clamp(127.5 x + 128).
-- `generation_metrics`: the images of N labels streamed through fid.py's features on every rank (chunk k on rank
-  k % world), never held, then FID, sFID, IS, precision and recall against a reference loaded once.
-- `reconstruction_metrics`: PSNR, LPIPS and rFID of decodes from the first c' channels (Table 1, Fig. 3), each c'
-  by its own decoder where one was fine-tuned for it; eval_ae.py and train_ae.py --eval-every.
+- Labels (Sec. 4.1: 50,000 samples): `random` is DC-Gen's protocol, torch.randint(0, K, (N,)) from a
+  CPU generator seeded `seed`; `balanced` gives N / K samples of each class in a seeded order, as
+  RAE and REPA-E report headline FIDs. Both are a function of (N, classes, seed) alone: the same on
+  any number of ranks.
+- Noise: chunk k of global indices [k B, (k + 1) B) draws from a generator seeded by (seed, k), so 1
+  or 8 GPUs give the same images for the same batch size B.
+- `generate`: noise -> the objective's sampler with classifier-free guidance
+  (Table 4 †: a guidance interval) and optionally only the first c' channels -> the latent scale
+  undone -> the AE's decode -> uint8 = clamp(127.5 x + 128).
+- `generation_metrics`: the images of N labels streamed through fid.py's features on every rank
+  (chunk k on rank k % world), never held, then FID, sFID, IS, precision and recall against a
+  reference loaded once.
+- `reconstruction_metrics`: PSNR, LPIPS and rFID of decodes from the first c' channels
+  (Table 1, Fig. 3), each c' by its own decoder where one was fine-tuned for it; eval_ae.py and
+  train_ae.py --eval-every.
 
     python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz     # writes the .npz, then fid.py
     python train_diffusion.py --eval-every 1000 --eval-samples 1000 --fid ref.npz  # the same numbers, online
@@ -36,9 +40,10 @@ BATCH = 64  # samples per chunk: sample.py's --batch-size default, and the chunk
 # ------------------------------------------------------------------------------------------------
 
 def sample_labels(n, seed, classes, protocol="random"):
-    """The n labels (n,) of an evaluation over `classes`. random: uniform, from a CPU generator seeded `seed` (with
-    all 1000 classes, DC-Gen's torch.randint(0, 1000, (n,)) of sample_class.py, label for label). balanced: n / K of
-    each class, shuffled by the same generator (n must be a multiple of K)."""
+    """The n labels (n,) of an evaluation over `classes`. random: uniform, from a CPU generator
+    seeded `seed` (with all 1000 classes, DC-Gen's torch.randint(0, 1000, (n,)) of sample_class.py,
+    label for label). balanced: n / K of each class, shuffled by the same generator
+    (n must be a multiple of K)."""
     g = torch.Generator().manual_seed(seed)
     classes = torch.as_tensor(classes)
     if protocol == "random":
@@ -52,9 +57,9 @@ def sample_labels(n, seed, classes, protocol="random"):
 
 
 def chunk_seed(seed, k):
-    """Seed of chunk k. seed * 1,000,003 + k (every sample's noise is a function of (seed, its index) for a fixed
-    B), taken modulo 2^64, the range of a torch.Generator seed: unchanged for every seed below 9.2e12, and no seed
-    in [0, 2^63 - 1] overflows."""
+    """Seed of chunk k. seed * 1,000,003 + k (every sample's noise is a function of
+    (seed, its index) for a fixed B), taken modulo 2^64, the range of a torch.Generator seed:
+    unchanged for every seed below 9.2e12, and no seed in [0, 2^63 - 1] overflows."""
     return (seed * 1_000_003 + k) % 2 ** 64
 
 
@@ -68,8 +73,8 @@ def chunks(n, batch_size):
 # ------------------------------------------------------------------------------------------------
 
 class Timer:
-    """Wall time per phase (sample.py --profile); with sync=True the GPU is drained at each boundary, so that the
-    split is honest. Timer(None, False) only adds up."""
+    """Wall time per phase (sample.py --profile); with sync=True the GPU is drained at each
+    boundary, so that the split is honest. Timer(None, False) only adds up."""
 
     def __init__(self, device=None, sync=False):
         self.device, self.sync, self.t = device, sync, {}
@@ -86,7 +91,8 @@ class Timer:
         return out
 
     def report(self, n, rank, world_size):
-        """Print and return the rate and the split of the phases: {"images", "seconds", "img_per_s", phase: s}."""
+        """Print and return the rate and the split of the phases: {"images", "seconds", "img_per_s",
+        phase: s}."""
         total = sum(self.t.values())
         split = ", ".join(f"{k} {v:.2f}s ({100 * v / max(total, 1e-9):.0f}%)" for k, v in self.t.items())
         print(f"rank {rank}: {n} images in {total:.2f}s = {n / max(total, 1e-9):.2f} img/s per rank "
@@ -97,10 +103,11 @@ class Timer:
 @torch.no_grad()
 def generate(model, objective, ae, scale, latent_shape, y, seed, *, sampler, steps, cfg_scale=1.0,
              guidance_interval=None, c_prime=None, bf16=False, ae_bf16=False, timer=None):
-    """uint8 images (n, H, W, 3) on the host for labels y (n,): the initial noise from a generator seeded `seed`,
-    the objective's sampler (cfg_scale 1 = no guidance; guidance only at noise levels inside guidance_interval;
-    c_prime: only the first c' latent channels), the latent scale undone, the AE's decode. fp32 unless bf16 /
-    ae_bf16 (the decoder's precision moves FID: the evaluation protocol decodes in fp32)."""
+    """uint8 images (n, H, W, 3) on the host for labels y (n,): the initial noise from a generator
+    seeded `seed`, the objective's sampler (cfg_scale 1 = no guidance; guidance only at noise levels
+    inside guidance_interval; c_prime: only the first c' latent channels), the latent scale undone,
+    the AE's decode. fp32 unless bf16 / ae_bf16 (the decoder's precision moves FID: the evaluation
+    protocol decodes in fp32)."""
     timer = timer or Timer()
     device = next(model.parameters()).device
     mask = None if c_prime is None else ae_lib.channel_mask(latent_shape[0], c_prime)  # Eq. 1, (1, c, 1, 1)
@@ -127,11 +134,12 @@ def generate(model, objective, ae, scale, latent_shape, y, seed, *, sampler, ste
 
 def generation_metrics(generate, labels, batch_size, inception, reference, rank, world_size, is_protocol="adm",
                        stop=None, progress=False):
-    """FID, sFID, IS, precision and recall (fid.py) of the N = len(labels) images that `generate(y, k)` makes for
-    chunk k, against `reference` (fid.load_reference, loaded once). Chunk k runs on rank k % world_size, as in
-    sample.py's evaluate; its images go straight into fid.py's features with their global indices (no image is
-    kept), so the numbers equal fid.py's on the .npz of the same images. Collective: every rank calls it. `stop()`
-    is asked between rounds of chunks, all ranks together; -> None if it said yes on any rank, else the metrics."""
+    """FID, sFID, IS, precision and recall (fid.py) of the N = len(labels) images that
+    `generate(y, k)` makes for chunk k, against `reference` (fid.load_reference, loaded once). Chunk
+    k runs on rank k % world_size, as in sample.py's evaluate; its images go straight into fid.py's
+    features with their global indices (no image is kept), so the numbers equal fid.py's on the .npz
+    of the same images. Collective: every rank calls it. `stop()` is asked between rounds of chunks,
+    all ranks together; -> None if it said yes on any rank, else the metrics."""
     device = next(inception.parameters()).device
     features = fid.Features(inception, device, is_protocol=is_protocol)
     parts = chunks(len(labels), batch_size)

@@ -1,21 +1,27 @@
-"""Class-conditional generation with classifier-free guidance: image grids to look at, 50,000-sample `.npz` files
-for FID (paper Sec. 4.2, Tables 2-4, Fig. 7; evaluation protocol Sec. 4.1 / DESIGN.md §5b-6).
+"""Class-conditional generation with classifier-free guidance: image grids to look at, 50,000-sample
+`.npz` files for FID (paper Sec. 4.2, Tables 2-4, Fig. 7; evaluation protocol Sec. 4.1 / DESIGN.md
+§5b-6).
 
---ckpt takes a train_diffusion.py checkpoint (or its run folder), a released DC-Gen class-to-image folder
-(checkpoints.load_diffusion; its AE goes to --ae), or "random:<model>" for speed runs. The defaults are the paper's
-evaluation protocol (DC-Gen's eval_dc_ae_diffusion_model.py), printed in the header line:
-  - SiT/USiT: adaptive dopri5 on t 0 -> 1 (atol 1e-6, rtol 1e-3); UViT: DPM-Solver "fast" (singlestep, order 3,
-    30 evaluations, t 1 -> 1e-3); DiT: 250-step DDPM with the learned variance (diffusion.py, `.samplers`);
-  - no CFG (the paper's headline numbers); DC-Gen documents scale 1.3 for DiT-XL and 1.5 for the others;
-  - denoiser and AE in fp32 (TF32 matmuls, as DC-Gen's amp=fp32 + allow_tf32); --bf16 / --ae-bf16 trade accuracy
-    for speed; labels = torch.randint(0, 1000, (N,)) from a CPU generator seeded --seed; uint8 = clamp(127.5 x + 128).
+--ckpt takes a train_diffusion.py checkpoint (or its run folder), a released DC-Gen class-to-image
+folder (checkpoints.load_diffusion; its AE goes to --ae), or "random:<model>" for speed runs. The
+defaults are the paper's evaluation protocol (DC-Gen's eval_dc_ae_diffusion_model.py), printed in
+the header line:
+- SiT/USiT: adaptive dopri5 on t 0 -> 1 (atol 1e-6, rtol 1e-3); UViT: DPM-Solver "fast" (singlestep,
+  order 3, 30 evaluations, t 1 -> 1e-3); DiT: 250-step DDPM with the learned variance
+  (diffusion.py, `.samplers`);
+- no CFG (the paper's headline numbers); DC-Gen documents scale 1.3 for DiT-XL and 1.5 for the
+  others;
+- denoiser and AE in fp32 (TF32 matmuls, as DC-Gen's amp=fp32 + allow_tf32); --bf16 / --ae-bf16
+  trade accuracy for speed; labels = torch.randint(0, 1000, (N,)) from a CPU generator seeded
+  --seed; uint8 = clamp(127.5 x + 128).
 
-Determinism that does not depend on the number of GPUs: the unit of work is a *chunk* of global sample indices,
-chunk k = [k B, (k + 1) B) with B = --batch-size. Its labels are a slice of the N seeded labels, its initial noise
-and any SDE noise come from a generator seeded by (seed, k), and chunks go round-robin to ranks, so 1 or 8 GPUs give
-the same images for the same --batch-size. Each finished chunk is written atomically to OUT/shards/; a rerun skips
-the chunks already there (resume), then rank 0 assembles OUT/samples.npz (`arr_0` uint8 (N, H, W, 3), `arr_1`
-labels: the ADM evaluator format that fid.py reads) without holding all images in memory.
+Determinism that does not depend on the number of GPUs: the unit of work is a *chunk* of global
+sample indices, chunk k = [k B, (k + 1) B) with B = --batch-size. Its labels are a slice of the N
+seeded labels, its initial noise and any SDE noise come from a generator seeded by (seed, k), and
+chunks go round-robin to ranks, so 1 or 8 GPUs give the same images for the same --batch-size. Each
+finished chunk is written atomically to OUT/shards/; a rerun skips the chunks already there
+(resume), then rank 0 assembles OUT/samples.npz (`arr_0` uint8 (N, H, W, 3), `arr_1` labels: the ADM
+evaluator format that fid.py reads) without holding all images in memory.
 
     python sample.py --ckpt runs/diffusion                                    # grid.png of the newest checkpoint
     python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz --inception-weights random  # smoke
@@ -58,8 +64,8 @@ DEMO_CLASSES = [279, 333, 979, 936, 933, 145, 497, 1, 248, 360, 793, 12, 387, 43
 # ------------------------------------------------------------------------------------------------
 
 def grid(generate, classes, per_class, batch_size, out):
-    """One row per class, per_class columns (rank 0 only: a few dozen images) -> OUT/grid.png. Returns the images.
-    `generate(y, k)` samples chunk k."""
+    """One row per class, per_class columns (rank 0 only: a few dozen images) -> OUT/grid.png.
+    Returns the images. `generate(y, k)` samples chunk k."""
     y_all = torch.tensor(classes).repeat_interleave(per_class)  # (rows * cols,)
     images = [generate(y_all[chunk.start:chunk.stop], k)
               for k, chunk in enumerate(evaluation.chunks(len(y_all), batch_size))]
@@ -76,7 +82,8 @@ def shard_path(out, k):
 
 
 def write_shard(path, images, labels):
-    """Atomic: a crash leaves at most a temp file, never a truncated chunk that resume would trust."""
+    """Atomic: a crash leaves at most a temp file, never a truncated chunk that resume would
+    trust."""
     run.atomic_write(path, lambda fh: np.savez(fh, images=images, labels=labels))
 
 
@@ -87,14 +94,16 @@ def read_shards(paths):
 
 
 def stop(signum, frame):
-    """SIGTERM / SIGINT while sampling: leave through SystemExit(128 + signal), so that a chunk being written removes its
-    temp file (run.atomic_write) and the finished chunks stay for the rerun."""
+    """SIGTERM / SIGINT while sampling: leave through SystemExit(128 + signal), so that a chunk
+    being written removes its temp file (run.atomic_write) and the finished chunks stay for the
+    rerun."""
     raise SystemExit(128 + signum)
 
 
 def assemble(out, num_chunks, n, image_shape):
-    """OUT/samples.npz from the shards (rank 0), streamed; -> None, or one line of what went wrong. The space is
-    checked first: a full disk would leave a temp file as large as the samples (39 GB at 50K x 512 px)."""
+    """OUT/samples.npz from the shards (rank 0), streamed; -> None, or one line of what went wrong.
+    The space is checked first: a full disk would leave a temp file as large as the samples
+    (39 GB at 50K x 512 px)."""
     out_npz = os.path.join(out, "samples.npz")
     shards = [shard_path(out, k) for k in range(num_chunks)]
     missing = [p for p in shards if not os.path.isfile(p)]
@@ -118,10 +127,11 @@ def assemble(out, num_chunks, n, image_shape):
 
 
 def evaluate(generate, labels, batch_size, out, image_shape, rank, world_size, timer, keep_shards=False):
-    """The N samples of an evaluation (N = len(labels)): chunk k of global indices [k B, (k + 1) B) on rank
-    k % world_size with the noise seed evaluation.chunk_seed(seed, k), each finished chunk written atomically to
-    OUT/shards/ (a rerun samples only the missing ones), then OUT/samples.npz in ADM's format, streamed. Rank 0
-    appends the rate to OUT/metrics.jsonl. -> the .npz path. `generate(y, k)` samples chunk k."""
+    """The N samples of an evaluation (N = len(labels)): chunk k of global indices [k B, (k + 1) B)
+    on rank k % world_size with the noise seed evaluation.chunk_seed(seed, k), each finished chunk
+    written atomically to OUT/shards/ (a rerun samples only the missing ones), then OUT/samples.npz
+    in ADM's format, streamed. Rank 0 appends the rate to OUT/metrics.jsonl. -> the .npz path.
+    `generate(y, k)` samples chunk k."""
     out_npz = os.path.join(out, "samples.npz")
     if os.path.isfile(out_npz):
         if rank == 0:
@@ -173,8 +183,9 @@ CFG_CANDIDATES = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8,
 
 
 def ternary_search(candidates, fid_of):
-    """The candidate that minimises fid_of, for a FID that falls, then rises with the scale (as DC-Gen assumes): the
-    interval shrinks by a third per two evaluations; each scale is evaluated at most once. -> the best scale."""
+    """The candidate that minimises fid_of, for a FID that falls, then rises with the scale
+    (as DC-Gen assumes): the interval shrinks by a third per two evaluations; each scale is
+    evaluated at most once. -> the best scale."""
     lo, hi = 0, len(candidates) - 1
     while hi - lo > 2:
         m1, m2 = lo + (hi - lo) // 3, hi - (hi - lo) // 3  # lo < m1 < m2 < hi
@@ -186,8 +197,9 @@ def ternary_search(candidates, fid_of):
 
 
 def read_search(out, config):
-    """The finished scales of an earlier run of the same CFG search in OUT/cfg_search.json ({scale: metrics});
-    a search of another configuration (`config`: what decides the numbers) in that folder is refused."""
+    """The finished scales of an earlier run of the same CFG search in OUT/cfg_search.json
+    ({scale: metrics}); a search of another configuration (`config`: what decides the numbers) in
+    that folder is refused."""
     path = os.path.join(out, "cfg_search.json")
     if not os.path.isfile(path):
         return {}
@@ -201,10 +213,11 @@ def read_search(out, config):
 
 
 def search_cfg(metrics_at, lo, hi, out, config, results, rank):
-    """metrics_at(scale) -> the metrics dict of one evaluation at that CFG scale. Each finished scale is written to
-    OUT/cfg_search.json at once (with the `config` that decides the numbers), so a rerun of the command evaluates
-    only the scales it has not (`results`: read_search's); then the table (stdout, OUT/cfg_search.md) and the plot
-    of FID against the scale (OUT/cfg_search.png). -> (best scale, {scale: metrics})."""
+    """metrics_at(scale) -> the metrics dict of one evaluation at that CFG scale. Each finished
+    scale is written to OUT/cfg_search.json at once (with the `config` that decides the numbers), so
+    a rerun of the command evaluates only the scales it has not (`results`: read_search's); then the
+    table (stdout, OUT/cfg_search.md) and the plot of FID against the scale (OUT/cfg_search.png). ->
+    (best scale, {scale: metrics})."""
     path = os.path.join(out, "cfg_search.json")
 
     def fid_of(scale):
@@ -252,7 +265,8 @@ def plot_search(results, best, path):
 # ------------------------------------------------------------------------------------------------
 
 def run_config(args, ckpt, device, sampler, steps, cfg_scale):
-    """What determines the images: a rerun into the same --out must match it to reuse shards or samples."""
+    """What determines the images: a rerun into the same --out must match it to reuse shards or
+    samples."""
     return dict(ckpt=ckpt.source, step=ckpt.step, weights=args.weights, ae=args.ae or ckpt.ae,
                 num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, classes=args.classes,
                 labels=args.labels, sampler=sampler, steps=steps, cfg_scale=cfg_scale,
@@ -297,9 +311,9 @@ def check_cli(args):
 
 
 def load(args, device):
-    """(the diffusion model, its AE) as checkpoints.Loaded. The AE is --ae, or the one the checkpoint trained on or
-    the release was published with; its latent must have the checkpoint's channels; the latent scale is the
-    checkpoint's (the one it trained with)."""
+    """(the diffusion model, its AE) as checkpoints.Loaded. The AE is --ae, or the one the
+    checkpoint trained on or the release was published with; its latent must have the checkpoint's
+    channels; the latent scale is the checkpoint's (the one it trained with)."""
     if args.ckpt.startswith("random:"):  # speed runs: the AE gives the latent shape and the scaling factor
         if not args.ae:
             raise ValueError("--ckpt random:<model> needs --ae (its latent shape)")
@@ -327,8 +341,9 @@ def load(args, device):
 
 
 def check_args(args, ckpt, objective):
-    """What depends on the checkpoint -> (sampler, steps, cfg_scale): the objective's protocol sampler unless given,
-    the release's published CFG scale for --cfg-scale release; c' and the classes in range."""
+    """What depends on the checkpoint -> (sampler, steps, cfg_scale): the objective's protocol
+    sampler unless given, the release's published CFG scale for --cfg-scale release; c' and the
+    classes in range."""
     c, num_classes = ckpt.latent_shape[0], ckpt.num_classes
     try:
         sampler, steps = diffusion.resolve_sampler(objective, args.sampler, args.steps)
@@ -356,7 +371,8 @@ def check_args(args, ckpt, objective):
 
 
 def paper_number(release, key, cfg_scale):
-    """' (paper: 2.18, Table 4)' beside one of our numbers, where the release has the paper's for this setting."""
+    """' (paper: 2.18, Table 4)' beside one of our numbers, where the release has the paper's for
+    this setting."""
     paper = release.reported[0] if release and release.reported else None  # the first: the paper's, if any
     guided = cfg_scale not in (None, 1.0)
     value = getattr(paper, {"fid": "gfid_cfg" if guided else "gfid", "is_mean": "inception_score",
@@ -401,7 +417,8 @@ def report(metrics, release, cfg_scale):
 def main(args):
     # Setup: checks, the model and its AE, the folder's lock, all before any sampling.
     rank, world_size, device = fsdp.setup()
-    # fp32 denoiser and decoder by default on every device: DC-Gen's evaluation protocol (cli.precision).
+    # fp32 denoiser and decoder by default on every device: DC-Gen's evaluation protocol
+    # (cli.precision).
     bf16, precision = cli.precision(device, args.bf16, evaluation=True)
     ae_bf16, ae_precision = cli.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -449,7 +466,8 @@ def main(args):
         fsdp.cleanup()  # barriers first: no rank tears down while another still samples
         return {"grid": os.path.join(args.out, "grid.png"), "images": images}
 
-    # The evaluation: N labels (random: DC-Gen's; balanced: N / K per class), then FID, IS, precision and recall.
+    # The evaluation: N labels (random: DC-Gen's; balanced: N / K per class), then FID, IS,
+    # precision and recall.
     classes = args.classes or list(range(ckpt.num_classes))
     labels = evaluation.sample_labels(args.num_samples, args.seed, classes, args.labels)  # (N,)
     inception = fid.load_inception(args.inception_weights, device) if args.fid else None
@@ -484,7 +502,8 @@ def main(args):
 
 
 def cfg_scale_arg(text):
-    """--cfg-scale: a finite number >= 0, or `release` (the authors' published scale of a release)."""
+    """--cfg-scale: a finite number >= 0, or `release` (the authors' published scale of a
+    release)."""
     return text if text == "release" else cli.real(0)(text)
 
 

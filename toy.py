@@ -1,23 +1,27 @@
-"""The paper's two claims on a laptop, in one command: structured latent space (Sec. 3.2, Eq. 1, Fig. 2-3, Table 1)
-and augmented diffusion training (Sec. 3.3, Eq. 2, Fig. 5b, Table 5), on the procedural toy dataset of data.py.
+"""The paper's two claims on a laptop, in one command: structured latent space (Sec. 3.2, Eq. 1,
+Fig. 2-3, Table 1) and augmented diffusion training (Sec. 3.3, Eq. 2, Fig. 5b, Table 5), on the
+procedural toy dataset of data.py.
 
-It drives the project's scripts (train_ae.py, eval_ae.py, train_diffusion.py, sample.py) and reimplements none:
-  1. trains a tiny AE with many latent channels per latent pixel (f8c64 on 32 px: 4x4x64, a toy analogue of f32c128)
-     three times: without the channel mask (the DC-AE baseline), with it and one c' per step (DC-Gen's default and the
-     recipe's), and with it and two c' per step, c always among them;
+It drives the project's scripts (train_ae.py, eval_ae.py, train_diffusion.py, sample.py) and
+reimplements none:
+1. trains a tiny AE with many latent channels per latent pixel (f8c64 on 32 px: 4x4x64, a toy
+   analogue of f32c128) three times: without the channel mask (the DC-AE baseline), with it and one
+   c' per step (DC-Gen's default and the recipe's), and with it and two c' per step, c always among
+   them;
   2. measures reconstruction from the first c' channels for several c' (PSNR; LPIPS when VGG
      weights are present): the quantitative Fig. 3 / Table 1, with each AE's own, shared decoder,
      and for the unstructured and the K = 1 AE also as the paper measures it, each c' with a
      decoder fine-tuned for it on the frozen encoder (Fig. 3's caption; train_ae.py
      --finetune-decoder); the Fig. 3 grid (rows: model x image; columns: c', shared and fine-tuned)
      and the channel-averaged latent of Fig. 2a;
-  3. trains a tiny USiT on the unstructured and the K = 1 structured AE's latents, with and without augmented
-     diffusion training (Table 5's four cells, three seeds each, the same forward passes per step in every cell),
-     and tracks generation quality against training steps (Fig. 5b);
-  4. writes OUT/toy_results.md (tables with seeds, budgets and wall time) and PNG grids, and prints the tables.
-Inception weights cannot be downloaded here, so generation quality is a Frechet distance in the feature space of a
-small classifier trained on the toy data ("FD_toy", lower is better), plus that classifier's accuracy on the
-class-conditional samples ("acc", higher is better). With --inception-weights the real FID is added.
+3. trains a tiny USiT on the unstructured and the K = 1 structured AE's latents, with and without
+   augmented diffusion training (Table 5's four cells, three seeds each, the same forward passes per
+   step in every cell), and tracks generation quality against training steps (Fig. 5b);
+4. writes OUT/toy_results.md (tables with seeds, budgets and wall time) and PNG grids, and prints
+   the tables. Inception weights cannot be downloaded here, so generation quality is a Frechet
+   distance in the feature space of a small classifier trained on the toy data
+   ("FD_toy", lower is better), plus that classifier's accuracy on the class-conditional samples
+   ("acc", higher is better). With --inception-weights the real FID is added.
 
     python toy.py                  # the full run (the README quotes its output and its time)
     python toy.py --quick          # a smoke run of ~25 s on 2 idle CPU cores (CI): not evidence
@@ -58,7 +62,8 @@ SETTINGS = {
     "quick": dict(ae_steps=20, ft_steps=5, diff_steps=10, evals=2, seeds=[0, 1, 2], samples=40,
                   eval_images=32, clf_steps=20, toy_size=200),
 }
-# The three AEs: unstructured (DC-AE), structured with DC-Gen's default of one c' per step, and the toy default.
+# The three AEs: unstructured (DC-AE), structured with DC-Gen's default of one c' per step, and the
+# toy default.
 AES = {"unstructured": ["--no-structured", "--num-c-primes", "1", "--no-always-max"],
        "structured, K = 1": ["--structured", "--num-c-primes", "1", "--no-always-max"],  # the recipe's, DC-Gen's
        "structured, K = 2 with c": ["--structured", "--num-c-primes", "2", "--always-max"]}
@@ -199,9 +204,10 @@ def ae_figures(ae_dirs, tuned, args):
 # ------------------------------------------------------------------------------------------------
 
 def evaluate_samples(run_dir, step, batch, clf, real_feats, setting, args, seed):
-    """FD_toy and the classifier's accuracy of `setting["samples"]` samples of the run's step-`step` checkpoint
-    (sample.py, 25 Euler steps), appended to the run's metrics.jsonl as train_diffusion.py --eval-every appends its
-    FID: with the step, images seen, training time and device-hours, so curves.py draws either. -> the record."""
+    """FD_toy and the classifier's accuracy of `setting["samples"]` samples of the run's step-`step`
+    checkpoint (sample.py, 25 Euler steps), appended to the run's metrics.jsonl as
+    train_diffusion.py --eval-every appends its FID: with the step, images seen, training time and
+    device-hours, so curves.py draws either. -> the record."""
     out = os.path.join(run_dir, f"samples_{step:07d}")
     sample.main(sample.parse_args(["--ckpt", run_dir, "--out", out, "--num-samples", str(setting["samples"]),
                                    "--batch-size", "100", "--sampler", "euler", "--steps", str(args.sample_steps),
@@ -252,7 +258,8 @@ def mean_std(values, scale=1.0):
 
 
 def output(args, name, ext):
-    """OUT/name.ext, or name_f8c16.ext for another --ae: the names docs/ keeps, so results are copied as they are."""
+    """OUT/name.ext, or name_f8c16.ext for another --ae: the names docs/ keeps, so results are
+    copied as they are."""
     suffix = "" if args.ae == DEFAULT_AE else "_" + args.ae.removeprefix("dc-ae-").removesuffix("-tiny")
     return os.path.join(args.out, f"{name}{suffix}.{ext}")
 
