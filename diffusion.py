@@ -1,5 +1,5 @@
 """
-Training objectives and samplers for latent diffusion with DC-AE 1.5, augmented diffusion training included.
+Training objectives and samplers for latent diffusion with DC-AE 1.5, augmented training included.
 
 Paper: Sec. 3.3 (augmented diffusion training, Eq. 2, Fig. 5a), Sec. 4.1 (the four settings),
 Tables 2-5.
