@@ -6,8 +6,8 @@ in for it (always 0 for the toy data). The default collate turns a batch into `x
 `y (N,)`, `bad (N,)`; the trainer sums `bad` to count skipped files, which works unchanged with
 DataLoader worker processes (no shared counters).
 
-- `ImageFolder`: ImageNet-style class subfolders (sorted names -> ids 0..K-1), ADM center crop
-  (the preprocessing of the paper's ImageNet 256/512 experiments, Sec. 4.1).
+- `ImageFolder`: ImageNet-style class subfolders (sorted names -> ids 0..K-1, empty ones included),
+  ADM center crop (the preprocessing of the paper's ImageNet 256/512 experiments, Sec. 4.1).
 - `ToyShapes`: a procedural, class-conditional stand-in for ImageNet. The class fixes a shape and a
   colour (object structure); the position, size and a high-frequency texture vary per sample (image
   detail). A structured latent space (Sec. 3.2, Fig. 3) should put the former in the front channels
@@ -19,7 +19,10 @@ The latent cache that train_diffusion.py trains on (the dataset encoded once by 
     python data.py --data /path/to/imagenet/train --resolution 256 --out /tmp/grid.png
 """
 
+import atexit
 import math
+import multiprocessing
+import multiprocessing.util  # noqa: F401  (its exit handler registers before end_workers_at_exit)
 import os
 import signal
 import sys
@@ -123,12 +126,15 @@ def label_grid(grid, H, W, padding, col_labels, row_labels):
 # -------------------------------------------------------------------------------------------------
 
 
-def list_images(folder):
-    """All image files under folder (recursive, symlinks followed), sorted so every rank sees one order. Each real
-    file is listed once: a folder reached twice (a symlink loop, or two links to one folder) is walked once, and a file
-    reached by two paths keeps the first in sorted order."""
+def list_images(folder, errors=None):
+    """All image files under folder (recursive, symlinks followed), sorted so every rank sees one
+    order. Each real file is listed once: a folder reached twice (a symlink loop, or two links to
+    one folder) is walked once, and a file reached by two paths keeps the first in sorted order.
+    Folders that cannot be read are appended to `errors` (a list of OSError) when given; os.walk
+    skips them."""
     files, seen_dirs = [], set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    onerror = errors.append if errors is not None else None
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=onerror):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:  # a loop or a second link to a folder walked already
             dirnames[:] = []
@@ -145,6 +151,47 @@ def list_images(folder):
     return unique
 
 
+def has_images(folder):
+    """Whether any image file lies under folder; stops at the first one (cheap on ImageNet's
+    folders)."""
+    for _, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(f.lower().endswith(IMG_EXTENSIONS) for f in filenames):
+            return True
+    return False
+
+
+def class_folders(root):
+    """The class subfolders of an image folder, in id order, from folder names only (nothing is
+    decoded): every sorted subfolder, an empty one included, as torchvision's find_classes and
+    ADM's loader number them, so that ImageNet's sorted wnids are ids 0..999 whatever a folder
+    holds. Hidden folders (".cache") are not classes. [] when no subfolder holds an image: a flat
+    folder of images, one class."""
+    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    return subdirs if any(has_images(os.path.join(root, d)) for d in subdirs) else []
+
+
+def class_names(data, num_classes=10):
+    """--data -> the class names of its dataset in id order, without building it
+    (ImageFolder.classes, ToyShapes.classes): what a latent cache and a diffusion checkpoint record
+    (latents.check_classes, run.start_run). Toy class names depend on num_classes."""
+    if data == "toy":
+        return ToyShapes(1, 8, num_classes).classes
+    if not os.path.isdir(data):
+        raise ValueError(f"--data must be 'toy' or an image folder; {data!r} is neither")
+    return class_folders(data) or [os.path.basename(os.path.normpath(data))]
+
+
+def class_change(old, new):
+    """None when two class lists are equal, else what differs, short enough for one line (ImageNet
+    has 1000 names)."""
+    if old == new:
+        return None
+    i = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+    name = lambda names: repr(names[i]) if i < len(names) else "none"  # noqa: E731
+    return f"{len(old)} classes then, {len(new)} now; class {i} was {name(old)}, now {name(new)}"
+
+
 def to_rgb(img):
     """A PIL image of any mode -> RGB, 8 bits per channel. High-bit-depth greyscale (16-bit PNG and TIFF: modes I;16*,
     and I) is scaled to 8 bits (v * 255 / 65535), where PIL's convert("RGB") would clip it to 255 (white). EXIF
@@ -158,21 +205,62 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
-def read_image(path, resolution=None):
-    """uint8 (H, W, 3) of an image file (to_rgb), ADM center-cropped to `resolution` (None: as stored), or None when the
-    file cannot be decoded. The one reader of the trainers, the latent cache, eval_ae.py and fid.py. PIL signals broken
-    files with OSError (incl. UnidentifiedImageError and truncation), ValueError, SyntaxError or DecompressionBombError
-    depending on the format plugin."""
+# PIL refuses an image over 2 x Image.MAX_IMAGE_PIXELS (178,956,970 pixels) as a possible
+# decompression bomb, with an error that names neither the file nor the limit. read_image applies
+# that limit itself, before decoding, names both, and lets the environment move it:
+# MAX_PIXELS_VARIABLE=N reads images of up to N pixels (0: any size). PIL's own check is switched
+# off in this process, as that one limit replaces it (DataLoader workers inherit the variable).
+MAX_PIXELS_VARIABLE = "DCAE_MAX_IMAGE_PIXELS"
+PIL_PIXEL_LIMIT = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+Image.MAX_IMAGE_PIXELS = None
+
+
+def max_pixels():
+    """The largest image read_image decodes, in pixels (None: any size): PIL's limit, or
+    $DCAE_MAX_IMAGE_PIXELS. A value that is not a whole number >= 0 raises ValueError (the datasets
+    check it when they are made)."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE)
+    if text is None:
+        return PIL_PIXEL_LIMIT
+    if not text.strip().isdigit():
+        raise ValueError(f"{MAX_PIXELS_VARIABLE}={text!r} is not a number of pixels "
+                         f"(a whole number >= 0; 0: no limit)")
+    return int(text) or None
+
+
+def read_image(path, resolution=None, say=True):
+    """uint8 (H, W, 3) of an image file (to_rgb), ADM center-cropped to `resolution` (None: as
+    stored), or None when the file cannot be decoded or is larger than max_pixels(); either case is
+    said on stderr (if `say`) in one line naming the file and the cause. The one reader of the
+    trainers, the latent cache, eval_ae.py and fid.py. PIL signals broken files with OSError (incl.
+    UnidentifiedImageError and truncation), ValueError or SyntaxError depending on the format
+    plugin."""
+    limit = max_pixels()
     try:
+        # Image.open reads the header only: the size is known before any pixel is decoded.
         with Image.open(path) as img:
+            w, h = img.size
+            if limit is not None and w * h > limit:
+                if not say:
+                    return None
+                whose = MAX_PIXELS_VARIABLE if MAX_PIXELS_VARIABLE in os.environ else "PIL"
+                print(f"data.py: skipping {path}: {w}x{h} = {w * h:,} pixels is over {whose}'s "
+                      f"limit of {limit:,} (a guard against decompression bombs); to read it, "
+                      f"set {MAX_PIXELS_VARIABLE}={w * h} (or 0: no limit)", file=sys.stderr)
+                return None
             img = to_rgb(img)
             return center_crop_arr(img, resolution) if resolution else np.asarray(img)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except (OSError, ValueError, SyntaxError) as e:
+        if say:
+            cause = f"{type(e).__name__}: {str(e).strip()[:200]}"
+            print(f"data.py: skipping unreadable image {path} ({cause})", file=sys.stderr)
         return None
 
 
 class ImageFolder(Dataset):
-    """root/<class>/**/*.jpg -> (x, y, bad). Sorted class folder names give ids (ImageNet: wnids -> 0..999).
+    """root/<class>/**/*.jpg -> (x, y, bad). Sorted class folder names give ids (ImageNet: wnids ->
+    0..999), an empty or unreadable class folder included (class_folders), said in one line with
+    its id.
 
     A flat folder (images but no class subfolders) gives label 0 for every image; when class
     subfolders exist, images lying directly in root are ignored. Only file names are listed up front
@@ -187,22 +275,44 @@ class ImageFolder(Dataset):
             raise ValueError(f"data folder {root!r} does not exist or is not a directory")
         if resolution < 1:
             raise ValueError(f"resolution must be positive, got {resolution}")
+        max_pixels()  # a bad $DCAE_MAX_IMAGE_PIXELS: one line here, not in a DataLoader worker
         self.root, self.resolution = root, resolution
-        subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-        per_class = [(d, list_images(os.path.join(root, d))) for d in subdirs]
-        per_class = [(d, files) for d, files in per_class if files]  # empty folders are not classes
-        if not per_class:  # flat folder: one class
-            per_class = [(os.path.basename(os.path.normpath(root)), list_images(root))]
-        elif any(e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS) for e in os.scandir(root)):
-            print(f"data.py: {root!r} has class subfolders; ignoring the images directly inside it", file=sys.stderr)
-        self.classes = [d for d, _ in per_class]
+        folders = class_folders(root)
+        self.classes = class_names(root)  # the folders, or the root's own name for a flat folder
         self.num_classes = len(self.classes)
-        self.samples = [(f, y) for y, (_, files) in enumerate(per_class) for f in files]
+        self.samples = []
+        if not folders:  # flat: one class
+            self.samples = [(f, 0) for f in list_images(root)]
+        else:
+            files = [e.name for e in os.scandir(root) if e.is_file()]  # next to the class folders
+            if any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
+                print(f"data.py: {root!r} has class subfolders; ignoring the images directly "
+                      f"inside it", file=sys.stderr)
+            for y, name in enumerate(self.classes):
+                errors = []
+                files = list_images(os.path.join(root, name), errors)
+                self.samples += [(f, y) for f in files]
+                # An empty class keeps its id: dropping it would shift every id after it
+                # (ImageNet's wnid order).
+                said = f"data.py: class folder {name!r} (id {y})"
+                cause = f"{errors[0].strerror}: {errors[0].filename}" if errors else ""
+                if errors and not files:
+                    print(f"{said} cannot be read ({cause}); it keeps its id, with no images",
+                          file=sys.stderr)
+                elif errors:
+                    print(f"{said}: {len(errors)} subfolder(s) cannot be read ({cause}); their "
+                          f"images are left out", file=sys.stderr)
+                elif not files:
+                    print(f"{said} holds no images; it keeps its id, so the ids after it still "
+                          f"follow the sorted folder names", file=sys.stderr)
         if not self.samples:
+            subdirs = [e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")]
             raise ValueError(f"data folder {root!r} has no images with extensions {', '.join(IMG_EXTENSIONS)}"
                              + (f" in its {len(subdirs)} subfolders" if subdirs else ""))
-        if not any(read_image(f, resolution) is not None for f, _ in self.samples):  # stops at the first good one
-            raise ValueError(f"data folder {root!r}: none of its {len(self.samples)} image files can be read")
+        # A folder of broken files fails here, in one line; training says each file it meets.
+        if not any(read_image(f, resolution, say=False) is not None for f, _ in self.samples):
+            raise ValueError(f"data folder {root!r}: none of its {len(self.samples)} image files "
+                             f"can be read")
         self.known_bad = set()  # per process (each worker has its own copy): avoids re-decoding
 
     def __len__(self):
@@ -213,12 +323,11 @@ class ImageFolder(Dataset):
         # an epoch counts each broken file once even when neighbours are broken too.
         for k in range(len(self)):
             j = (i + k) % len(self)
-            arr = None if j in self.known_bad else read_image(self.samples[j][0], self.resolution)
+            path = self.samples[j][0]
+            arr = None if j in self.known_bad else read_image(path, self.resolution)  # says why
             if arr is not None:
                 return to_tensor(arr), self.samples[j][1], int(k > 0)
-            if j not in self.known_bad:
-                print(f"data.py: skipping unreadable image {self.samples[j][0]}", file=sys.stderr)
-                self.known_bad.add(j)
+            self.known_bad.add(j)
         raise RuntimeError(f"no readable image in {self.root!r} ({len(self)} files tried)")
 
 
@@ -328,11 +437,25 @@ def shard_order(n, rank, world_size, epoch=0, seed=0, shuffle=True):
 
 
 def ignore_stop_signals(worker_id):
-    """DataLoader workers leave stopping to the main process. A signal to the whole process group (Ctrl-C, Slurm's
-    scancel or preemption, `timeout`) reaches them too, and a worker killed by it makes the main process fail
-    ("DataLoader worker ... is killed by signal") before it can save; the main process ends them when it is done."""
+    """DataLoader workers leave stopping to the main process. A signal to the whole process group
+    (Ctrl-C, Slurm's scancel or preemption, `timeout`) reaches them too, and a worker killed by it
+    makes the main process fail ("DataLoader worker ... is killed by signal") before it can save;
+    the main process ends them when it is done (its loader's shutdown, or end_workers_at_exit)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@atexit.register  # after multiprocessing.util's exit handler (imported above): runs before it
+def end_workers_at_exit():
+    """At exit, multiprocessing ends the daemonic children still running (DataLoader workers whose
+    loader was never shut down: a run that ends by an exception keeps its loader alive in the
+    traceback) with SIGTERM, then waits for each. Ours ignore SIGTERM (ignore_stop_signals), so
+    that wait would never end: the process would hang after its error instead of exiting. SIGKILL
+    ends them first; they hold nothing to save."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join()
 
 
 def make_loader(dataset, batch_size, rank=0, world_size=1, num_workers=4, pin_memory=False):
@@ -409,6 +532,7 @@ class FolderImages(Dataset):
         self.files = files[len(files) * rank // world:len(files) * (rank + 1) // world]
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
         self.skipped = 0
+        max_pixels()  # a bad $DCAE_MAX_IMAGE_PIXELS: one line here, not in a DataLoader worker
 
     def __len__(self):
         return len(self.files)
@@ -435,8 +559,9 @@ def main(args):
         labels = [i % dataset.num_classes for i in range(len(dataset))]
     rows, names = [], []
     for y in range(min(dataset.num_classes, args.max_rows)):
-        idx = [i for i, label in enumerate(labels) if label == y][: args.nrow]
-        x = torch.stack([dataset[i][0] for i in idx])  # (<= nrow, 3, H, W)
+        idx = [i for i, label in enumerate(labels) if label == y][: args.nrow]  # []: empty class
+        x = torch.stack([dataset[i][0] for i in idx]) if idx else \
+            torch.empty(0, 3, args.resolution, args.resolution)  # (<= nrow, 3, H, W)
         rows.append(torch.cat([x, -torch.ones(args.nrow - len(x), *x.shape[1:])]))  # (nrow, 3, H, W), black pad
         names.append(f"{y}: {dataset.classes[y]}")
     save_grid(torch.cat(rows), args.out, args.nrow, row_labels=names)

@@ -19,6 +19,7 @@ import random
 import resource
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
+from data import class_change
 from fsdp import cleanup, is_distributed, stop_if
 
 
@@ -146,12 +148,20 @@ def release_locks():
 
 
 def atomic_write(path, write):
-    """write(file object) into a temp file unique to this writer, fsync, then rename over `path`: a reader sees the old
-    file or the complete new one, never a partial one, and two writers never share a temp file."""
+    """write(file object) into a temp file unique to this writer, fsync, then rename over `path`: a
+    reader sees the old file or the complete new one, never a partial one, and two writers never
+    share a temp file. The file gets the mode a plain open() would give it: the mode of the file it
+    replaces, else 0666 less the umask (0644 under umask 022; a temp file from mkstemp is 0600,
+    which a colleague on a shared cluster could not read)."""
     folder, name = os.path.split(os.path.abspath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -166,6 +176,14 @@ def atomic_write(path, write):
 def checkpoint_step(path):
     """The step of OUT/ckpt_{step:07d}.pt."""
     return int(os.path.basename(path)[len("ckpt_"):-len(".pt")])
+
+
+def current_umask():
+    """The process's umask. Reading it means setting it: for that instant it is 077, so a file
+    another thread creates meanwhile is only ever more private, never more open."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def latest_checkpoint(out):
@@ -183,11 +201,25 @@ def resume_path(args):
     return args.resume or latest_checkpoint(args.out)
 
 
+def classes_changed(record, classes):
+    """What differs between the class list a checkpoint or a latent cache's meta.json records and
+    `classes` (data.class_change), None when nothing does. One from before class lists were
+    recorded is judged by its number of classes: it had no empty class folder (they were dropped
+    then) unless that number differs."""
+    if "classes" in record:
+        return class_change(record["classes"], classes)
+    if record.get("num_classes", len(classes)) != len(classes):
+        return (f"{record['num_classes']} classes then, {len(classes)} now; an empty class folder "
+                f"now keeps its id")
+    return None
+
+
 def start_run(args, rank, world_size, expect):
-    """The start both trainers share, before any compute, every rank reaching the same verdict: the common argument
-    checks, the run folder's lock (rank 0) and the checkpoint to resume (read on rank 0; load_checkpoint broadcasts),
-    which must have been written with the values in `expect` (e.g. the model name and latent shape).
-    Returns (checkpoint path or None, checkpoint or None)."""
+    """The start both trainers share, before any compute, every rank reaching the same verdict: the
+    common argument checks, the run folder's lock (rank 0) and the checkpoint to resume (read on
+    rank 0; load_checkpoint broadcasts), which must have been written with the values in `expect`
+    (e.g. the model name and latent shape; "classes": the class names in id order,
+    data.class_names). Returns (checkpoint path or None, checkpoint or None)."""
     error, path, ckpt = None, None, None
     try:
         check_training_args(args, world_size)
@@ -199,6 +231,13 @@ def start_run(args, rank, world_size, expect):
         if path and rank == 0 and not error:
             ckpt = read_checkpoint(path)
             for key, want in expect.items():
+                if key == "classes":
+                    change = classes_changed(ckpt, want)
+                    if change:
+                        raise ValueError(f"{path} was trained on another class list ({change}): "
+                                         f"its class ids would name other classes; pass the "
+                                         f"--data it was trained on, or another --out")
+                    continue
                 have = ckpt["args"].get(key) if key == "model" else ckpt.get(key, want)
                 if have != want:
                     raise ValueError(f"{path} is a checkpoint of {have!r}, not --model {want}" if key == "model" else
@@ -288,10 +327,12 @@ def read_checkpoint(path, mmap=False):
 
 
 def load_checkpoint(ckpt, modules, optimizers, rank=0):
-    """Load full state dicts into (possibly sharded) modules and optimizers; returns (step, data position). Under
-    torchrun only rank 0 needs to have read the file (others pass None): weights are broadcast from rank 0, so N ranks
-    do not hold N copies of a multi-GB checkpoint in host memory. With the same world size every rank continues its
-    own RNG streams; with another one the resume is not bit-exact (the data order changes too) and says so."""
+    """Load full state dicts into (possibly sharded) modules and optimizers; returns (step, data
+    position). Under torchrun only rank 0 needs to have read the file (others pass None): weights
+    are broadcast from rank 0, so N ranks do not hold N copies of a multi-GB checkpoint in host
+    memory. With the same world size every rank continues its own RNG streams; with another one the
+    resume is not bit-exact (the data order changes too) and says so, as it says what a checkpoint
+    of an older format (no RNG state, no data position) lacks."""
     bcast = is_distributed()
     opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=bcast, strict=True)
     has = ckpt is not None and (rank == 0 or not bcast)
@@ -304,11 +345,22 @@ def load_checkpoint(ckpt, modules, optimizers, rank=0):
         dist.broadcast_object_list(meta, src=0)
     step, rngs, data = meta
     world = dist.get_world_size() if bcast else 1
+    # An older format holds weights, optimizer and step only: say what it lacks, and what follows.
+    instead = {"random-number state": (rngs, "the random streams of a fresh start"),
+               "data position": (data, "the data order of epoch 0 from its start")}
+    missing = [name for name, (value, _) in instead.items() if value is None]
+    if missing and rank == 0:
+        lacks, then = " and no ".join(missing), " and ".join(instead[m][1] for m in missing)
+        print(f"WARNING: the checkpoint holds no {lacks} (an older format): the run continues "
+              f"from its weights, optimizer state and step {step}, with {then}; it will not equal "
+              f"an uninterrupted run bit for bit", file=sys.stderr)
     if rngs is not None and len(rngs) == world:
         set_rng_state(rngs[rank])
-    elif rank == 0:
-        print(f"WARNING: the checkpoint was written by {len(rngs or [])} rank(s), this run has {world}: it continues "
-              f"from the same weights and step, with other random streams and data order", file=sys.stderr)
+    elif rngs is not None:
+        if rank == 0:
+            print(f"WARNING: the checkpoint was written by {len(rngs)} rank(s), this run has "
+                  f"{world}: it continues from the same weights and step, with other random "
+                  f"streams and data order", file=sys.stderr)
         data = None
     return step, data
 
@@ -430,9 +482,12 @@ def peak_memory_gib(device):
 # ------------------------------------------------------------------------------------------------
 
 class RunLog:
-    """Rank 0 writes args.json (`args_file`) and appends JSON lines to metrics.jsonl; prints plain lines (a progress
-    bar only on a terminal). A resumed run first drops the records after its checkpoint's step, so metrics.jsonl
-    tells one history. An evaluation of a run passes another args_file so that it keeps the run's args.json."""
+    """Rank 0 writes args.json (`args_file`) and appends JSON lines to metrics.jsonl; prints plain
+    lines (a progress bar only on a terminal). metrics.jsonl tells one history: a resumed run first
+    drops the records after its checkpoint's step; a run that starts from scratch where an earlier
+    one left a metrics.jsonl (killed before its first checkpoint) sets that file aside as
+    metrics.N.jsonl (N = 1, 2, ... in the order they were set aside), says so, and starts a new
+    one. An evaluation of a run passes another args_file so that it keeps the run's args.json."""
 
     def __init__(self, out, args, rank, total_steps, start_step, args_file="args.json"):
         self.rank, self.out = rank, out
@@ -442,6 +497,13 @@ class RunLog:
         os.makedirs(out, exist_ok=True)
         atomic_write(os.path.join(out, args_file), lambda fh: fh.write(json.dumps(vars(args), indent=2).encode()))
         path = os.path.join(out, "metrics.jsonl")
+        kept = None
+        if start_step is None and os.path.isfile(path) and os.path.getsize(path) > 0:
+            n = 1
+            while os.path.exists(os.path.join(out, f"metrics.{n}.jsonl")):
+                n += 1
+            kept = os.path.join(out, f"metrics.{n}.jsonl")
+            os.rename(path, kept)  # the run folder is locked: no other writer
         if start_step is not None and os.path.isfile(path):
             keep = []
             with open(path) as fh:
@@ -457,6 +519,10 @@ class RunLog:
         if sys.stderr.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=total_steps, initial=start_step or 0, dynamic_ncols=True)
+        if kept:
+            self.message(f"no checkpoint to resume in {out}: this run starts from scratch with a "
+                         f"new metrics.jsonl; the earlier run's is kept as "
+                         f"{os.path.basename(kept)}")
 
     def log(self, record, show=True):
         if self.rank != 0:
