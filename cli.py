@@ -4,8 +4,8 @@ values, `--help` that shows every default once, and the two lines each run heade
 machine, and the precision policy (bf16 autocast on CUDA for training, fp32 on CPU and for
 evaluation).
 
-    python train_diffusion.py --lr nan     # error: argument --lr: nan is not a finite number in (0, inf] (...)
-    python sample.py --help                # every option with its default
+    python train_diffusion.py --lr nan   # error: argument --lr: nan is not a finite number (...)
+    python sample.py --help              # every option with its default
 """
 import argparse
 import math
@@ -47,7 +47,8 @@ def real(low=-math.inf, high=math.inf, above=False):
     return number
 
 
-SEED = (0, 2 ** 63 - 1)  # every seed a torch.Generator, NumPy and the chunk arithmetic take without overflow
+# Every seed a torch.Generator, NumPy and the chunk arithmetic take without overflow.
+SEED = (0, 2 ** 63 - 1)
 
 
 def integer(low, high=None):
@@ -59,7 +60,8 @@ def integer(low, high=None):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{text} is not in [{low}, {'inf' if high is None else high}]")
+            bound = "inf" if high is None else high
+            raise argparse.ArgumentTypeError(f"{text} is not in [{low}, {bound}]")
         return value
     return number
 
@@ -72,7 +74,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "%(default)" in text or "default" in text.lower() or action.default in (None, argparse.SUPPRESS):
+        says_default = "%(default)" in text or "default" in text.lower()
+        if says_default or action.default in (None, argparse.SUPPRESS):
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return text + " (default: %(default)s)"
@@ -88,9 +91,10 @@ def machine(device):
     cpu = platform.processor() or platform.machine()
     if os.path.isfile("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    return (f"{cpu} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}), "
-            f"torch {torch.__version__}")
+            names = (line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+            cpu = next(names, cpu)
+    isa = torch.backends.cpu.get_cpu_capability()
+    return f"{cpu} ({torch.get_num_threads()} threads, {isa}), torch {torch.__version__}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -108,7 +112,9 @@ def precision(device, bf16=None, evaluation=False, flag="--bf16"):
     evaluates. `bf16` True / False (the script's `flag` and its --no- form) overrides either
     default."""
     if bf16 is not None:
-        return bool(bf16), f"{'bf16 autocast' if bf16 else 'fp32'} ({flag if bf16 else flag.replace('--', '--no-', 1)})"
+        mode = "bf16 autocast" if bf16 else "fp32"
+        given = flag if bf16 else flag.replace("--", "--no-", 1)
+        return bool(bf16), f"{mode} ({given})"
     if evaluation:
         return False, f"fp32 (the evaluation protocol; {flag} to autocast)"
     if device.type == "cuda" and torch.cuda.is_bf16_supported():

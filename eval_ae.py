@@ -49,12 +49,14 @@ SHARED = "shared decoder (not the paper's protocol)"  # a c' < c decoded by the 
 
 
 def check_args(args):
-    if args.images < 1 or args.batch_size < 1 or (args.resolution is not None and args.resolution < 1):
+    bad_resolution = args.resolution is not None and args.resolution < 1
+    if args.images < 1 or args.batch_size < 1 or bad_resolution:
         raise ValueError(f"--images {args.images}, --batch-size {args.batch_size} and --resolution "
                          f"{args.resolution} must be positive")
     if args.data != "toy" and not os.path.isdir(args.data):
         raise ValueError(f"--data folder not found: {args.data}")
-    if args.inception_weights not in (None, "random") and not os.path.isfile(args.inception_weights):
+    file_given = args.inception_weights not in (None, "random")
+    if file_given and not os.path.isfile(args.inception_weights):
         raise ValueError(f"--inception-weights not found: {args.inception_weights}")
     # Each c' is one row, measured once: a repeat would only ask for it twice.
     repeated = sorted({cp for cp in args.c_primes or [] if args.c_primes.count(cp) > 1})
@@ -290,7 +292,8 @@ def evaluate_ae(args, stop):
         tuned = load_decoders(specs, model, source, device)
         # The resolution the AE was trained at (a train_ae.py run, an export of one), else the
         # protocol's.
-        resolution = args.resolution or frozen.resolution or (32 if model.config.recipe == "tiny" else 256)
+        protocol_resolution = 32 if model.config.recipe == "tiny" else 256
+        resolution = args.resolution or frozen.resolution or protocol_resolution
         if resolution % model.f:
             raise ValueError(f"--resolution {resolution} is not a multiple of {model.name}'s "
                              f"f={model.f}")
@@ -306,7 +309,8 @@ def evaluate_ae(args, stop):
                                   device.type == "cuda")
     lp, inception, notes = None, None, []
     try:
-        lp = None if args.no_lpips else ae_lib.build_lpips(random_weights=args.lpips_random).to(device)
+        lp = (None if args.no_lpips
+              else ae_lib.build_lpips(random_weights=args.lpips_random).to(device))
     except RuntimeError as e:
         notes.append(f"LPIPS not measured: {e}, or pass --no-lpips")
     if not args.no_rfid:
@@ -319,8 +323,9 @@ def evaluate_ae(args, stop):
     if rank == 0:
         print(f"evaluating {model.name} on {len(dataset)} images at {resolution}px, "
               f"c' = {c_primes}; {note}", flush=True)
-    results, total, skipped = evaluation.reconstruction_metrics(model, decoders, batches(loader, stop), device, lp,
-                                       inception, args.bf16)
+    shard = batches(loader, stop)  # this rank's (x, y, bad) batches
+    results, total, skipped = evaluation.reconstruction_metrics(model, decoders, shard, device,
+                                                                lp, inception, args.bf16)
     for r in results:  # which decoder made each row
         r["decoder"] = "fine-tuned" if r["c_prime"] in tuned else "shared"
         r["decoder_source"] = tuned[r["c_prime"]].source if r["c_prime"] in tuned else source
@@ -330,8 +335,10 @@ def evaluate_ae(args, stop):
     if rank == 0:
         for line in notes:
             print(line, file=sys.stderr)
-        flags = (" (LPIPS with a RANDOM VGG: not meaningful)" if args.lpips_random else "") + \
-                (" (RANDOM Inception: rFID not meaningful)" if args.inception_weights == "random" else "")
+        vgg_note = " (LPIPS with a RANDOM VGG: not meaningful)" if args.lpips_random else ""
+        random_inception = args.inception_weights == "random"
+        inception_note = " (RANDOM Inception: rFID not meaningful)" if random_inception else ""
+        flags = vgg_note + inception_note
         print(f"\n{model.name} ({source}): reconstruction from the first c' channels, {total} "
               f"images at {resolution}px ({skipped} unreadable skipped), AE in {precision}"
               f"{flags}; decoders: {note}")
@@ -358,12 +365,16 @@ def evaluate_ae(args, stop):
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__)
-    parser.add_argument("--ae", default="runs/ae", help="train_ae.py run folder / .pt, a DC-Gen or diffusers folder, or a "
-                        "random:NAME (random weights of a registry AE)")
-    parser.add_argument("--data", default="toy", help="'toy' (a held-out set) or a validation image folder")
-    parser.add_argument("--images", type=int, default=50_000, help="evaluate the first N images (DC-AE: 50,000 val)")
-    parser.add_argument("--resolution", type=int, default=None, help="ADM center crop (default: the AE's training "
-                        "resolution when known, else 256; 32 for tiny AEs)")
+    parser.add_argument("--ae", default="runs/ae",
+                        help="train_ae.py run folder / .pt, a DC-Gen or diffusers folder, "
+                        "or a random:NAME (random weights of a registry AE)")
+    parser.add_argument("--data", default="toy",
+                        help="'toy' (a held-out set) or a validation image folder")
+    parser.add_argument("--images", type=int, default=50_000,
+                        help="evaluate the first N images (DC-AE: 50,000 val)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="ADM center crop (default: the AE's training resolution when known, "
+                        "else 256; 32 for tiny AEs)")
     parser.add_argument("--c-primes", type=int, nargs="+", default=None,
                         help="the c' to evaluate, each once, reported in increasing order "
                         "(default: the AE's candidate list)")
@@ -375,13 +386,18 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=32, help="per rank")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 autocast for the AE (default: fp32, the evaluation protocol)")
-    parser.add_argument("--lpips-random", action="store_true", help="random VGG for LPIPS (smoke runs; not meaningful)")
-    parser.add_argument("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth for rFID "
-                        "(default: the torch hub cache, downloaded when online; 'random' for smoke runs)")
-    parser.add_argument("--no-rfid", action="store_true", help="skip rFID (no Inception weights at hand)")
-    parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS (no VGG16 weights at hand)")
+    parser.add_argument("--lpips-random", action="store_true",
+                        help="random VGG for LPIPS (smoke runs; not meaningful)")
+    parser.add_argument("--inception-weights", default=None,
+                        help="pt_inception-2015-12-05-6726825d.pth for rFID (default: the torch "
+                        "hub cache, downloaded when online; 'random' for smoke runs)")
+    parser.add_argument("--no-rfid", action="store_true",
+                        help="skip rFID (no Inception weights at hand)")
+    parser.add_argument("--no-lpips", action="store_true",
+                        help="skip LPIPS (no VGG16 weights at hand)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
-    parser.add_argument("--out", default=None, help="where eval.json and the figures go (default: the AE's run folder, "
+    parser.add_argument("--out", default=None,
+                        help="where eval.json and the figures go (default: the AE's run folder, "
                         "else runs/eval_ae)")
     return parser.parse_args(argv)
 

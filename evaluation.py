@@ -18,8 +18,8 @@ train_diffusion.py (FID during training) compute the same images and therefore t
   (Table 1, Fig. 3), each c' by its own decoder where one was fine-tuned for it; eval_ae.py and
   train_ae.py --eval-every.
 
-    python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz     # writes the .npz, then fid.py
-    python train_diffusion.py --eval-every 1000 --eval-samples 1000 --fid ref.npz  # the same numbers, online
+    python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz        # .npz + fid.py
+    python train_diffusion.py --eval-every 1000 --eval-samples 1000 --fid ref.npz  # same, online
 """
 import time
 
@@ -32,7 +32,8 @@ import fid
 import fsdp
 
 LABELS = ("random", "balanced")
-BATCH = 64  # samples per chunk: sample.py's --batch-size default, and the chunks of train_diffusion.py's FID
+# Samples per chunk: sample.py's --batch-size default, and the chunks of train_diffusion.py's FID.
+BATCH = 64
 
 
 # ------------------------------------------------------------------------------------------------
@@ -51,8 +52,8 @@ def sample_labels(n, seed, classes, protocol="random"):
     if protocol != "balanced":
         raise ValueError(f"labels must be one of {LABELS}, got {protocol!r}")
     if n % len(classes):
-        raise ValueError(f"balanced labels need a number of samples divisible by the {len(classes)} classes, "
-                         f"got {n}")
+        raise ValueError(f"balanced labels need a number of samples divisible by the "
+                         f"{len(classes)} classes, got {n}")
     return classes.repeat(n // len(classes))[torch.randperm(n, generator=g)]
 
 
@@ -65,7 +66,8 @@ def chunk_seed(seed, k):
 
 def chunks(n, batch_size):
     """Chunk k of an evaluation of n samples: global indices [k B, min((k + 1) B, n))."""
-    return [range(k * batch_size, min((k + 1) * batch_size, n)) for k in range((n + batch_size - 1) // batch_size)]
+    count = (n + batch_size - 1) // batch_size
+    return [range(k * batch_size, min((k + 1) * batch_size, n)) for k in range(count)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,9 +96,10 @@ class Timer:
         """Print and return the rate and the split of the phases: {"images", "seconds", "img_per_s",
         phase: s}."""
         total = sum(self.t.values())
-        split = ", ".join(f"{k} {v:.2f}s ({100 * v / max(total, 1e-9):.0f}%)" for k, v in self.t.items())
-        print(f"rank {rank}: {n} images in {total:.2f}s = {n / max(total, 1e-9):.2f} img/s per rank "
-              f"(x{world_size} ranks); {split}", flush=True)
+        split = ", ".join(f"{k} {v:.2f}s ({100 * v / max(total, 1e-9):.0f}%)"
+                          for k, v in self.t.items())
+        print(f"rank {rank}: {n} images in {total:.2f}s = {n / max(total, 1e-9):.2f} img/s "
+              f"per rank (x{world_size} ranks); {split}", flush=True)
         return {"images": n, "seconds": total, "img_per_s": n / max(total, 1e-9), **self.t}
 
 
@@ -110,17 +113,20 @@ def generate(model, objective, ae, scale, latent_shape, y, seed, *, sampler, ste
     protocol decodes in fp32)."""
     timer = timer or Timer()
     device = next(model.parameters()).device
-    mask = None if c_prime is None else ae_lib.channel_mask(latent_shape[0], c_prime)  # Eq. 1, (1, c, 1, 1)
+    # Channel mask (Eq. 1), (1, c, 1, 1).
+    mask = None if c_prime is None else ae_lib.channel_mask(latent_shape[0], c_prime)
     g = torch.Generator(device).manual_seed(seed)
     z = torch.randn(len(y), *latent_shape, generator=g, device=device)  # (n, c, h, w) initial noise
 
     def denoise(z):
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            x0 = objective.sample(model, z, y.to(device), sampler=sampler, steps=steps, cfg_scale=cfg_scale,
-                                  guidance_interval=guidance_interval, mask=mask, generator=g)
+            x0 = objective.sample(model, z, y.to(device), sampler=sampler, steps=steps,
+                                  cfg_scale=cfg_scale, guidance_interval=guidance_interval,
+                                  mask=mask, generator=g)
         return x0.float()  # (n, c, h, w)
 
-    def decode(x0):  # with c_prime the channels after c' are exactly zero (a structured AE decodes them)
+    def decode(x0):
+        # With c_prime the channels after c' are exactly zero (a structured AE decodes them).
         with torch.autocast(device.type, torch.bfloat16, enabled=ae_bf16):
             return ae.decode(x0 / scale).float()  # (n, 3, H, W)
     x = timer("decode", decode, timer("denoise", denoise, z))
@@ -132,8 +138,8 @@ def generate(model, objective, ae, scale, latent_shape, y, seed, *, sampler, ste
 # Metrics of generated images, streamed on every rank (the CFG search, FID during training)
 # ------------------------------------------------------------------------------------------------
 
-def generation_metrics(generate, labels, batch_size, inception, reference, rank, world_size, is_protocol="adm",
-                       stop=None, progress=False):
+def generation_metrics(generate, labels, batch_size, inception, reference, rank, world_size,
+                       is_protocol="adm", stop=None, progress=False):
     """FID, sFID, IS, precision and recall (fid.py) of the N = len(labels) images that
     `generate(y, k)` makes for chunk k, against `reference` (fid.load_reference, loaded once). Chunk
     k runs on rank k % world_size, as in sample.py's evaluate; its images go straight into fid.py's
@@ -143,14 +149,16 @@ def generation_metrics(generate, labels, batch_size, inception, reference, rank,
     device = next(inception.parameters()).device
     features = fid.Features(inception, device, is_protocol=is_protocol)
     parts = chunks(len(labels), batch_size)
-    rounds = (len(parts) + world_size - 1) // world_size  # the same number on every rank: collectives stay paired
-    with tqdm(total=len(labels), unit="img", desc="evaluating", disable=not progress or None) as bar:
+    # The same number of rounds on every rank: the collectives stay paired.
+    rounds = (len(parts) + world_size - 1) // world_size
+    with tqdm(total=len(labels), unit="img", desc="evaluating",
+              disable=not progress or None) as bar:
         for r in range(rounds):
             k = r * world_size + rank
             if k < len(parts):
                 images = generate(labels[parts[k].start:parts[k].stop], k)  # (n, H, W, 3) uint8
-                features.update(torch.from_numpy(images).permute(0, 3, 1, 2).to(device),  # (n, 3, H, W)
-                                index=torch.arange(parts[k].start, parts[k].stop))
+                x = torch.from_numpy(images).permute(0, 3, 1, 2).to(device)  # (n, 3, H, W)
+                features.update(x, index=torch.arange(parts[k].start, parts[k].stop))
             bar.update(sum(len(p) for p in parts[r * world_size:(r + 1) * world_size]))
             if stop is not None and fsdp.all_sum(int(bool(stop()))):
                 return None

@@ -23,14 +23,17 @@ finished chunk is written atomically to OUT/shards/; a rerun skips the chunks al
 (resume), then rank 0 assembles OUT/samples.npz (`arr_0` uint8 (N, H, W, 3), `arr_1` labels: the ADM
 evaluator format that fid.py reads) without holding all images in memory.
 
-    python sample.py --ckpt runs/diffusion                                    # grid.png of the newest checkpoint
-    python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz --inception-weights random  # smoke
-    torchrun --nproc_per_node 8 sample.py --ckpt dc-ae-f64c128-1.5-usit-2b-in-512px --ae dc-ae-f64c128-1.5 \\
-        --num-samples 50000 --batch-size 64 --out runs/usit2b-15/fid50k --fid in512_train.npz \\
-        --inception-weights pt_inception-2015-12-05-6726825d.pth                # Table 4: gFID 2.18 w/o CFG
-    python sample.py --ckpt runs/diffusion --c-prime 16 --out runs/grid_c16    # partial-channel generation
-    python sample.py --ckpt random:USiT-2B --ae dc-ae-f64c128-1.5 --resolution 512 --num-samples 500 \\
-        --batch-size 125 --sampler euler --steps 50 --profile                  # speed only (random weights)
+    python sample.py --ckpt runs/diffusion                                   # grid.png, newest step
+    python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz \\
+        --inception-weights random                                           # smoke
+    torchrun --nproc_per_node 8 sample.py --ckpt dc-ae-f64c128-1.5-usit-2b-in-512px \\
+        --ae dc-ae-f64c128-1.5 --num-samples 50000 --batch-size 64 \\
+        --out runs/usit2b-15/fid50k --fid in512_train.npz \\
+        --inception-weights pt_inception-2015-12-05-6726825d.pth             # Table 4: 2.18 w/o CFG
+    python sample.py --ckpt runs/diffusion --c-prime 16 --out runs/grid_c16  # partial-channel grid
+    python sample.py --ckpt random:USiT-2B --ae dc-ae-f64c128-1.5 --resolution 512 \\
+        --num-samples 500 --batch-size 125 \\
+        --sampler euler --steps 50 --profile                                 # speed only
 """
 import argparse
 import glob
@@ -71,8 +74,8 @@ def grid(generate, classes, per_class, batch_size, out):
               for k, chunk in enumerate(evaluation.chunks(len(y_all), batch_size))]
     images = np.concatenate(images)  # (rows * cols, H, W, 3)
     path = os.path.join(out, "grid.png")
-    data_lib.save_grid(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, path,  # lossless uint8
-                       nrow=per_class, row_labels=[f"class {y}" for y in classes])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1  # lossless uint8
+    data_lib.save_grid(x, path, nrow=per_class, row_labels=[f"class {y}" for y in classes])
     print(f"wrote {path}")
     return images
 
@@ -109,7 +112,8 @@ def assemble(out, num_chunks, n, image_shape):
     missing = [p for p in shards if not os.path.isfile(p)]
     if missing:
         return f"{len(missing)} chunks are missing after sampling, e.g. {missing[0]}"
-    needed = n * int(np.prod(image_shape)) + 8 * n + 2 ** 16  # arr_0 uint8, arr_1 int64 labels, zip headers
+    # arr_0 uint8, arr_1 int64 labels, zip headers.
+    needed = n * int(np.prod(image_shape)) + 8 * n + 2 ** 16
     free = shutil.disk_usage(out).free
     keep = f"the {num_chunks} chunks stay in {out}/shards: free some space and run the same command"
     if free < needed:
@@ -121,12 +125,13 @@ def assemble(out, num_chunks, n, image_shape):
         for tmp in glob.glob(f"{out_npz}.*.tmp"):  # the temp file write_npz was filling
             os.remove(tmp)
         return f"{run.write_error(out_npz, e, needed)}; {keep}"
-    print(f"wrote {out_npz} ({n} x {'x'.join(map(str, image_shape))} uint8) in {time.perf_counter() - t0:.1f}s",
-          flush=True)
+    shape = "x".join(map(str, image_shape))
+    print(f"wrote {out_npz} ({n} x {shape} uint8) in {time.perf_counter() - t0:.1f}s", flush=True)
     return None
 
 
-def evaluate(generate, labels, batch_size, out, image_shape, rank, world_size, timer, keep_shards=False):
+def evaluate(generate, labels, batch_size, out, image_shape, rank, world_size, timer,
+             keep_shards=False):
     """The N samples of an evaluation (N = len(labels)): chunk k of global indices [k B, (k + 1) B)
     on rank k % world_size with the noise seed evaluation.chunk_seed(seed, k), each finished chunk
     written atomically to OUT/shards/ (a rerun samples only the missing ones), then OUT/samples.npz
@@ -138,12 +143,16 @@ def evaluate(generate, labels, batch_size, out, image_shape, rank, world_size, t
             print(f"{out_npz} exists with this configuration: nothing to sample")
         return out_npz
     chunks = evaluation.chunks(len(labels), batch_size)
-    todo = [k for k in range(rank, len(chunks), world_size) if not os.path.isfile(shard_path(out, k))]
+    todo = [k for k in range(rank, len(chunks), world_size)
+            if not os.path.isfile(shard_path(out, k))]
     mine = sum(len(chunks[k]) for k in todo)
-    for sig in (signal.SIGTERM, signal.SIGINT):  # to one rank or the whole process group: stop at once, finished
-        signal.signal(sig, stop)  # chunks stay, a chunk being written leaves nothing
+    # To one rank or the whole process group: stop at once, finished chunks stay, a chunk being
+    # written leaves nothing.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
     try:
-        with tqdm(total=mine, unit="img", disable=rank != 0 or None, desc=f"sampling (rank 0 of {world_size})") as bar:
+        with tqdm(total=mine, unit="img", disable=rank != 0 or None,
+                  desc=f"sampling (rank 0 of {world_size})") as bar:
             for k in todo:
                 y = labels[chunks[k].start:chunks[k].stop]  # (n,)
                 images = generate(y, k)
@@ -152,13 +161,16 @@ def evaluate(generate, labels, batch_size, out, image_shape, rank, world_size, t
     except SystemExit as e:
         done = len(glob.glob(os.path.join(out, "shards", "chunk_*.npz")))
         if rank == 0:
-            print(f"stopped by {signal.Signals(e.code - 128).name}: {done} of {len(chunks)} chunks are in "
-                  f"{out}/shards; run the same command to sample the rest", file=sys.stderr, flush=True)
+            print(f"stopped by {signal.Signals(e.code - 128).name}: {done} of {len(chunks)} chunks "
+                  f"are in {out}/shards; run the same command to sample the rest",
+                  file=sys.stderr, flush=True)
         raise
     except OSError as e:  # a full or lost disk: the finished chunks stay
-        fsdp.fail(run.write_error(shard_path(out, k), e, batch_size * int(np.prod(image_shape))), rank, 4)
+        needed = batch_size * int(np.prod(image_shape))  # bytes of one chunk
+        fsdp.fail(run.write_error(shard_path(out, k), e, needed), rank, 4)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # main() may run again in this process (toy.py)
+        # main() may run again in this process (toy.py).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     rate = timer.report(mine, rank, world_size) if timer.sync or rank == 0 else None
     fsdp.barrier()  # every chunk is on disk
@@ -178,8 +190,8 @@ def evaluate(generate, labels, batch_size, out, image_shape, rank, world_size, t
 # ------------------------------------------------------------------------------------------------
 
 # DC-Gen's candidate scales (c2icore/trainer.py); --search-cfg LO HI searches those in [LO, HI].
-CFG_CANDIDATES = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0,
-                  3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
+CFG_CANDIDATES = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0,
+                  2.2, 2.4, 2.6, 2.8, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
 
 
 def ternary_search(candidates, fid_of):
@@ -206,9 +218,10 @@ def read_search(out, config):
     with open(path) as fh:
         old = json.load(fh)
     if old["config"] != config:
-        diff = {k: (old["config"].get(k), v) for k, v in config.items() if old["config"].get(k) != v}
-        raise ValueError(f"--out {out} holds a CFG search of another configuration (old, new: {diff}); pass another "
-                         f"--out or delete it")
+        diff = {k: (old["config"].get(k), v) for k, v in config.items()
+                if old["config"].get(k) != v}
+        raise ValueError(f"--out {out} holds a CFG search of another configuration "
+                         f"(old, new: {diff}); pass another --out or delete it")
     return {float(k): v for k, v in old["results"].items()}
 
 
@@ -234,10 +247,11 @@ def search_cfg(metrics_at, lo, hi, out, config, results, rank):
         rows = [f"| {s:g} | {r['fid']:.4f} | {r['is_mean']:.2f} |{' best' if s == best else ''}"
                 for s, r in sorted(results.items())]
         table = "\n".join(["| CFG scale | FID | IS |", "|---:|---:|---:|", *rows])
-        run.atomic_write(os.path.join(out, "cfg_search.md"), lambda fh: fh.write((table + "\n").encode()))
+        run.atomic_write(os.path.join(out, "cfg_search.md"),
+                         lambda fh: fh.write((table + "\n").encode()))
         plot_search(results, best, os.path.join(out, "cfg_search.png"))
-        print(f"{table}\nbest CFG scale in [{lo:g}, {hi:g}]: {best:g} (FID {results[best]['fid']:.4f}); wrote "
-              f"{out}/cfg_search.md and cfg_search.png")
+        print(f"{table}\nbest CFG scale in [{lo:g}, {hi:g}]: {best:g} "
+              f"(FID {results[best]['fid']:.4f}); wrote {out}/cfg_search.md and cfg_search.png")
     return best, results
 
 
@@ -249,8 +263,8 @@ def plot_search(results, best, path):
     scales = sorted(results)
     fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=120)
     ax.plot(scales, [results[s]["fid"] for s in scales], marker="o")
-    ax.plot([best], [results[best]["fid"]], marker="*", markersize=14, color="tab:red", linestyle="",
-            label=f"best: {best:g}")
+    ax.plot([best], [results[best]["fid"]], marker="*", markersize=14, color="tab:red",
+            linestyle="", label=f"best: {best:g}")
     ax.set_xlabel("CFG scale")
     ax.set_ylabel("FID (lower is better)")
     ax.grid(alpha=0.3)
@@ -268,10 +282,11 @@ def run_config(args, ckpt, device, sampler, steps, cfg_scale):
     """What determines the images: a rerun into the same --out must match it to reuse shards or
     samples."""
     return dict(ckpt=ckpt.source, step=ckpt.step, weights=args.weights, ae=args.ae or ckpt.ae,
-                num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, classes=args.classes,
-                labels=args.labels, sampler=sampler, steps=steps, cfg_scale=cfg_scale,
-                guidance_interval=args.guidance_interval, c_prime=args.c_prime, bf16=args.bf16,
-                ae_bf16=args.ae_bf16, device=device.type)
+                num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
+                classes=args.classes, labels=args.labels,
+                sampler=sampler, steps=steps, cfg_scale=cfg_scale,
+                guidance_interval=args.guidance_interval, c_prime=args.c_prime,
+                bf16=args.bf16, ae_bf16=args.ae_bf16, device=device.type)
 
 
 def check_run_config(out, config):
@@ -284,8 +299,8 @@ def check_run_config(out, config):
         done = glob.glob(os.path.join(out, "shards", "chunk_*.npz")) or \
             os.path.isfile(os.path.join(out, "samples.npz"))
         if diff and done:
-            raise ValueError(f"--out {out} holds samples of another configuration (old, new: {diff}); "
-                             f"pass another --out or delete it")
+            raise ValueError(f"--out {out} holds samples of another configuration "
+                             f"(old, new: {diff}); pass another --out or delete it")
     os.makedirs(os.path.join(out, "shards"), exist_ok=True)
     run.atomic_write(path, lambda fh: fh.write(json.dumps(config, indent=2).encode()))
 
@@ -296,17 +311,18 @@ def check_cli(args):
     if interval is not None and not interval[0] < interval[1]:
         raise ValueError(f"--guidance-interval {interval} must be 0 <= lo < hi <= 1 (noise level)")
     if args.batch_size < 1 or args.num_samples < 0 or args.per_class < 1:
-        raise ValueError(f"--batch-size {args.batch_size}, --num-samples {args.num_samples} and --per-class "
-                         f"{args.per_class} must be positive")
+        raise ValueError(f"--batch-size {args.batch_size}, --num-samples {args.num_samples} and "
+                         f"--per-class {args.per_class} must be positive")
     if (args.fid or args.search_cfg) and not args.num_samples:
-        raise ValueError("--fid and --search-cfg need --num-samples (they evaluate samples, not the grid)")
+        raise ValueError("--fid and --search-cfg need --num-samples "
+                         "(they evaluate samples, not the grid)")
     if args.search_cfg and not args.fid:
         raise ValueError("--search-cfg needs --fid REF: it minimises FID against REF")
     if args.search_cfg and not 0 <= args.search_cfg[0] <= args.search_cfg[1]:
         raise ValueError(f"--search-cfg {args.search_cfg} must be 0 <= LO <= HI")
     if args.fid and not os.path.exists(args.fid):
-        raise ValueError(f"--fid {args.fid}: reference not found (a reference batch or statistics .npz, or a "
-                         f"folder)")
+        raise ValueError(f"--fid {args.fid}: reference not found "
+                         "(a reference batch or statistics .npz, or a folder)")
     run.check_out(args.out)
 
 
@@ -314,29 +330,33 @@ def load(args, device):
     """(the diffusion model, its AE) as checkpoints.Loaded. The AE is --ae, or the one the
     checkpoint trained on or the release was published with; its latent must have the checkpoint's
     channels; the latent scale is the checkpoint's (the one it trained with)."""
-    if args.ckpt.startswith("random:"):  # speed runs: the AE gives the latent shape and the scaling factor
+    # Speed runs: the AE gives the latent shape and the scaling factor.
+    if args.ckpt.startswith("random:"):
         if not args.ae:
             raise ValueError("--ckpt random:<model> needs --ae (its latent shape)")
         ae = checkpoints.load_ae(args.ae, device)
-        ckpt = checkpoints.load_diffusion(args.ckpt, device, ae=ae.model, resolution=args.resolution,
-                                          num_classes=args.num_classes)
+        ckpt = checkpoints.load_diffusion(args.ckpt, device, ae=ae.model,
+                                          resolution=args.resolution, num_classes=args.num_classes)
         ckpt.scaling_factor = ae.scaling_factor or 1.0
         return ckpt, ae
     ckpt = checkpoints.load_diffusion(args.ckpt, device, args.weights)
     if args.model is not None and args.model != ckpt.name:
-        raise ValueError(f"--ckpt {args.ckpt} is {ckpt.release.name if ckpt.release else 'a checkpoint'} of "
-                         f"{ckpt.name}, not --model {args.model}")
+        what = ckpt.release.name if ckpt.release else "a checkpoint"
+        raise ValueError(f"--ckpt {args.ckpt} is {what} of {ckpt.name}, not --model {args.model}")
     spec = args.ae or ckpt.ae
     if spec is None:
-        raise ValueError(f"{args.ckpt} records no AE weights: pass --ae (the folder or hub id of {ckpt.ae_name})")
-    option = "--ae" if args.ae else "the checkpoint's AE"  # random:NAME is rebuilt as training built it (seeded)
+        raise ValueError(f"{args.ckpt} records no AE weights: "
+                         f"pass --ae (the folder or hub id of {ckpt.ae_name})")
+    # random:NAME is rebuilt as training built it (seeded).
+    option = "--ae" if args.ae else "the checkpoint's AE"
     ae = checkpoints.load_ae(spec, device, option=option)
     if ae.model.c != ckpt.latent_shape[0]:
-        raise ValueError(f"AE {ae.name} has c={ae.model.c} latent channels, the diffusion model was trained on "
-                         f"c={ckpt.latent_shape[0]} ({ckpt.ae_name})")
+        raise ValueError(f"AE {ae.name} has c={ae.model.c} latent channels, the diffusion model "
+                         f"was trained on c={ckpt.latent_shape[0]} ({ckpt.ae_name})")
     if ckpt.ae_name and ae.name != ckpt.ae_name:
         paired = f"released with {ckpt.ae}" if ckpt.release else f"trained on {ckpt.ae_name}"
-        print(f"note: --ae {args.ae} ({ae.name}) replaces the AE the model was {paired}", file=sys.stderr)
+        print(f"note: --ae {args.ae} ({ae.name}) replaces the AE the model was {paired}",
+              file=sys.stderr)
     return ckpt, ae
 
 
@@ -355,29 +375,34 @@ def check_args(args, ckpt, objective):
         if ckpt.release is None:
             raise ValueError(f"--cfg-scale release: {args.ckpt} is not a release; pass a number")
         if ckpt.release.cfg_scale is None:
-            raise ValueError(f"--cfg-scale release: the authors published no CFG scale for {ckpt.release.name}; "
+            raise ValueError(f"--cfg-scale release: the authors published no CFG scale "
+                             f"for {ckpt.release.name}; "
                              f"pass a number, or find one with --search-cfg LO HI")
         cfg_scale = ckpt.release.cfg_scale
     if args.c_prime is not None and not 1 <= args.c_prime <= c:
         raise ValueError(f"--c-prime {args.c_prime} is outside [1, c={c}]")
     classes = args.classes
     if classes is not None and (not classes or min(classes) < 0 or max(classes) >= num_classes):
-        raise ValueError(f"--classes {classes} must lie in [0, {num_classes}) (the model's classes)")
+        raise ValueError(f"--classes {classes} must lie in [0, {num_classes}) "
+                         f"(the model's classes)")
     n_classes = len(classes or range(num_classes))
     if args.labels == "balanced" and args.num_samples % n_classes:
-        raise ValueError(f"--labels balanced: --num-samples {args.num_samples} is not a multiple of the "
-                         f"{n_classes} classes")
+        raise ValueError(f"--labels balanced: --num-samples {args.num_samples} "
+                         f"is not a multiple of the {n_classes} classes")
     return sampler, steps, cfg_scale
 
 
 def paper_number(release, key, cfg_scale):
     """' (paper: 2.18, Table 4)' beside one of our numbers, where the release has the paper's for
     this setting."""
-    paper = release.reported[0] if release and release.reported else None  # the first: the paper's, if any
+    # The first: the paper's, if any.
+    paper = release.reported[0] if release and release.reported else None
     guided = cfg_scale not in (None, 1.0)
-    value = getattr(paper, {"fid": "gfid_cfg" if guided else "gfid", "is_mean": "inception_score",
-                            "precision": "precision", "recall": "recall"}[key], None) if paper else None
-    if value is None or (guided and key != "fid"):  # IS, precision and recall: the paper's are without CFG
+    field = {"fid": "gfid_cfg" if guided else "gfid", "is_mean": "inception_score",
+             "precision": "precision", "recall": "recall"}[key]
+    value = getattr(paper, field, None) if paper else None
+    # IS, precision and recall: the paper's are without CFG.
+    if value is None or (guided and key != "fid"):
         return ""
     return f" (paper: {value:g}, {paper.source})"
 
@@ -392,13 +417,15 @@ def protocol(args, ckpt, objective, ae, sampler, steps, cfg_scale, bf16, ae_bf16
     cfg = "off" if cfg_scale == 1.0 else f"{cfg_scale:g}"
     interval = "off" if args.guidance_interval is None else \
         f"[{args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]"
-    classes = f"{len(args.classes)} given classes" if args.classes else f"{ckpt.num_classes} classes"
+    classes = (f"{len(args.classes)} given classes" if args.classes
+               else f"{ckpt.num_classes} classes")
     c = ckpt.latent_shape[0]
     return (f"{release.name if release else ckpt.name} (step {ckpt.step}) + {ae.name}: "
-            f"{objective.describe(sampler, steps)}; CFG {cfg}{published}, guidance interval {interval}; "
-            f"c' {args.c_prime or c}/{c}; labels {args.labels} over {classes}, seed {args.seed}; denoiser "
-            f"{'bf16' if bf16 else 'fp32'}, AE decode {'bf16' if ae_bf16 else 'fp32'}; latent scale "
-            f"{ckpt.scaling_factor:.4g}")
+            f"{objective.describe(sampler, steps)}; "
+            f"CFG {cfg}{published}, guidance interval {interval}; "
+            f"c' {args.c_prime or c}/{c}; labels {args.labels} over {classes}, seed {args.seed}; "
+            f"denoiser {'bf16' if bf16 else 'fp32'}, AE decode {'bf16' if ae_bf16 else 'fp32'}; "
+            f"latent scale {ckpt.scaling_factor:.4g}")
 
 
 def report(metrics, release, cfg_scale):
@@ -410,7 +437,8 @@ def report(metrics, release, cfg_scale):
                  f"{paper_number(release, 'is_mean', cfg_scale)}")
     for key in ("precision", "recall"):
         if metrics.get(key) is not None:
-            lines.append(f"{key.capitalize()} {metrics[key]:.4f}{paper_number(release, key, cfg_scale)}")
+            lines.append(f"{key.capitalize()} {metrics[key]:.4f}"
+                         f"{paper_number(release, key, cfg_scale)}")
     return "\n".join(lines) + f"\n({metrics['n_samples']} samples)"
 
 
@@ -429,12 +457,14 @@ def main(args):
         ckpt, ae = load(args, device)
         objective = diffusion.make_objective(models.MODELS[ckpt.name].objective)
         sampler, steps, cfg_scale = check_args(args, ckpt, objective)
-        if rank == 0:  # one run per folder, as the trainers (the kernel drops the lock however this process ends)
+        # One run per folder, as the trainers (the kernel drops the lock however this process ends).
+        if rank == 0:
             error = run.lock_run(args.out)
         config = run_config(args, ckpt, device, sampler, steps, cfg_scale)
-        if args.search_cfg:  # the scales vary; what the reference and features are decides the numbers too
-            config = dict(config, cfg_scale=None, fid=os.path.abspath(args.fid), is_protocol=args.is_protocol,
-                          inception_weights=args.inception_weights)
+        if args.search_cfg:
+            # The scales vary; what the reference and features are decides the numbers too.
+            config = dict(config, cfg_scale=None, fid=os.path.abspath(args.fid),
+                          is_protocol=args.is_protocol, inception_weights=args.inception_weights)
             searched = read_search(args.out, config)
         elif args.num_samples and rank == 0 and not error:
             check_run_config(args.out, config)
@@ -446,12 +476,14 @@ def main(args):
     if rank == 0:
         print(f"{protocol(args, ckpt, objective, ae, sampler, steps, cfg_scale, bf16, ae_bf16)} -> "
               f"{image_shape[0]}x{image_shape[1]}; {world_size} rank(s) on {device}", flush=True)
-        print(f"precision: denoiser {precision}, AE decode {ae_precision}; {cli.machine(device)}", flush=True)
+        print(f"precision: denoiser {precision}, AE decode {ae_precision}; {cli.machine(device)}",
+              flush=True)
     timer = evaluation.Timer(device, args.profile)
 
     def generate(y, k, cfg_scale=cfg_scale):  # chunk k of the protocol, every setting by name
-        return evaluation.generate(ckpt.model, objective, ae.model, ckpt.scaling_factor, ckpt.latent_shape, y,
-                                   evaluation.chunk_seed(args.seed, k), sampler=sampler, steps=steps,
+        return evaluation.generate(ckpt.model, objective, ae.model, ckpt.scaling_factor,
+                                   ckpt.latent_shape, y, evaluation.chunk_seed(args.seed, k),
+                                   sampler=sampler, steps=steps,
                                    cfg_scale=cfg_scale, guidance_interval=args.guidance_interval,
                                    c_prime=args.c_prime, bf16=bf16, ae_bf16=ae_bf16, timer=timer)
 
@@ -471,29 +503,33 @@ def main(args):
     classes = args.classes or list(range(ckpt.num_classes))
     labels = evaluation.sample_labels(args.num_samples, args.seed, classes, args.labels)  # (N,)
     inception = fid.load_inception(args.inception_weights, device) if args.fid else None
-    if args.search_cfg:  # every scale streams its features (no image is kept), the same labels and noise
+    # Every scale streams its features (no image is kept), the same labels and noise.
+    if args.search_cfg:
         reference = fid.load_reference(args.fid, inception, args.fid_batch_size, device)
 
         def metrics_at(scale):
             return evaluation.generation_metrics(
-                lambda y, k: generate(y, k, cfg_scale=scale), labels, args.batch_size, inception, reference,
-                rank, world_size, is_protocol=args.is_protocol, progress=rank == 0)
+                lambda y, k: generate(y, k, cfg_scale=scale), labels, args.batch_size,
+                inception, reference, rank, world_size,
+                is_protocol=args.is_protocol, progress=rank == 0)
         best, results = search_cfg(metrics_at, *args.search_cfg, args.out, config, searched, rank)
         run.release_locks()
         fsdp.cleanup()
         return {"best": best, "results": results}
-    out_npz = evaluate(generate, labels, args.batch_size, args.out, image_shape, rank, world_size, timer,
-                       args.keep_shards)
+    out_npz = evaluate(generate, labels, args.batch_size, args.out, image_shape, rank, world_size,
+                       timer, args.keep_shards)
     metrics = None
-    if args.fid:  # every rank computes Inception features of its share of the .npz (fid.py shards by rank)
-        fsdp.barrier()  # the other ranks wait for the file only if they read it (no NCCL timeout otherwise)
-        metrics = fid.compute_metrics(out_npz, args.fid, model=inception, batch_size=args.fid_batch_size,
-                                      device=device, num_workers=0, is_protocol=args.is_protocol,
-                                      progress=rank == 0)
+    # Every rank computes Inception features of its share of the .npz (fid.py shards by rank).
+    if args.fid:
+        # The other ranks wait for the file only if they read it (no NCCL timeout otherwise).
+        fsdp.barrier()
+        metrics = fid.compute_metrics(out_npz, args.fid, model=inception,
+                                      batch_size=args.fid_batch_size, device=device, num_workers=0,
+                                      is_protocol=args.is_protocol, progress=rank == 0)
         if rank == 0:
             print(report(metrics, ckpt.release, cfg_scale))
-            record = dict(metrics, ref=args.fid, inception_weights=args.inception_weights, cfg_scale=cfg_scale,
-                          labels=args.labels)
+            record = dict(metrics, ref=args.fid, inception_weights=args.inception_weights,
+                          cfg_scale=cfg_scale, labels=args.labels)
             run.atomic_write(os.path.join(args.out, "metrics.json"),
                              lambda fh: fh.write(json.dumps(record, indent=2).encode()))
     run.release_locks()
@@ -510,49 +546,66 @@ def cfg_scale_arg(text):
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__)
     add = parser.add_argument
-    add("--ckpt", required=True, help="required: a train_diffusion.py checkpoint or run folder, a released DC-Gen "
-        "model (its name, hub id or folder), or random:<model> for speed runs")
-    add("--ae", default=None, help="the AE (default: the one the checkpoint trained on or the release's): a "
-        "train_ae.py .pt / folder, a diffusers or DC-Gen folder, a hub id, or random:NAME")
+    add("--ckpt", required=True,
+        help="required: a train_diffusion.py checkpoint or run folder, a released DC-Gen model "
+        "(its name, hub id or folder), or random:<model> for speed runs")
+    add("--ae", default=None,
+        help="the AE (default: the one the checkpoint trained on or the release's): "
+        "a train_ae.py .pt / folder, a diffusers or DC-Gen folder, a hub id, or random:NAME")
     add("--model", default=None, choices=sorted(models.MODELS),
         help="refuse a checkpoint of another model (default: accept any)")
-    add("--weights", choices=["ema", "model"], default="ema", help="which weights of a train_diffusion.py checkpoint")
-    add("--out", default="runs/samples", help="folder for grid.png, or the shards, samples.npz and metrics.json")
+    add("--weights", choices=["ema", "model"], default="ema",
+        help="which weights of a train_diffusion.py checkpoint")
+    add("--out", default="runs/samples",
+        help="folder for grid.png, or the shards, samples.npz and metrics.json")
     add("--num-samples", type=int, default=0, help="0: a grid; e.g. 50000: OUT/samples.npz for FID")
-    add("--classes", type=int, nargs="+", default=None, help="grid rows; with --num-samples the labels are drawn "
-        "from these (default: all classes, the DC-AE protocol)")
-    add("--labels", choices=evaluation.LABELS, default="random", help="random: uniform draws (DC-Gen's protocol, "
-        "the paper's); balanced: N / classes of each class (RAE, REPA-E)")
+    add("--classes", type=int, nargs="+", default=None,
+        help="grid rows; with --num-samples the labels are drawn from these "
+        "(default: all classes, the DC-AE protocol)")
+    add("--labels", choices=evaluation.LABELS, default="random",
+        help="random: uniform draws (DC-Gen's protocol, the paper's); "
+        "balanced: N / classes of each class (RAE, REPA-E)")
     add("--per-class", type=int, default=8, help="grid columns")
-    add("--batch-size", type=int, default=evaluation.BATCH, help="samples per chunk and per forward pass (x2 with CFG); keep it "
-        "fixed to reproduce or resume a run")
-    samplers = sorted({name for objective in diffusion.OBJECTIVES.values() for name in objective.samplers})
+    add("--batch-size", type=int, default=evaluation.BATCH,
+        help="samples per chunk and per forward pass (x2 with CFG); "
+        "keep it fixed to reproduce or resume a run")
+    samplers = sorted({name for objective in diffusion.OBJECTIVES.values()
+                       for name in objective.samplers})
     add("--sampler", default=None, choices=samplers,
         help="default: the paper's protocol: ddpm (DiT), dpm-solver (UViT), dopri5 (SiT/USiT)")
     add("--steps", type=int, default=None,
         help="default: 250 DDPM, 30 DPM-Solver, 250 euler/heun/euler_maruyama; dopri5 is adaptive")
-    add("--cfg-scale", type=cfg_scale_arg, default=1.0, help="1.0 = no guidance (the paper's headline numbers); "
+    add("--cfg-scale", type=cfg_scale_arg, default=1.0,
+        help="1.0 = no guidance (the paper's headline numbers); "
         "`release`: the authors' published scale of a release")
     add("--guidance-interval", type=cli.real(0, 1), nargs=2, default=None, metavar=("LO", "HI"),
-        help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8 (default: every step)")
+        help="guide only at noise levels in [LO, HI] (1 = pure noise), e.g. 0.2 0.8 "
+        "(default: every step)")
     add("--search-cfg", type=cli.real(0), nargs=2, default=None, metavar=("LO", "HI"),
-        help="find the CFG scale in [LO, HI] that minimises FID over --num-samples against --fid, as DC-Gen "
-        "searches (default: no search)")
-    add("--c-prime", type=int, default=None, help="generate only the first c' latent channels (default: all c)")
-    add("--seed", type=cli.integer(*cli.SEED), default=0, help="labels and the noise of every chunk")
+        help="find the CFG scale in [LO, HI] that minimises FID over --num-samples against --fid, "
+        "as DC-Gen searches (default: no search)")
+    add("--c-prime", type=int, default=None,
+        help="generate only the first c' latent channels (default: all c)")
+    add("--seed", type=cli.integer(*cli.SEED), default=0,
+        help="labels and the noise of every chunk")
     add("--bf16", action=argparse.BooleanOptionalAction, default=None,
         help="bf16 autocast for the denoiser, faster (default: fp32, the evaluation protocol)")
     add("--ae-bf16", action=argparse.BooleanOptionalAction, default=None,
         help="bf16 autocast for the AE decode (default: fp32, the evaluation protocol)")
-    add("--profile", action="store_true", help="synchronise and report denoise / decode / copy / write")
+    add("--profile", action="store_true",
+        help="synchronise and report denoise / decode / copy / write")
     add("--keep-shards", action="store_true", help="keep OUT/shards after assembling samples.npz")
-    add("--fid", default=None, metavar="REF", help="run fid.py's metrics on the samples against REF, a reference "
-        "batch or statistics .npz or an image folder (default: no FID)")
-    add("--is-protocol", choices=["adm", "torch-fidelity"], default="adm", help="Inception Score as ADM's "
-        "evaluator computes it, or as torch-fidelity does (DC-Gen's: the paper's IS numbers)")
-    add("--inception-weights", default=None, help="fid.py's --inception-weights: a .pth, 'random' for smoke runs "
+    add("--fid", default=None, metavar="REF",
+        help="run fid.py's metrics on the samples against REF, a reference batch or statistics "
+        ".npz or an image folder (default: no FID)")
+    add("--is-protocol", choices=["adm", "torch-fidelity"], default="adm",
+        help="Inception Score as ADM's evaluator computes it, or as torch-fidelity does "
+        "(DC-Gen's: the paper's IS numbers)")
+    add("--inception-weights", default=None,
+        help="fid.py's --inception-weights: a .pth, 'random' for smoke runs "
         "(default: the torch hub cache)")
-    add("--fid-batch-size", type=int, default=50, help="images per Inception forward pass, per rank")
+    add("--fid-batch-size", type=int, default=50,
+        help="images per Inception forward pass, per rank")
     add("--resolution", type=int, default=512, help="random:<model> only")
     add("--num-classes", type=int, default=1000, help="random:<model> only")
     return parser.parse_args(argv)

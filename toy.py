@@ -50,7 +50,8 @@ import sample
 import train_ae
 import train_diffusion
 
-DEFAULT_AE = "dc-ae-f8c64-tiny"  # 4x4x64 latents at 32 px: many channels per latent pixel, like f32c128
+# 4x4x64 latents at 32 px: many channels per latent pixel, like f32c128.
+DEFAULT_AE = "dc-ae-f8c64-tiny"
 # Steps are optimizer steps; evals: points on the Fig. 5b curve. ft_steps: fine-tuning one
 # decoder for one c' (Fig. 3's protocol), measured at c' = 8 on the 500 held-out images: the
 # structured AE's lead over the unstructured one is 1.82, 1.23, 1.00, 0.89, 0.94 dB after 50,
@@ -62,14 +63,17 @@ SETTINGS = {
     "quick": dict(ae_steps=20, ft_steps=5, diff_steps=10, evals=2, seeds=[0, 1, 2], samples=40,
                   eval_images=32, clf_steps=20, toy_size=200),
 }
-# The three AEs: unstructured (DC-AE), structured with DC-Gen's default of one c' per step, and the
-# toy default.
+# The three AEs: unstructured (DC-AE), structured with DC-Gen's default of one c' per step (the
+# recipe's too), and the toy default.
 AES = {"unstructured": ["--no-structured", "--num-c-primes", "1", "--no-always-max"],
-       "structured, K = 1": ["--structured", "--num-c-primes", "1", "--no-always-max"],  # the recipe's, DC-Gen's
+       "structured, K = 1": ["--structured", "--num-c-primes", "1", "--no-always-max"],
        "structured, K = 2 with c": ["--structured", "--num-c-primes", "2", "--always-max"]}
-DIFFUSION_AES = ["unstructured", "structured, K = 1"]  # Table 5: structured latent space off / on (DC-Gen's K)
+# Table 5: structured latent space off / on (DC-Gen's K).
+DIFFUSION_AES = ["unstructured", "structured, K = 1"]
 FINETUNED_AES = DIFFUSION_AES  # Fig. 3's comparison as the paper measures it: a decoder per c'
-BATCH = 64  # forward samples per diffusion step in every cell: --aug extra runs 32 images twice (c' = c and drawn)
+# Forward samples per diffusion step in every cell: --aug extra runs 32 images twice
+# (c' = c and drawn).
+BATCH = 64
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,7 +101,8 @@ def train_classifier(setting):
     torch.manual_seed(0)
     clf = ToyClassifier()
     opt = torch.optim.AdamW(clf.parameters(), lr=2e-3)
-    train = data_lib.ToyShapes(n=100_000, resolution=32, seed=100)  # other seeds than the AE/diffusion data
+    # Other seeds than the AE / diffusion data.
+    train = data_lib.ToyShapes(n=100_000, resolution=32, seed=100)
     g = torch.Generator().manual_seed(0)
     for step in range(setting["clf_steps"]):
         idx = torch.randint(len(train), (64,), generator=g).tolist()
@@ -109,7 +114,8 @@ def train_classifier(setting):
         opt.step()
     clf.eval()
     test = data_lib.ToyShapes(n=1000, resolution=32, seed=101)
-    x, y = torch.stack([test[i][0] for i in range(len(test))]), torch.tensor([test[i][1] for i in range(len(test))])
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.tensor([test[i][1] for i in range(len(test))])
     with torch.no_grad():
         feats, logits = clf(x)
     acc = (logits.argmax(1) == y).float().mean().item()
@@ -117,7 +123,8 @@ def train_classifier(setting):
 
 
 def frechet(f1, f2):
-    return fid_lib.frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+    return fid_lib.frechet_distance(f1.mean(0), np.cov(f1, rowvar=False),
+                                    f2.mean(0), np.cov(f2, rowvar=False))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,9 +144,10 @@ def run_ae(out, flags, setting, args):
     """Train one AE, then measure reconstruction from the first c' channels with its own, shared
     decoder: -> (eval.json rows, training seconds)."""
     t0 = time.time()
-    train_ae.main(train_ae.parse_args(["--model", args.ae, "--out", out, "--steps", str(setting["ae_steps"]), "--lr", "3e-4",
-                                       "--grid-every", str(setting["ae_steps"]), "--log-every", "50", "--num-workers", "0",
-                                       "--seed", str(args.seed), *flags]))
+    train_ae.main(train_ae.parse_args([
+        "--model", args.ae, "--out", out, "--steps", str(setting["ae_steps"]), "--lr", "3e-4",
+        "--grid-every", str(setting["ae_steps"]), "--log-every", "50", "--num-workers", "0",
+        "--seed", str(args.seed), *flags]))
     seconds = time.time() - t0
     eval_ae.main(eval_ae.parse_args(eval_argv(out, out, setting, args)))
     with open(os.path.join(out, "eval.json")) as fh:
@@ -188,14 +196,17 @@ def ae_figures(ae_dirs, tuned, args):
             rows.append(torch.stack([x] + decoded, 1))  # (4, 1 + columns, 3, 32, 32)
         avg = z.mean(1, keepdim=True)  # (4, 1, 4, 4): Fig. 2a
         lo, hi = avg.amin(dim=(2, 3), keepdim=True), avg.amax(dim=(2, 3), keepdim=True)
-        latents.append(F.interpolate((avg - lo) / (hi - lo + 1e-8) * 2 - 1, size=32, mode="nearest").expand(-1, 3, -1, -1))
+        stretched = (avg - lo) / (hi - lo + 1e-8) * 2 - 1  # (4, 1, 4, 4) in [-1, 1]
+        latents.append(F.interpolate(stretched, size=32, mode="nearest").expand(-1, 3, -1, -1))
     big = lambda x: F.interpolate(x, scale_factor=3, mode="nearest")  # noqa: E731  32 px is small
     label = lambda name: name.replace(", ", "\n").replace(" with", "\nwith")  # noqa: E731
     groups = [label(name) for name in ae_dirs if name in tuned for _ in x]  # as `rows` were made
-    data_lib.save_grid(big(torch.cat(rows).flatten(0, 1)), output(args, "toy_fig3_partial_channels", "png"),
+    data_lib.save_grid(big(torch.cat(rows).flatten(0, 1)),
+                       output(args, "toy_fig3_partial_channels", "png"),
                        nrow=1 + len(columns), row_labels=groups,
                        col_labels=["input"] + [f"c'={cp}\n{kind}" for cp, kind in columns])
-    data_lib.save_grid(big(torch.stack(latents, 1).flatten(0, 1)), output(args, "toy_fig2a_latent_mean", "png"),
+    data_lib.save_grid(big(torch.stack(latents, 1).flatten(0, 1)),
+                       output(args, "toy_fig2a_latent_mean", "png"),
                        nrow=len(latents), col_labels=["input"] + [label(name) for name in ae_dirs])
 
 
@@ -209,16 +220,19 @@ def evaluate_samples(run_dir, step, batch, clf, real_feats, setting, args, seed)
     train_diffusion.py --eval-every appends its FID: with the step, images seen, training time and
     device-hours, so curves.py draws either. -> the record."""
     out = os.path.join(run_dir, f"samples_{step:07d}")
-    sample.main(sample.parse_args(["--ckpt", run_dir, "--out", out, "--num-samples", str(setting["samples"]),
-                                   "--batch-size", "100", "--sampler", "euler", "--steps", str(args.sample_steps),
-                                   "--seed", str(seed)]))
+    sample.main(sample.parse_args([
+        "--ckpt", run_dir, "--out", out, "--num-samples", str(setting["samples"]),
+        "--batch-size", "100", "--sampler", "euler", "--steps", str(args.sample_steps),
+        "--seed", str(seed)]))
     with np.load(os.path.join(out, "samples.npz")) as npz:
         images, labels = torch.from_numpy(npz["arr_0"]), torch.from_numpy(npz["arr_1"])
     x = images.permute(0, 3, 1, 2).float() / 127.5 - 1  # (N, 3, 32, 32)
     with torch.no_grad():
         feats, logits = clf(x)
-    elapsed = run.read_checkpoint(run.latest_checkpoint(run_dir))["elapsed"]  # training seconds, one process
-    row = {"step": step, "images_seen": step * batch, "elapsed_s": elapsed, "device_hours": elapsed / 3600,
+    # Training seconds, one process.
+    elapsed = run.read_checkpoint(run.latest_checkpoint(run_dir))["elapsed"]
+    row = {"step": step, "images_seen": step * batch,
+           "elapsed_s": elapsed, "device_hours": elapsed / 3600,
            "fd_toy": frechet(feats.double().numpy(), real_feats),
            "acc": (logits.argmax(1) == labels).float().mean().item()}
     if args.inception_weights:
@@ -226,8 +240,10 @@ def evaluate_samples(run_dir, step, batch, clf, real_feats, setting, args, seed)
         real = torch.stack([held_out[i][0] for i in range(len(held_out))])
         row["fid"] = fid_lib.compute_metrics(os.path.join(out, "samples.npz"),
                                              data_lib.to_uint8(real).permute(0, 3, 1, 2),
-                                             weights=args.inception_weights, pr=False, progress=False)["fid"]
-    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as fh:  # the run is stopped: no writer but us
+                                             weights=args.inception_weights,
+                                             pr=False, progress=False)["fid"]
+    # The run is stopped: no writer but us.
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as fh:
         fh.write(json.dumps(row) + "\n")
     return row
 
@@ -235,14 +251,16 @@ def evaluate_samples(run_dir, step, batch, clf, real_feats, setting, args, seed)
 def run_diffusion(ae_dir, aug, seed, clf, real_feats, setting, args):
     run_dir = os.path.join(args.out, f"usit_{os.path.basename(ae_dir)}_aug-{aug}_seed{seed}")
     curve = []
-    for k in range(1, setting["evals"] + 1):  # train in segments; each re-run resumes from the newest checkpoint
+    # Train in segments; each re-run resumes from the newest checkpoint.
+    for k in range(1, setting["evals"] + 1):
         steps = setting["diff_steps"] * k // setting["evals"]
         train_diffusion.main(train_diffusion.parse_args([
-            "--model", "USiT-tiny", "--ae", ae_dir, "--out", run_dir, "--cache", os.path.join(ae_dir, "latents"),
+            "--model", "USiT-tiny", "--ae", ae_dir, "--out", run_dir,
+            "--cache", os.path.join(ae_dir, "latents"),
             "--toy-size", str(setting["toy_size"]), "--aug", aug,
             "--batch-size", str(BATCH // 2 if aug == "extra" else BATCH),
-            "--steps", str(steps), "--seed", str(seed), "--save-every", str(steps), "--grid-every", "0",
-            "--log-every", "100", "--num-workers", "0"]))
+            "--steps", str(steps), "--seed", str(seed), "--save-every", str(steps),
+            "--grid-every", "0", "--log-every", "100", "--num-workers", "0"]))
         batch = BATCH // 2 if aug == "extra" else BATCH
         curve.append(evaluate_samples(run_dir, steps, batch, clf, real_feats, setting, args, seed))
     return run_dir, curve
@@ -260,7 +278,8 @@ def mean_std(values, scale=1.0):
 def output(args, name, ext):
     """OUT/name.ext, or name_f8c16.ext for another --ae: the names docs/ keeps, so results are
     copied as they are."""
-    suffix = "" if args.ae == DEFAULT_AE else "_" + args.ae.removeprefix("dc-ae-").removesuffix("-tiny")
+    short = args.ae.removeprefix("dc-ae-").removesuffix("-tiny")  # dc-ae-f8c16-tiny -> f8c16
+    suffix = "" if args.ae == DEFAULT_AE else "_" + short
     return os.path.join(args.out, f"{name}{suffix}.{ext}")
 
 
@@ -312,49 +331,62 @@ def reconstruction(recon, ae_seconds, setting, args):
 
 
 def report(recon, ae_seconds, cells, run_dirs, clf_acc, setting, args, wall):
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the scripts ran (fsdp.setup)
+    # Where the scripts ran (fsdp.setup).
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     quick, precision = " --quick" if args.quick else "", "training in " + cli.precision(device)[1]
     lines = [f"# Toy reproduction ({'quick' if args.quick else 'full'} run)", ""]
     if args.quick:
-        lines += ["**A smoke run: a few dozen steps per model. These numbers show that the pipeline runs; they are "
-                  "not evidence for or against the paper.**", ""]
-    lines += [f"`python toy.py{quick}{'' if args.ae == DEFAULT_AE else ' --ae ' + args.ae}` — {args.ae} on 32 px toy "
-              f"images, AE seed {args.seed}, {setting['ae_steps']} AE steps of batch 32; USiT-tiny "
-              f"{setting['diff_steps']} steps "
-              f"of {BATCH} forward samples, diffusion seeds {setting['seeds']}, {setting['samples']} samples per evaluation "
+        lines += ["**A smoke run: a few dozen steps per model. These numbers show that the "
+                  "pipeline runs; they are not evidence for or against the paper.**", ""]
+    ae_flag = "" if args.ae == DEFAULT_AE else " --ae " + args.ae
+    lines += [f"`python toy.py{quick}{ae_flag}` — {args.ae} on 32 px toy images, "
+              f"AE seed {args.seed}, {setting['ae_steps']} AE steps of batch 32; "
+              f"USiT-tiny {setting['diff_steps']} steps of {BATCH} forward samples, "
+              f"diffusion seeds {setting['seeds']}, {setting['samples']} samples per evaluation "
               f"({args.sample_steps} Euler steps); {precision}; wall time {wall / 60:.1f} min on "
               f"{cli.machine(device)}.", "",
               *reconstruction(recon, ae_seconds, setting, args)]
     fid_col = args.inception_weights is not None
-    lines += ["", "## Generation (Table 5): FD_toy and classifier accuracy of class-conditional samples", "",
-              f"FD_toy is a Frechet distance in the 128-d feature space of a small classifier trained on the toy data "
-              f"(test accuracy {clf_acc:.1%}), **not** the Inception FID. Mean ± std over seeds {setting['seeds']} at the "
-              f"last step ({setting['diff_steps']}). Every cell has the same budget: {setting['diff_steps']} steps of "
-              f"{BATCH} "
-              f"forward samples; without augmented training these are {BATCH} images, with it (`--aug extra`, the "
-              f"official always_sample_max_channel) {BATCH // 2} images each at c' = c and at a drawn c'. The "
-              f"structured AE is the \"{DIFFUSION_AES[1]}\" one.", "",
-              "| structured AE | augmented training | FD_toy ↓ | acc ↑ |" + (" FID ↓ |" if fid_col else ""),
+    lines += ["", "## Generation (Table 5): FD_toy and classifier accuracy of "
+              "class-conditional samples", "",
+              f"FD_toy is a Frechet distance in the 128-d feature space of a small classifier "
+              f"trained on the toy data (test accuracy {clf_acc:.1%}), **not** the Inception FID. "
+              f"Mean ± std over seeds {setting['seeds']} at the last step "
+              f"({setting['diff_steps']}). Every cell has the same budget: "
+              f"{setting['diff_steps']} steps of {BATCH} forward samples; without augmented "
+              f"training these are {BATCH} images, with it (`--aug extra`, the official "
+              f"always_sample_max_channel) {BATCH // 2} images each at c' = c and at a drawn c'. "
+              f"The structured AE is the \"{DIFFUSION_AES[1]}\" one.", "",
+              "| structured AE | augmented training | FD_toy ↓ | acc ↑ |"
+              + (" FID ↓ |" if fid_col else ""),
               "|---|---|---:|---:|" + ("---:|" if fid_col else "")]
     for (ae_name, aug), runs in cells.items():
         last = [curve[-1] for curve in runs]
-        lines.append(f"| {'✓' if ae_name != 'unstructured' else ''} | {'✓' if aug == 'extra' else ''} | "
-                     f"{mean_std([r['fd_toy'] for r in last])} | {mean_std([r['acc'] for r in last], 100)}% |"
+        structured = "✓" if ae_name != "unstructured" else ""
+        augmented = "✓" if aug == "extra" else ""
+        lines.append(f"| {structured} | {augmented} | {mean_std([r['fd_toy'] for r in last])} | "
+                     f"{mean_std([r['acc'] for r in last], 100)}% |"
                      + (f" {mean_std([r['fid'] for r in last])} |" if fid_col else ""))
     steps = [r["step"] for r in next(iter(cells.values()))[0]]
-    lines += ["", "## Training curves (Fig. 5b): FD_toy, mean ± std over seeds, against diffusion steps", "",
+    lines += ["", "## Training curves (Fig. 5b): FD_toy, mean ± std over seeds, "
+              "against diffusion steps", "",
               "| structured AE | augmented | " + " | ".join(str(t) for t in steps) + " |",
               "|---|---|" + "---:|" * len(steps)]
     for (ae_name, aug), runs in cells.items():
-        lines.append(f"| {'✓' if ae_name != 'unstructured' else ''} | {'✓' if aug == 'extra' else ''} | " +
-                     " | ".join(mean_std([curve[i]["fd_toy"] for curve in runs]) for i in range(len(steps))) + " |")
+        structured = "✓" if ae_name != "unstructured" else ""
+        augmented = "✓" if aug == "extra" else ""
+        values = " | ".join(mean_std([curve[i]["fd_toy"] for curve in runs])
+                            for i in range(len(steps)))
+        lines.append(f"| {structured} | {augmented} | " + values + " |")
     plot = output(args, "toy_fig5b_curves", "png")  # curves.py, from the runs' metrics.jsonl
+    title = f"Fig. 5b on the toy data: FD_toy, mean ± std over {len(setting['seeds'])} seeds"
     curves.plot([(cell_name(*cell), folders) for cell, folders in run_dirs.items()], "fd_toy", plot,
-                axes=("step", "device_hours"), title=f"Fig. 5b on the toy data: FD_toy, mean ± std over "
-                f"{len(setting['seeds'])} seeds")
+                axes=("step", "device_hours"), title=title)
+    samples = os.path.basename(output(args, "toy_samples_structured_aug", "png"))
     lines += ["", f"![Fig. 5b on the toy data]({os.path.basename(plot)})", "",
-              f"![samples]({os.path.basename(output(args, 'toy_samples_structured_aug', 'png'))})", "",
-              "Samples of the structured + augmented USiT-tiny at the last step, seed 0 (rows: the classes)."]
+              f"![samples]({samples})", "",
+              "Samples of the structured + augmented USiT-tiny at the last step, seed 0 "
+              "(rows: the classes)."]
     text = "\n".join(lines) + "\n"
     with open(output(args, "toy_results", "md"), "w") as fh:
         fh.write(text)
@@ -371,7 +403,8 @@ def check_args(args):
     args.c_primes = sorted(args.c_primes)  # the columns in eval_ae.py's order
     if args.sample_steps < 1:
         raise ValueError(f"--sample-steps must be >= 1, got {args.sample_steps}")
-    if args.inception_weights not in (None, "random") and not os.path.isfile(args.inception_weights):
+    file_given = args.inception_weights not in (None, "random")
+    if file_given and not os.path.isfile(args.inception_weights):
         raise ValueError(f"--inception-weights not found: {args.inception_weights}")
 
 
@@ -383,7 +416,9 @@ def main(args):
     setting = SETTINGS["quick" if args.quick else "full"]
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
-    try:  # LPIPS needs pretrained VGG16 weights: look (or download) once, say once what is skipped without them
+    # LPIPS needs pretrained VGG16 weights: look (or download) once, say once what is skipped
+    # without them.
+    try:
         ae_lib.vgg16_weights()
         args.lpips = True
     except RuntimeError as e:
@@ -391,8 +426,10 @@ def main(args):
         args.lpips = False
     clf, real_feats, clf_acc = train_classifier(setting)
     print(f"toy classifier: test accuracy {clf_acc:.1%} (its features define FD_toy)")
-    ae_dirs = {name: os.path.join(args.out, "ae_" + name.replace(", ", "_").replace(" = ", "").replace(" ", "_"))
+    # An AE's folder: "structured, K = 1" -> OUT/ae_structured_K1.
+    folders = {name: "ae_" + name.replace(", ", "_").replace(" = ", "").replace(" ", "_")
                for name in AES}
+    ae_dirs = {name: os.path.join(args.out, folder) for name, folder in folders.items()}
     trained = {name: run_ae(ae_dirs[name], flags, setting, args) for name, flags in AES.items()}
     # Fig. 3's protocol: a decoder fine-tuned per c', for the AEs Table 5 compares
     tuned = {name: finetune_decoders(ae_dirs[name], setting, args) for name in FINETUNED_AES}
@@ -404,11 +441,14 @@ def main(args):
     cells, runs = {}, {}
     for name in DIFFUSION_AES:  # Table 5: {unstructured, structured} x {off, extra}
         for aug in ("off", "extra"):
-            results = [run_diffusion(ae_dirs[name], aug, seed, clf, real_feats, setting, args) for seed in setting["seeds"]]
-            runs[(name, aug)], cells[(name, aug)] = [d for d, _ in results], [curve for _, curve in results]
+            results = [run_diffusion(ae_dirs[name], aug, seed, clf, real_feats, setting, args)
+                       for seed in setting["seeds"]]
+            runs[(name, aug)] = [d for d, _ in results]
+            cells[(name, aug)] = [curve for _, curve in results]
     # The sample grid of the structured + augmented model (seed 0): rows are the ten classes.
-    grid = sample.main(sample.parse_args(["--ckpt", runs[(DIFFUSION_AES[1], "extra")][0], "--out", args.out,
-                                          "--sampler", "euler", "--steps", str(args.sample_steps)]))["grid"]
+    ckpt = runs[(DIFFUSION_AES[1], "extra")][0]
+    grid = sample.main(sample.parse_args(["--ckpt", ckpt, "--out", args.out, "--sampler", "euler",
+                                          "--steps", str(args.sample_steps)]))["grid"]
     os.replace(grid, output(args, "toy_samples_structured_aug", "png"))
     report(recon, ae_seconds, cells, runs, clf_acc, setting, args, time.time() - t0)
 
@@ -418,16 +458,18 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run (~25 s on 2 idle CPU cores; CI): its numbers are not "
                         "evidence")
-    parser.add_argument("--out", default="runs/toy", help="output folder: runs, figures, toy_results.md")
+    parser.add_argument("--out", default="runs/toy",
+                        help="output folder: runs, figures, toy_results.md")
     parser.add_argument("--seed", type=int, default=0, help="seed of the AE runs")
-    parser.add_argument("--ae", default=DEFAULT_AE, choices=[n for n, cfg in ae_lib.AE_CONFIGS.items()
-                                                             if cfg.recipe == "tiny" and cfg.structured],
+    tiny_aes = [n for n, cfg in ae_lib.AE_CONFIGS.items()
+                if cfg.recipe == "tiny" and cfg.structured]
+    parser.add_argument("--ae", default=DEFAULT_AE, choices=tiny_aes,
                         help="the knob 'latent channels per pixel': dc-ae-f8c16-tiny has 4x fewer")
-    parser.add_argument("--c-primes", type=int, nargs="+", default=None, help="c' of the reconstruction table "
-                        "(default: c/8, c/4, c/2, c)")
+    parser.add_argument("--c-primes", type=int, nargs="+", default=None,
+                        help="c' of the reconstruction table (default: c/8, c/4, c/2, c)")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps per sample")
-    parser.add_argument("--inception-weights", default=None, help="also report the real FID: pt_inception-...pth (default: "
-                        "FD_toy only)")
+    parser.add_argument("--inception-weights", default=None,
+                        help="also report the real FID: pt_inception-...pth (default: FD_toy only)")
     return parser.parse_args(argv)
 
 
