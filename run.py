@@ -10,6 +10,8 @@ wall-clock save. A run killed at any moment leaves complete checkpoints; re-runn
     python train_ae.py --steps 3000               # a run in runs/ae; Ctrl-C saves and stops; the same command resumes
     python train_ae.py --resume runs/ae --out runs/ae2   # resume another folder's newest checkpoint
 """
+import argparse
+import collections
 import errno
 import fcntl
 import glob
@@ -39,13 +41,20 @@ from fsdp import cleanup, is_distributed, stop_if
 # Arguments, the run folder, its lock and atomic files
 # ------------------------------------------------------------------------------------------------
 
-def fill_recipe(args, recipe):
-    """Arguments left at None take the recipe's value; explicit values (even bad ones) are kept for the checks."""
+def resolve(args, recipe, **derived):
+    """The settings of a run, resolved once: a copy of the command line's `args` whose options left
+    at None take the recipe's value (explicit values, even bad ones, are kept for the checks), then
+    the `derived` values (settings computed from others), then --save-every's default, 10% of the
+    run, so an interrupted run never loses much. The caller's args stay as they were typed."""
+    settings = argparse.Namespace(**vars(args))
     for k, v in recipe.items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
-    if getattr(args, "save_every", 0) is None:  # 10% of the run, so an interrupted run never loses much
-        args.save_every = max(1, args.steps // 10)
+        if getattr(settings, k, None) is None:
+            setattr(settings, k, v)
+    for k, v in derived.items():
+        setattr(settings, k, v)
+    if getattr(settings, "save_every", 0) is None:
+        settings.save_every = max(1, settings.steps // 10)
+    return settings
 
 
 def check_out(folder, option="--out"):
@@ -90,26 +99,27 @@ def tensor_bytes(obj):
     return 0
 
 
-def check_training_args(args, world_size):
-    """The checks both trainers share, before any compute; raises ValueError naming the value."""
-    for name in ("steps", "batch_size", "accum", "save_every", "log_every", "num_workers"):
-        value = getattr(args, name)
-        if value < (0 if name == "num_workers" else 1):
-            raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name == 'num_workers' else 1}, got {value}")
-    if args.save_minutes <= 0:
-        raise ValueError(f"--save-minutes must be > 0, got {args.save_minutes}")
-    if args.batch_size % (world_size * args.accum):
-        raise ValueError(f"--batch-size {args.batch_size} must be divisible by world size x --accum "
-                         f"({world_size} x {args.accum})")
-    if args.resume and not os.path.exists(args.resume):
-        raise ValueError(f"checkpoint not found: {args.resume}")
-    check_out(args.out)
+def check_training(steps, batch_size, accum, save_every, log_every, num_workers, save_minutes,
+                   world_size):
+    """The numbers both trainers check the same way, before any compute; ValueError names the value."""
+    counts = dict(steps=steps, batch_size=batch_size, accum=accum, save_every=save_every,
+                  log_every=log_every, num_workers=num_workers)
+    for name, value in counts.items():
+        low = 0 if name == "num_workers" else 1
+        if value < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    if save_minutes <= 0:
+        raise ValueError(f"--save-minutes must be > 0, got {save_minutes}")
+    if batch_size % (world_size * accum):
+        raise ValueError(f"--batch-size {batch_size} must be divisible by world size x --accum "
+                         f"({world_size} x {accum})")
 
 
 # What may change when a run resumes: how long it runs, how often it logs, saves and draws, and where it writes. Every
 # other argument decides the numbers, and a resume with another value is not the run it continues.
-MAY_CHANGE = ("steps", "save_every", "save_minutes", "log_every", "grid_every", "grid_steps", "grid_cols", "num_workers",
-              "encode_batch", "compile", "resume", "out", "cache", "init")
+MAY_CHANGE = ("steps", "save_every", "save_minutes", "log_every", "grid_every", "num_workers", "encode_batch",
+              "compile", "resume", "out", "cache", "init", "eval_every", "eval_samples", "eval_images",
+              "eval_data", "eval_c_primes", "fid", "inception_weights", "tensorboard")
 
 
 def changed_args(old, new):
@@ -191,14 +201,17 @@ def latest_checkpoint(out):
     return paths[-1] if paths else None
 
 
-def resume_path(args):
-    """--resume FILE, --resume FOLDER (its newest checkpoint) or, by default, the newest checkpoint in --out."""
-    if args.resume and os.path.isdir(args.resume):
-        path = latest_checkpoint(args.resume)
+def resume_path(resume, out):
+    """--resume FILE, --resume FOLDER (its newest checkpoint) or, by default, the newest checkpoint in
+    --out; None: a new run."""
+    if resume and not os.path.exists(resume):
+        raise ValueError(f"checkpoint not found: {resume}")
+    if resume and os.path.isdir(resume):
+        path = latest_checkpoint(resume)
         if path is None:
-            raise ValueError(f"--resume {args.resume}: no ckpt_*.pt in this folder")
+            raise ValueError(f"--resume {resume}: no ckpt_*.pt in this folder")
         return path
-    return args.resume or latest_checkpoint(args.out)
+    return resume or latest_checkpoint(out)
 
 
 def classes_changed(record, classes):
@@ -214,20 +227,21 @@ def classes_changed(record, classes):
     return None
 
 
-def start_run(args, rank, world_size, expect):
+def start_run(out, resume, settings, rank, expect):
     """The start both trainers share, before any compute, every rank reaching the same verdict: the
-    common argument checks, the run folder's lock (rank 0) and the checkpoint to resume (read on
-    rank 0; load_checkpoint broadcasts), which must have been written with the values in `expect`
+    run folder's lock (rank 0) and the checkpoint to resume (--resume, else the newest in `out`;
+    read on rank 0, load_checkpoint broadcasts), which must have been written with the same
+    `settings` (the run's resolved options, a dict; MAY_CHANGE may differ) and the values in `expect`
     (e.g. the model name and latent shape; "classes": the class names in id order,
     data.class_names). Returns (checkpoint path or None, checkpoint or None)."""
     error, path, ckpt = None, None, None
     try:
-        check_training_args(args, world_size)
+        check_out(out)
         # An existing folder is locked first (is another run in it?); a new one only once all is checked, so that a
         # run refused for bad input leaves nothing behind.
-        locked = rank == 0 and os.path.isdir(args.out)
-        error = lock_run(args.out) if locked else None
-        path = resume_path(args)
+        locked = rank == 0 and os.path.isdir(out)
+        error = lock_run(out) if locked else None
+        path = resume_path(resume, out)
         if path and rank == 0 and not error:
             ckpt = read_checkpoint(path)
             for key, want in expect.items():
@@ -242,7 +256,7 @@ def start_run(args, rank, world_size, expect):
                 if have != want:
                     raise ValueError(f"{path} is a checkpoint of {have!r}, not --model {want}" if key == "model" else
                                      f"{path} was trained with {key} {have}, this run has {want}")
-            changed = changed_args(ckpt["args"], vars(args))
+            changed = changed_args(ckpt["args"], settings)
             if changed:
                 flag = lambda k: "--" + k.replace("_", "-")  # noqa: E731
                 raise ValueError(f"{path} was trained with other settings; an exact resume needs the same: " +
@@ -250,7 +264,7 @@ def start_run(args, rank, world_size, expect):
                                  ". Pass the old values, or another --out for a new run (options that may change: " +
                                  ", ".join(flag(k) for k in MAY_CHANGE[:9]) + ")")
         if rank == 0 and not error and not locked:
-            error = lock_run(args.out)
+            error = lock_run(out)
     except ValueError as e:
         error = str(e)
     stop_if(error, rank)
@@ -276,12 +290,12 @@ def set_rng_state(state):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(out, step, modules, optimizers, args, extra=None, keep=2, keep_every=0):
+def save_checkpoint(out, step, modules, optimizers, settings, extra=None, keep=2, keep_every=0):
     """Gather full state dicts (collective: every rank calls this) and write `out/ckpt_{step:07d}.pt` on rank 0
     with atomic_write, so a crash mid-write leaves only a temp file that the next run removes. Keeps the newest
     `keep` checkpoints, and for good those of every `keep_every`-th step (the evaluated ones). Loadable with plain
-    torch.load: {"model", "ema", "opt", "step", "args", "rng", ...}. Returns (path, size in bytes, seconds) on
-    rank 0."""
+    torch.load: {"model", "ema", "opt", "step", "args" (the run's `settings` dict), "rng", ...}. Returns (path,
+    size in bytes, seconds) on rank 0."""
     t0 = time.time()
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     ckpt = {name: get_model_state_dict(m, options=opts) for name, m in modules.items()}
@@ -292,7 +306,7 @@ def save_checkpoint(out, step, modules, optimizers, args, extra=None, keep=2, ke
         dist.all_gather_object(rngs, rng_state())
     else:
         rngs[0] = rng_state()
-    ckpt.update(step=step, args=vars(args) if not isinstance(args, dict) else args, rng=rngs, **(extra or {}))
+    ckpt.update(step=step, args=settings, rng=rngs, **(extra or {}))
     path = os.path.join(out, f"ckpt_{step:07d}.pt")
     size, error, rank = 0, None, dist.get_rank() if is_distributed() else 0
     if rank == 0:
@@ -390,17 +404,23 @@ class Meter:
         self.steps += 1
 
 
+# What a sync point answers (Sync.reduce): the logged means since the last one, and whether the loss went non-finite,
+# a stop signal came, a checkpoint is due (a save step, the last step, the wall clock, a signal or an evaluation)
+# and an evaluation is due.
+Tick = collections.namedtuple("Tick", "record nonfinite stopped save evaluate")
+
+
 class Sync:
-    """The sync points of a run, answered, not decided. `due(step)`: every --log-every steps, at save steps and at the
-    last step, decided by the step alone, so every rank meets in the same all-reduce (a signal reaches ranks at slightly
-    different moments). `reduce(step, meter)`: that one all-reduce, of the logged sums and three flags -> (the record of
-    means since the last sync point, a non-finite loss?, a stop signal?, a checkpoint due by wall time?); between sync
-    points the host never waits for the device. SIGTERM / SIGINT only note the signal, for the trainer to act on at
-    the next sync point (a second SIGINT interrupts at once)."""
+    """The sync points of a run, answered, not decided. `due(step)`: every --log-every steps, at save and evaluation
+    steps and at the last step, decided by the step alone, so every rank meets in the same all-reduce (a signal
+    reaches ranks at slightly different moments). `reduce(step, meter)`: that one all-reduce, of the logged sums and
+    the flags -> a Tick; between sync points the host never waits for the device. SIGTERM / SIGINT only note the
+    signal, for the trainer to act on at the next sync point (a second SIGINT interrupts at once)."""
 
     def __init__(self, device, start_step, steps, log_every, save_every, save_minutes, batch_size,
-                 train_flops_per_image=None):
+                 train_flops_per_image=None, eval_every=0):
         self.device, self.steps, self.log_every, self.save_every = device, steps, log_every, save_every
+        self.eval_every = eval_every
         self.save_minutes, self.batch_size = save_minutes, batch_size
         self.last_save, self.t_last, self.step_last, self.totals = time.time(), time.time(), start_step, {}
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
@@ -420,11 +440,15 @@ class Sync:
     def signal_name(self):
         return signal.Signals(self.signal).name
 
+    def evaluation_due(self, step):
+        return bool(self.eval_every) and step % self.eval_every == 0
+
     def due(self, step):
-        return step % self.log_every == 0 or step % self.save_every == 0 or step == self.steps
+        return (step % self.log_every == 0 or step % self.save_every == 0 or step == self.steps
+                or self.evaluation_due(step))
 
     def reduce(self, step, meter):
-        """-> (record with the means since the last sync point, non-finite?, stop?, save due by wall time?)."""
+        """-> Tick(record with the means since the last sync point, non-finite?, stop?, save?, evaluate?)."""
         keys, counts = sorted(k for k in meter.sums if k != "nonfinite"), sorted(meter.counts)
         flags = [self.signal is not None, time.time() - self.last_save > 60 * self.save_minutes]
         values = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(self.device) for v in
@@ -446,7 +470,9 @@ class Sync:
             record["mfu"] = record["img_per_s"] * self.mfu_per_image
         self.t_last, self.step_last = now, step
         meter.sums, meter.counts, meter.steps = {}, {}, 0
-        return record, values[len(keys)] > 0, values[-2] > 0, values[-1] > 0
+        stopped, late, evaluate = values[-2] > 0, values[-1] > 0, self.evaluation_due(step)
+        save = stopped or late or evaluate or step % self.save_every == 0 or step == self.steps
+        return Tick(record, values[len(keys)] > 0, stopped, save, evaluate)
 
     def saved(self):
         """A checkpoint was written: the wall-clock save is due --save-minutes from now."""
@@ -489,13 +515,17 @@ class RunLog:
     metrics.N.jsonl (N = 1, 2, ... in the order they were set aside), says so, and starts a new
     one. An evaluation of a run passes another args_file so that it keeps the run's args.json."""
 
-    def __init__(self, out, args, rank, total_steps, start_step, args_file="args.json"):
+    def __init__(self, out, settings, rank, total_steps, start_step, tensorboard=False, args_file="args.json"):
         self.rank, self.out = rank, out
-        self.bar = None
+        self.bar = self.tb = None
         if rank != 0:
             return
         os.makedirs(out, exist_ok=True)
-        atomic_write(os.path.join(out, args_file), lambda fh: fh.write(json.dumps(vars(args), indent=2).encode()))
+        atomic_write(os.path.join(out, args_file), lambda fh: fh.write(json.dumps(settings, indent=2).encode()))
+        if tensorboard:  # the same records, for `tensorboard --logdir`; a resume drops the events after its step
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(os.path.join(out, "tb"), purge_step=None if start_step is None else
+                                    start_step + 1)
         path = os.path.join(out, "metrics.jsonl")
         kept = None
         if start_step is None and os.path.isfile(path) and os.path.getsize(path) > 0:
@@ -528,6 +558,11 @@ class RunLog:
         if self.rank != 0:
             return
         self.append(record)
+        if self.tb is not None and "step" in record:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self.tb.add_scalar(k, v, record["step"])
+            self.tb.flush()
         if self.bar is not None:
             self.bar.n = record.get("step", self.bar.n)
             self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items()
@@ -557,6 +592,42 @@ class RunLog:
                 os._exit(4)  # a collective clean-up would wait for ranks that are still training
             sys.exit(4)
 
+    def image(self, tag, path, step):
+        """A picture the run wrote (an EMA grid), into TensorBoard too."""
+        if self.rank == 0 and self.tb is not None:
+            import numpy as np
+            from PIL import Image
+            with Image.open(path) as im:
+                self.tb.add_image(tag, np.asarray(im.convert("RGB")), step, dataformats="HWC")
+            self.tb.flush()
+
+    def logged(self, step, key):
+        """Whether metrics.jsonl holds a record of `step` with `key` (rank 0; e.g. an evaluation that a
+        signal interrupted is evaluated again on resume, one that finished is not)."""
+        with open(os.path.join(self.out, "metrics.jsonl")) as fh:
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                except ValueError:  # a line cut by a kill
+                    continue
+                if record.get("step") == step and key in record:
+                    return True
+        return False
+
+    def nonfinite(self, step):
+        """The loss went non-finite: nothing is written, the last checkpoint stays the last good state.
+        -> the exit status, 3."""
+        self.message(f"non-finite loss by step {step}; stopping. The last checkpoint is untouched: "
+                     f"{latest_checkpoint(self.out)}")
+        return 3
+
+    def stopped(self, signum, step, evaluating=False):
+        """SIGTERM / SIGINT: the checkpoint of `step` is on disk. -> the exit status, 128 + the signal."""
+        what = f"while evaluating step {step}" if evaluating else f"at step {step} after saving"
+        self.message(f"stopped by {signal.Signals(signum).name} {what}; run the same command again to resume"
+                     + (f" (step {step} is evaluated first)" if evaluating else ""))
+        return 128 + signum
+
     def saved(self, path, size, seconds):
         """A checkpoint was written: a message, and a record that benchmarks read (benchmarks/bench.py)."""
         self.message(f"saved {path} ({size / 2 ** 30:.2f} GiB in {seconds:.1f}s)")
@@ -567,4 +638,6 @@ class RunLog:
         if self.rank == 0:
             if self.bar is not None:
                 self.bar.close()
+            if self.tb is not None:
+                self.tb.close()
             self.fh.close()

@@ -65,9 +65,9 @@ SETTINGS = {
 }
 # The three AEs: unstructured (DC-AE), structured with DC-Gen's default of one c' per step (the
 # recipe's too), and the toy default.
-AES = {"unstructured": ["--no-structured", "--num-c-primes", "1", "--no-always-max"],
-       "structured, K = 1": ["--structured", "--num-c-primes", "1", "--no-always-max"],
-       "structured, K = 2 with c": ["--structured", "--num-c-primes", "2", "--always-max"]}
+AES = {"unstructured": ["--no-structured", "--num-c-primes", "1", "--always", "none"],
+       "structured, K = 1": ["--structured", "--num-c-primes", "1", "--always", "none"],
+       "structured, K = 2 with c": ["--structured", "--num-c-primes", "2", "--always", "max"]}
 # Table 5: structured latent space off / on (DC-Gen's K).
 DIFFUSION_AES = ["unstructured", "structured, K = 1"]
 FINETUNED_AES = DIFFUSION_AES  # Fig. 3's comparison as the paper measures it: a decoder per c'

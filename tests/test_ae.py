@@ -223,8 +223,8 @@ def test_step_c_primes_follow_dc_gens_options():
     draws = [train_ae.sample_step_c_primes(cands, 3, generator=g) for _ in range(200)]
     assert all(len(d) == 3 and set(d) <= set(cands) for d in draws)
     assert any(len(set(d)) < 3 for d in draws)  # with replacement, as DC-Gen's torch.randint
-    assert all(train_ae.sample_step_c_primes(cands, 2, always_max=True, generator=g)[0] == 16 for _ in range(20))
-    assert all(train_ae.sample_step_c_primes(cands, 3, always_min_max=True, generator=g)[:2] == [4, 16] for _ in range(20))
-    assert train_ae.sample_step_c_primes(cands, 1, always_max=True) == [16]
+    assert all(train_ae.sample_step_c_primes(cands, 2, always="max", generator=g)[0] == 16 for _ in range(20))
+    assert all(train_ae.sample_step_c_primes(cands, 3, always="min-max", generator=g)[:2] == [4, 16] for _ in range(20))
+    assert train_ae.sample_step_c_primes(cands, 1, always="max") == [16]
     with pytest.raises(ValueError):
-        train_ae.sample_step_c_primes(cands, 1, always_min_max=True)
+        train_ae.sample_step_c_primes(cands, 1, always="min-max")

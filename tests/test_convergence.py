@@ -100,8 +100,7 @@ def test_curves_draws_a_metric_of_several_runs_against_three_axes(tmp_path, ref,
 def test_tensorboard_gets_the_records_of_metrics_jsonl(tmp_path, ref, one_thread):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     out = tmp_path / "run"
-    tiny_run(out, ref, "--steps", "4", "--eval-every", "2", "--tensorboard", "--grid-every", "2", "--grid-steps", "2",
-             "--grid-cols", "1")
+    tiny_run(out, ref, "--steps", "4", "--eval-every", "2", "--tensorboard", "--grid-every", "2")
     events = EventAccumulator(str(out / "tb"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     logged = [r for r in records(out) if "loss" in r]

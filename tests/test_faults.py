@@ -31,6 +31,7 @@ from PIL import Image
 
 import checkpoints
 import data as data_lib
+import evaluation
 import fsdp
 import latents
 import models
@@ -237,14 +238,14 @@ def test_sigterm_in_process_keeps_the_finished_sample_chunks_and_the_rerun_sampl
     samples.npz equals an uninterrupted run's."""
     argv = ["--ckpt", str(ckpt_folder), "--num-samples", "32", "--batch-size", "4", "--sampler",
             "euler", "--steps", "4", "--out", str(tmp_path / "s")]
-    generate, seeds = sample.generate_chunk, []
+    generate, seeds = evaluation.generate, []
 
-    def signal_on_third(*args, **kwargs):  # args[7]: the chunk's noise seed, chunk_seed(0, k) = k
+    def signal_on_third(*args, **kwargs):  # args[6]: the chunk's noise seed, chunk_seed(0, k) = k
         if len(seeds) == 2:
             os.kill(os.getpid(), signal.SIGTERM)
-        seeds.append(args[7])
+        seeds.append(args[6])
         return generate(*args, **kwargs)
-    monkeypatch.setattr(sample, "generate_chunk", signal_on_third)
+    monkeypatch.setattr(evaluation, "generate", signal_on_third)
     with sigterm_must_be_handled(), pytest.raises(SystemExit) as e:
         sample.main(sample.parse_args(argv))
     assert e.value.code == 128 + signal.SIGTERM
@@ -254,8 +255,8 @@ def test_sigterm_in_process_keeps_the_finished_sample_chunks_and_the_rerun_sampl
     shards = sorted(os.listdir(tmp_path / "s" / "shards"))
     assert shards == ["chunk_000000.npz", "chunk_000001.npz"]  # and no temp file
     seeds.clear()
-    monkeypatch.setattr(sample, "generate_chunk",
-                        lambda *a, **k: seeds.append(a[7]) or generate(*a, **k))
+    monkeypatch.setattr(evaluation, "generate",
+                        lambda *a, **k: seeds.append(a[6]) or generate(*a, **k))
     sample.main(sample.parse_args(argv))
     assert seeds == [2, 3, 4, 5, 6, 7]  # only the missing chunks
     monkeypatch.undo()
@@ -361,21 +362,20 @@ def test_resume_refuses_changed_settings_and_allows_the_schedule_to_change(tmp_p
 
 # Every option outside run.MAY_CHANGE, flipped on resume: each must be named in the one line that
 # refuses it. One call per group: train_ae.py's --no-structured also resets the c' options, and
-# --always-max excludes --always-min-max. --model and, for the diffusion trainer, --resolution (the
+# --always takes one value. --model and, for the diffusion trainer, --resolution (the
 # latent shape) are refused by start_run's `expect` first. "data": None -> a folder of images.
 FLIPS = {
     train_ae: [
         {"data": None, "toy_size": ["--toy-size", "16"], "resolution": ["--resolution", "16"],
          "phase": ["--phase", "2"], "c_prime_start": ["--c-prime-start", "16"],
          "c_prime_step": ["--c-prime-step", "16"], "num_c_primes": ["--num-c-primes", "3"],
-         "always_min_max": ["--always-min-max"], "batch_size": ["--batch-size", "2"],
+         "always": ["--always", "min-max"], "batch_size": ["--batch-size", "2"],
          "accum": ["--accum", "2"], "lr": ["--lr", "0.01"], "warmup": ["--warmup", "7"],
          "grad_clip": ["--grad-clip", "0.5"], "ema_decay": ["--ema-decay", "0.5"],
-         "ema_warmup": ["--ema-warmup", "3"], "w_l1": ["--w-l1", "0.5"],
+         "ema_warmup": ["--ema-warmup", "3"],
          "w_lpips": ["--w-lpips", "0.5"], "w_gan": ["--w-gan", "0.5"],
          "gan_start": ["--gan-start", "5"], "disc_lr": ["--disc-lr", "0.01"],
          "lpips_random": ["--lpips-random"], "bf16": ["--bf16"], "seed": ["--seed", "7"]},
-        {"always_max": ["--always-max"]},
         {"structured": ["--no-structured"]}],
     train_diffusion: [
         {"ae": ["--ae", "random:dc-ae-f8c16-tiny-1.0"], "data": None,
@@ -507,7 +507,7 @@ def test_a_cache_or_a_resume_on_another_class_list_is_refused(tmp_path, capsys):
     out.mkdir()
     args = train_diffusion.parse_args([*TINY_DIFFUSION, "--num-workers", "0", "--steps", "2",
                                        "--out", str(out)])
-    run.fill_recipe(args, models.MODELS[args.model].recipe)
+    settings = vars(run.resolve(args, models.MODELS[args.model].recipe))
     cases = [({"classes": meta["classes"]}, "another class list (3 classes then, 2 now; class 1 "
                                              "was 'b_empty', now 'c_cls'): its class ids would "
                                              "name other classes; pass the --data it was trained "
@@ -516,15 +516,15 @@ def test_a_cache_or_a_resume_on_another_class_list_is_refused(tmp_path, capsys):
                                   "folder now keeps its id)"),
              ({"num_classes": 2}, None), ({"classes": now}, None)]
     for record, verdict in cases:
-        torch.save({"args": vars(args), "model": {}, "step": 1, **record}, out / "ckpt_0000001.pt")
+        torch.save({"args": settings, "model": {}, "step": 1, **record}, out / "ckpt_0000001.pt")
         expect = {"model": args.model, "classes": now}
         if verdict:
             with pytest.raises(SystemExit) as e:
-                run.start_run(args, 0, 1, expect)
+                run.start_run(str(out), None, settings, 0, expect)
             line = one_error_line(capsys, e)
             assert line.startswith(f"error: {out / 'ckpt_0000001.pt'} was trained on {verdict}")
         else:
-            assert run.start_run(args, 0, 1, expect)[0] == str(out / "ckpt_0000001.pt")
+            assert run.start_run(str(out), None, settings, 0, expect)[0] == str(out / "ckpt_0000001.pt")
         run.release_locks()
 
 

@@ -83,7 +83,7 @@ def test_ae_resume_is_bit_exact(tmp_path, image_folder):
 def test_diffusion_resume_is_bit_exact(tmp_path):
     """Noise, t, c' (--aug extra), label dropout, the data order and the preview grids' RNG isolation."""
     common = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "24", "--batch-size", "8", "--num-workers", "0",
-              "--grid-every", "2", "--grid-steps", "2", "--grid-cols", "1", "--log-every", "1", "--save-every", "2",
+              "--grid-every", "2", "--log-every", "1", "--save-every", "2",
               "--no-bf16", "--cache", str(tmp_path / "latents")]
     train_diffusion.main(train_diffusion.parse_args(common + ["--out", str(tmp_path / "a"), "--steps", "5"]))
     train_diffusion.main(train_diffusion.parse_args(common + ["--out", str(tmp_path / "b"), "--steps", "2"]))

@@ -110,7 +110,7 @@ def test_tiny_runs_eval_resume_and_plain_loading(tmp_path):
 
     # Diffusion on the trained AE, then resumed for one more step.
     common = ["--ae", ae_out, "--out", d_out, "--toy-size", 32, "--save-every", 2, *FAST]
-    ok(run("train_diffusion.py", *common, "--steps", 2, "--grid-every", 2, "--grid-steps", 2, "--grid-cols", 2))
+    ok(run("train_diffusion.py", *common, "--steps", 2, "--grid-every", 2))
     assert (d_out / "samples_0000002.png").is_file() and (d_out / "latents/meta.json").is_file()
     ok(run("train_diffusion.py", *common, "--steps", 3))
     assert f"resumed from {d_out / 'ckpt_0000002.pt'} at step 2" in messages(d_out)

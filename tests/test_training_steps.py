@@ -67,7 +67,7 @@ def test_ema_update_is_one_step_of_the_moving_average_with_dc_gens_warmup():
 
 @pytest.fixture(scope="module")
 def ae_run(tmp_path_factory):
-    """One train_ae.py step with K = 3 c' (--always-min-max: the first two are the smallest and c, so the blocks
+    """One train_ae.py step with K = 3 c' (--always min-max: the first two are the smallest and c, so the blocks
     differ), recording the images the encoder receives and the latent rows the decoder receives and returns."""
     out = tmp_path_factory.mktemp("ae_phase1")
     seen = dict(x=[], z_enc=[], z=[], x_rec=[])
@@ -87,7 +87,7 @@ def ae_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ae_lib.Encoder, "forward", recording_encoder)
         mp.setattr(ae_lib.Decoder, "forward", recording_decoder)
-        train_ae.main(train_ae.parse_args(train_ae_argv(out, "--num-c-primes", "3", "--always-min-max")))
+        train_ae.main(train_ae.parse_args(train_ae_argv(out, "--num-c-primes", "3", "--always", "min-max")))
     return out, {k: torch.cat(v) for k, v in seen.items()}
 
 
