@@ -41,6 +41,10 @@ import train_ae
 import train_diffusion
 from conftest import HANG, alive, children, records
 
+# In-process runs on one thread, as the subprocess tests run (OMP_NUM_THREADS=1): on a busy 2-core
+# machine a second intra-op thread only spin-waits (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 TINY_DIFFUSION = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--grid-every", "0",
