@@ -244,13 +244,8 @@ def start_run(out, resume, settings, rank, expect):
         path = resume_path(resume, out)
         if path and rank == 0 and not error:
             ckpt = read_checkpoint(path)
-            for key, want in expect.items():
+            for key, want in expect.items():  # the model and latent first: nothing else fits then
                 if key == "classes":
-                    change = classes_changed(ckpt, want)
-                    if change:
-                        raise ValueError(f"{path} was trained on another class list ({change}): "
-                                         f"its class ids would name other classes; pass the "
-                                         f"--data it was trained on, or another --out")
                     continue
                 have = ckpt["args"].get(key) if key == "model" else ckpt.get(key, want)
                 if have != want:
@@ -263,6 +258,11 @@ def start_run(out, resume, settings, rank, expect):
                                  ", ".join(f"{flag(k)} {old} (now {new})" for k, (old, new) in changed.items()) +
                                  ". Pass the old values, or another --out for a new run (options that may change: " +
                                  ", ".join(flag(k) for k in MAY_CHANGE[:9]) + ")")
+            change = classes_changed(ckpt, expect["classes"]) if "classes" in expect else None
+            if change:  # the same options on other data (a folder's content changed)
+                raise ValueError(f"{path} was trained on another class list ({change}): its class ids "
+                                 f"would name other classes; pass the --data it was trained on, or "
+                                 f"another --out")
         if rank == 0 and not error and not locked:
             error = lock_run(out)
     except ValueError as e:

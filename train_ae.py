@@ -251,7 +251,8 @@ def main(args):
     sync = run.Sync(device, step, s.steps, s.log_every, s.save_every, s.save_minutes, s.batch_size,
                     eval_every=s.eval_every)
     meter = run.Meter()
-    header(log, s, model, n_train, prefixes, candidates, micro, world_size, device)
+    precision = cli.precision(device, args.bf16)[1]  # the policy's words: the option as typed
+    header(log, s, model, n_train, prefixes, candidates, micro, world_size, device, precision)
     eval_loader, eval_lp, inception = evaluators(s, lp, rank, world_size, device, log)
 
     def save():  # this step's checkpoint; an evaluated one is kept for good
@@ -343,7 +344,7 @@ def main(args):
         sys.exit(code)
 
 
-def header(log, s, model, n_train, prefixes, candidates, micro, world_size, device):
+def header(log, s, model, n_train, prefixes, candidates, micro, world_size, device, precision):
     """The run's first lines: the model, what trains, the c', the batch, the precision."""
     n_params = sum(p.numel() for p in model.parameters())
     log.log({"params": n_params, "params_local": fsdp.local_numel(model)}, show=False)
@@ -358,7 +359,7 @@ def header(log, s, model, n_train, prefixes, candidates, micro, world_size, devi
                 f"{' sharded with FSDP2' if fsdp.is_distributed() else ''}, global batch "
                 f"{s.batch_size} ({micro} x {s.accum} x {world_size}), {s.resolution}px, GAN from "
                 f"step {s.gan_start}, EMA {s.ema_decay} warm-up {s.ema_warmup}")
-    log.message(f"precision: {cli.precision(device, s.bf16)[1]}; {cli.machine(device)}")
+    log.message(f"precision: {precision}; {cli.machine(device)}")
 
 
 def evaluators(s, lp, rank, world_size, device, log):

@@ -206,7 +206,9 @@ def main(args):
     sync = run.Sync(device, step, s.steps, s.log_every, s.save_every, s.save_minutes, s.batch_size,
                     flops, s.eval_every)
     meter = run.Meter()
-    header(log, s, model, ae, meta, scale, num_classes, micro, world_size, device)
+    precision = (cli.precision(device, args.bf16)[1],  # the policy's words: the options as typed
+                 cli.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")[1])
+    header(log, s, model, ae, meta, scale, num_classes, micro, world_size, device, precision)
 
     # FID during training: the Inception and the reference statistics, loaded once.
     inception = reference = None
@@ -292,7 +294,7 @@ def main(args):
         sys.exit(code)
 
 
-def header(log, s, model, ae, meta, scale, num_classes, micro, world_size, device):
+def header(log, s, model, ae, meta, scale, num_classes, micro, world_size, device, precision):
     """The run's first lines: the model, the latents and their scale, the batch, the precision."""
     std = meta["latent_std"]
     log.log({"params": models.count_params(model, trainable_only=False),
@@ -305,9 +307,7 @@ def header(log, s, model, ae, meta, scale, num_classes, micro, world_size, devic
                 f"{device}{' sharded with FSDP2' if fsdp.is_distributed() else ''}, global batch "
                 f"{s.batch_size} ({micro} x {s.accum} x {world_size}), compile={s.compile}, "
                 f"EMA {s.ema_decay} warm-up {s.ema_warmup}")
-    log.message(f"precision: {cli.precision(device, s.bf16)[1]}; latent cache: "
-                f"{cli.precision(device, s.ae_bf16, evaluation=True, flag='--ae-bf16')[1]}; "
-                f"{cli.machine(device)}")
+    log.message(f"precision: {precision[0]}; latent cache: {precision[1]}; {cli.machine(device)}")
     if not 0.5 <= std * scale <= 2:
         log.message(f"WARNING: the scaled latents have std {std * scale:.3f}, far from 1: the scaling "
                     f"factor {scale:.4f} of {ae.name} does not fit these latents (std {std:.4f}); "

@@ -315,8 +315,8 @@ def test_train_ae_grid_shows_each_c_prime_once(tmp_path):
     shown = train_ae.grid_c_primes(ae_lib.channel_candidates(128))  # the paper's 16, 20, ..., 128
     assert shown == [16, 32, 48, 64, 80, 96, 112, 128]
     path = tmp_path / "grid.png"
-    train_ae.save_grid(ae_lib.build_ae(AE), torch.zeros(2, 3, 32, 32), [4, 8, 12, 16],
-                       SimpleNamespace(bf16=False), torch.device("cpu"), str(path), rank=0)
+    train_ae.save_grid(ae_lib.build_ae(AE), torch.zeros(2, 3, 32, 32), [4, 8, 12, 16], False,
+                       str(path), rank=0)
     assert Image.open(path).width == (1 + 4) * (32 + 2) + 2  # input, c' = 4, 8, 12, 16, each once
 
 

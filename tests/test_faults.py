@@ -395,7 +395,9 @@ FLIPS = {
 }
 REFUSED_FIRST = {
     train_ae: {"model": (["--model", "dc-ae-f8c16-tiny"],
-                         "is a checkpoint of 'dc-ae-f8c64-tiny', not --model dc-ae-f8c16-tiny")},
+                         "is a checkpoint of 'dc-ae-f8c64-tiny', not --model dc-ae-f8c16-tiny"),
+               "finetune_decoder": (["--finetune-decoder", "4"],  # needs --init, checked first
+                                    "--finetune-decoder 4 fine-tunes the decoder of a trained AE")},
     train_diffusion: {"model": (["--model", "DiT-tiny"],
                                 "is a checkpoint of 'USiT-tiny', not --model DiT-tiny"),
                       "resolution": (["--resolution", "64"],
@@ -703,18 +705,24 @@ def test_a_bad_pixel_limit_is_one_line_before_any_compute(tmp_path, capsys, monk
     assert not (tmp_path / "run").exists()
 
 
-def test_one_image_folder_and_a_negative_seed_train(tmp_path):
-    """The smallest data (one image, batch 1) and a negative --seed: both trainers run, resume."""
+def test_one_image_folder_and_a_negative_seed_train(tmp_path, capsys):
+    """The smallest data (one image, batch 1): both trainers run and resume. A negative --seed is
+    refused in one line (seeds lie in [0, 2^63 - 1]: the per-rank and per-chunk seeds derived from
+    it never overflow)."""
     (tmp_path / "one" / "c0").mkdir(parents=True)
     image = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "one" / "c0" / "0.png")
     common = ["--data", str(tmp_path / "one"), "--resolution", "16", "--batch-size", "1",
-              "--num-workers", "0", "--grid-every", "0", "--log-every", "1", "--seed", "-3"]
+              "--num-workers", "0", "--grid-every", "0", "--log-every", "1"]
     for lib, extra in [(train_ae, ["--model", "dc-ae-f8c16-tiny"]),
                        (train_diffusion, ["--ae", "random:dc-ae-f8c16-tiny"])]:
         out = tmp_path / lib.__name__
-        lib.main(lib.parse_args([*common, *extra, "--steps", "1", "--out", str(out)]))
-        lib.main(lib.parse_args([*common, *extra, "--steps", "2", "--out", str(out)]))
+        with pytest.raises(SystemExit) as e:
+            lib.parse_args([*common, *extra, "--seed", "-3", "--out", str(out)])
+        assert e.value.code == 2 and capsys.readouterr().err.startswith(
+            "error: argument --seed: -3 is not in [0, 9223372036854775807]")
+        lib.main(lib.parse_args([*common, *extra, "--seed", "3", "--steps", "1", "--out", str(out)]))
+        lib.main(lib.parse_args([*common, *extra, "--seed", "3", "--steps", "2", "--out", str(out)]))
         assert steps_logged(out) == [1, 2]
         assert all(np.isfinite(r["loss"]) for r in records(out) if "loss" in r)
 
