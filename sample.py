@@ -393,7 +393,7 @@ def check_args(args, ckpt, objective):
 
 
 def paper_number(release, key, cfg_scale):
-    """' (paper: 2.18, Table 4)' beside one of our numbers, where the release has the paper's for
+    """' (paper Table 4: 2.18)' beside one of our numbers, where the release has the paper's for
     this setting."""
     # The first: the paper's, if any.
     paper = release.reported[0] if release and release.reported else None
@@ -404,7 +404,7 @@ def paper_number(release, key, cfg_scale):
     # IS, precision and recall: the paper's are without CFG.
     if value is None or (guided and key != "fid"):
         return ""
-    return f" (paper: {value:g}, {paper.source})"
+    return f" ({paper.source}: {value:g})"
 
 
 def protocol(args, ckpt, objective, ae, sampler, steps, cfg_scale, bf16, ae_bf16):

@@ -130,11 +130,11 @@ def test_ae_evaluation_during_training_equals_eval_ae_on_the_checkpoint(tmp_path
     out = tmp_path / "ae"
     train_ae.main(train_ae.parse_args([
         "--model", "dc-ae-f8c16-tiny", "--steps", "4", "--batch-size", "4", "--toy-size", "16", "--num-workers", "0",
-        "--grid-every", "0", "--log-every", "2", "--eval-every", "2", "--eval-images", "24", "--save-every", "100",
+        "--grid-every", "0", "--log-every", "2", "--eval-every", "2", "--eval-images", "8", "--save-every", "100",
         "--inception-weights", "random", "--out", str(out)]))
     online = [r for r in records(out) if "psnr_c4" in r]
     assert [r["step"] for r in online] == [2, 4] and {"psnr_c16", "rfid_c16", "device_hours"} <= set(online[0])
-    rows = eval_ae.main(eval_ae.parse_args(["--ae", checkpoints(out)[0], "--images", "24", "--c-primes", "4", "8",
+    rows = eval_ae.main(eval_ae.parse_args(["--ae", checkpoints(out)[0], "--images", "8", "--c-primes", "4", "8",
                                             "12", "16", "--no-lpips", "--inception-weights", "random", "--out",
                                             str(tmp_path / "eval"), "--num-workers", "0"]))
     for row in rows:

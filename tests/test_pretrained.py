@@ -337,8 +337,8 @@ def test_a_release_brings_its_cfg_scale_and_the_papers_numbers(tiny_releases, tm
     res = sample.main(sample.parse_args(argv + ["--out", str(tmp_path / "a")]))
     out = capsys.readouterr().out
     assert "; CFG 1.5; the authors' scale 1.5," in out.splitlines()[0]
-    assert f"gFID {res['metrics']['fid']:.4f} (paper: 3.25, Table 9)" in out
-    assert "(paper: 99" not in out  # the paper's IS is without CFG: not beside a guided one
+    assert f"gFID {res['metrics']['fid']:.4f} (Table 9: 3.25)" in out
+    assert "(Table 9: 99" not in out  # the paper's IS is without CFG: not beside a guided one
     monkeypatch.setitem(releases.RELEASES, name, dataclasses.replace(record, cfg_scale=None))
     with pytest.raises(SystemExit) as e:
         sample.main(sample.parse_args(argv + ["--out", str(tmp_path / "b")]))
