@@ -2,7 +2,8 @@
 GAN, with the PatchGAN discriminator of the third DC-AE phase (Sec. 4.1). The official loss code is
 unreleased; AELoss states each choice and its source. train_ae.py trains with it.
 
-    python -c "import ae_loss, torch; print(ae_loss.PatchDiscriminator(8)(torch.zeros(2, 3, 32, 32)).shape)"
+    python -c "import ae_loss, torch; print(ae_loss.PatchDiscriminator(8)(
+        torch.zeros(2, 3, 32, 32)).shape)"
 """
 import torch.nn as nn
 import torch.nn.functional as F
@@ -40,7 +41,8 @@ class AELoss(nn.Module):
     Sec. 4.1).
 
     The official loss code is unreleased; defaults and their sources:
-    - w_l1 = 1.0: the pixel term is the anchor; every DC-AE phase uses it (efficientvit issue #143).
+    - w_l1 = 1.0: the pixel term is the anchor; every DC-AE phase uses it
+      (efficientvit issue #143).
     - w_lpips = 1.0: LPIPS(VGG) with weight 1.0, as SD's LPIPSWithDiscriminator (community DC-AE
       reproductions use 0.25-1.0); phases 1 and 2 use L1 + perceptual only (issue #143).
     - w_gan = 0.1 with a hinge loss and a PatchGAN, from gan_start on: DC-AE adds the GAN only in

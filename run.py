@@ -1,14 +1,18 @@
-"""The life of one training run in its folder, shared by train_ae.py and train_diffusion.py (paper Sec. 4.1): the
-arguments both check, one run per folder (an OS lock), files written atomically through temp files unique to their
-writer, checkpoints that resume bit for bit (weights, optimizer, every RNG stream, the position in the epoch),
-metrics.jsonl that tells one history, and the sync points where ranks agree.
+"""The life of one training run in its folder, shared by train_ae.py and train_diffusion.py
+(paper Sec. 4.1): the arguments both check, one run per folder (an OS lock), files written
+atomically through temp files unique to their writer, checkpoints that resume bit for bit
+(weights, optimizer, every RNG stream, the position in the epoch), metrics.jsonl that tells one
+history, and the sync points where ranks agree.
 
-The host syncs with the device only at sync points (every --log-every steps, and where a checkpoint is due): one
-all-reduce carries the logged means, a non-finite-loss flag, a stop signal (SIGTERM / SIGINT: save, then stop) and the
-wall-clock save. A run killed at any moment leaves complete checkpoints; re-running the same command resumes.
+The host syncs with the device only at sync points (every --log-every steps, and where a
+checkpoint is due): one all-reduce carries the logged means, a non-finite-loss flag, a stop signal
+(SIGTERM / SIGINT: save, then stop) and the wall-clock save. A run killed at any moment leaves
+complete checkpoints; re-running the same command resumes.
 
-    python train_ae.py --steps 3000               # a run in runs/ae; Ctrl-C saves and stops; the same command resumes
-    python train_ae.py --resume runs/ae --out runs/ae2   # resume another folder's newest checkpoint
+    # a run in runs/ae; Ctrl-C saves and stops; the same command resumes
+    python train_ae.py --steps 3000
+    # resume another folder's newest checkpoint
+    python train_ae.py --resume runs/ae --out runs/ae2
 """
 import argparse
 import collections
@@ -29,9 +33,9 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+    set_model_state_dict, set_optimizer_state_dict)
 
 from data import class_change
 from fsdp import cleanup, is_distributed, stop_if
@@ -58,29 +62,35 @@ def resolve(args, recipe, **derived):
 
 
 def check_out(folder, option="--out"):
-    """A folder the run can write in, checked before any compute without creating it: not a file, not on a read-only
-    file system, writable. Raises ValueError naming the path and the cause."""
+    """A folder the run can write in, checked before any compute without creating it: not a file,
+    not on a read-only file system, writable. Raises ValueError naming the path and the cause."""
     path = os.path.abspath(folder)
-    while not os.path.exists(path):  # the nearest existing ancestor decides whether the folder can be made
+    # The nearest existing ancestor decides whether the folder can be made.
+    while not os.path.exists(path):
         path = os.path.dirname(path)
     if not os.path.isdir(path):
         raise ValueError(f"{option} {folder}: {path} is a file, not a folder")
     if not os.access(path, os.W_OK | os.X_OK):
-        cause = "read-only file system" if os.statvfs(path).f_flag & os.ST_RDONLY else "permission denied"
+        cause = ("read-only file system" if os.statvfs(path).f_flag & os.ST_RDONLY
+                 else "permission denied")
         raise ValueError(f"{option} {folder}: cannot write in {path} ({cause})")
 
 
 def write_error(path, error, needed=None):
-    """One line for a file that could not be written: the path, the cause, and for a full disk the bytes needed (a full
-    disk makes torch.save fail with "[enforce fail at inline_container.cc] ... unexpected pos", no errno)."""
+    """One line for a file that could not be written: the path, the cause, and for a full disk the
+    bytes needed (a full disk makes torch.save fail with "[enforce fail at inline_container.cc]
+    ... unexpected pos", no errno)."""
     folder = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(folder):
         folder = os.path.dirname(folder)
     free = shutil.disk_usage(folder).free
-    if (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or (needed and needed > free):
-        return f"cannot write {path}: no space left on the device ({needed or '?'} bytes needed, {free} free)"
-    cause = error.strerror if isinstance(error, OSError) and error.strerror else \
-        f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    if ((isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))
+            or (needed and needed > free)):
+        return (f"cannot write {path}: no space left on the device "
+                f"({needed or '?'} bytes needed, {free} free)")
+    cause = (error.strerror if isinstance(error, OSError) and error.strerror else
+             f"{type(error).__name__}: "
+             f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}")
     return f"cannot write {path}: {cause}"
 
 
@@ -101,7 +111,8 @@ def tensor_bytes(obj):
 
 def check_training(steps, batch_size, accum, save_every, log_every, num_workers, save_minutes,
                    world_size):
-    """The numbers both trainers check the same way, before any compute; ValueError names the value."""
+    """The numbers both trainers check the same way, before any compute; ValueError names
+    the value."""
     counts = dict(steps=steps, batch_size=batch_size, accum=accum, save_every=save_every,
                   log_every=log_every, num_workers=num_workers)
     for name, value in counts.items():
@@ -115,23 +126,29 @@ def check_training(steps, batch_size, accum, save_every, log_every, num_workers,
                          f"({world_size} x {accum})")
 
 
-# What may change when a run resumes: how long it runs, how often it logs, saves and draws, and where it writes. Every
-# other argument decides the numbers, and a resume with another value is not the run it continues.
-MAY_CHANGE = ("steps", "save_every", "save_minutes", "log_every", "grid_every", "num_workers", "encode_batch",
-              "compile", "resume", "out", "cache", "init", "eval_every", "eval_samples", "eval_images",
-              "eval_data", "eval_c_primes", "fid", "inception_weights", "tensorboard")
+# What may change when a run resumes: how long it runs, how often it logs, saves and draws, and
+# where it writes. Every other argument decides the numbers, and a resume with another value is
+# not the run it continues.
+MAY_CHANGE = ("steps", "save_every", "save_minutes", "log_every", "grid_every", "num_workers",
+              "encode_batch", "compile", "resume", "out", "cache", "init",
+              "eval_every", "eval_samples", "eval_images", "eval_data", "eval_c_primes", "fid",
+              "inception_weights", "tensorboard")
 
 
 def changed_args(old, new):
-    """{option: (checkpoint's value, this run's)} of the arguments that differ and break an exact resume."""
-    same = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  (a recipe's tuple, a command line's list)
-    return {k: (old[k], v) for k, v in new.items() if k not in MAY_CHANGE and k in old and same(old[k]) != same(v)}
+    """{option: (checkpoint's value, this run's)} of the arguments that differ and break an
+    exact resume."""
+    # A recipe's tuple and a command line's list compare as lists.
+    same = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return {k: (old[k], v) for k, v in new.items()
+            if k not in MAY_CHANGE and k in old and same(old[k]) != same(v)}
 
 
 def lock_run(out):
-    """Hold an OS lock on OUT/.lock for the life of this process (the kernel drops it when the process dies, however
-    it dies). Returns None, or the error when another live process holds it. POSIX record locks are not inherited by
-    DataLoader workers, so the lock goes with the run's main process."""
+    """Hold an OS lock on OUT/.lock for the life of this process (the kernel drops it when the
+    process dies, however it dies). Returns None, or the error when another live process holds
+    it. POSIX record locks are not inherited by DataLoader workers, so the lock goes with the
+    run's main process."""
     os.makedirs(out, exist_ok=True)
     fd = os.open(os.path.join(out, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -139,11 +156,14 @@ def lock_run(out):
     except OSError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
         os.close(fd)
-        return f"{out} is in use by another run (pid {holder}); wait for it, stop it, or pass another --out"
+        return (f"{out} is in use by another run (pid {holder}); "
+                "wait for it, stop it, or pass another --out")
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     lock_run.held.append(fd)  # keep it open (and locked) until exit
-    for stale in glob.glob(os.path.join(out, "*.tmp")) + glob.glob(os.path.join(out, "*", "*.tmp")):  # of dead writers
+    # The temp files of dead writers, in OUT and one folder down.
+    for stale in (glob.glob(os.path.join(out, "*.tmp"))
+                  + glob.glob(os.path.join(out, "*", "*.tmp"))):
         os.remove(stale)
     return None
 
@@ -152,7 +172,8 @@ lock_run.held = []
 
 
 def release_locks():
-    """The end of a run in this process (main() may run again in-process, e.g. from toy.py): let the folders go."""
+    """The end of a run in this process (main() may run again in-process, e.g. from toy.py): let
+    the folders go."""
     while lock_run.held:
         os.close(lock_run.held.pop())
 
@@ -202,8 +223,8 @@ def latest_checkpoint(out):
 
 
 def resume_path(resume, out):
-    """--resume FILE, --resume FOLDER (its newest checkpoint) or, by default, the newest checkpoint in
-    --out; None: a new run."""
+    """--resume FILE, --resume FOLDER (its newest checkpoint) or, by default, the newest
+    checkpoint in --out; None: a new run."""
     if resume and not os.path.exists(resume):
         raise ValueError(f"checkpoint not found: {resume}")
     if resume and os.path.isdir(resume):
@@ -231,14 +252,14 @@ def start_run(out, resume, settings, rank, expect):
     """The start both trainers share, before any compute, every rank reaching the same verdict: the
     run folder's lock (rank 0) and the checkpoint to resume (--resume, else the newest in `out`;
     read on rank 0, load_checkpoint broadcasts), which must have been written with the same
-    `settings` (the run's resolved options, a dict; MAY_CHANGE may differ) and the values in `expect`
-    (e.g. the model name and latent shape; "classes": the class names in id order,
+    `settings` (the run's resolved options, a dict; MAY_CHANGE may differ) and the values in
+    `expect` (e.g. the model name and latent shape; "classes": the class names in id order,
     data.class_names). Returns (checkpoint path or None, checkpoint or None)."""
     error, path, ckpt = None, None, None
     try:
         check_out(out)
-        # An existing folder is locked first (is another run in it?); a new one only once all is checked, so that a
-        # run refused for bad input leaves nothing behind.
+        # An existing folder is locked first (is another run in it?); a new one only once all is
+        # checked, so that a run refused for bad input leaves nothing behind.
         locked = rank == 0 and os.path.isdir(out)
         error = lock_run(out) if locked else None
         path = resume_path(resume, out)
@@ -249,20 +270,23 @@ def start_run(out, resume, settings, rank, expect):
                     continue
                 have = ckpt["args"].get(key) if key == "model" else ckpt.get(key, want)
                 if have != want:
-                    raise ValueError(f"{path} is a checkpoint of {have!r}, not --model {want}" if key == "model" else
+                    raise ValueError(f"{path} is a checkpoint of {have!r}, not --model {want}"
+                                     if key == "model" else
                                      f"{path} was trained with {key} {have}, this run has {want}")
             changed = changed_args(ckpt["args"], settings)
             if changed:
                 flag = lambda k: "--" + k.replace("_", "-")  # noqa: E731
-                raise ValueError(f"{path} was trained with other settings; an exact resume needs the same: " +
-                                 ", ".join(f"{flag(k)} {old} (now {new})" for k, (old, new) in changed.items()) +
-                                 ". Pass the old values, or another --out for a new run (options that may change: " +
-                                 ", ".join(flag(k) for k in MAY_CHANGE[:9]) + ")")
+                differ = ", ".join(f"{flag(k)} {old} (now {new})"
+                                   for k, (old, new) in changed.items())
+                may_change = ", ".join(flag(k) for k in MAY_CHANGE[:9])
+                raise ValueError(f"{path} was trained with other settings; an exact resume needs "
+                                 f"the same: {differ}. Pass the old values, or another --out "
+                                 f"for a new run (options that may change: {may_change})")
             change = classes_changed(ckpt, expect["classes"]) if "classes" in expect else None
             if change:  # the same options on other data (a folder's content changed)
-                raise ValueError(f"{path} was trained on another class list ({change}): its class ids "
-                                 f"would name other classes; pass the --data it was trained on, or "
-                                 f"another --out")
+                raise ValueError(f"{path} was trained on another class list ({change}): "
+                                 "its class ids would name other classes; "
+                                 "pass the --data it was trained on, or another --out")
         if rank == 0 and not error and not locked:
             error = lock_run(out)
     except ValueError as e:
@@ -276,7 +300,8 @@ def start_run(out, resume, settings, rank, expect):
 # ------------------------------------------------------------------------------------------------
 
 def rng_state():
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -291,11 +316,12 @@ def set_rng_state(state):
 
 
 def save_checkpoint(out, step, modules, optimizers, settings, extra=None, keep=2, keep_every=0):
-    """Gather full state dicts (collective: every rank calls this) and write `out/ckpt_{step:07d}.pt` on rank 0
-    with atomic_write, so a crash mid-write leaves only a temp file that the next run removes. Keeps the newest
-    `keep` checkpoints, and for good those of every `keep_every`-th step (the evaluated ones). Loadable with plain
-    torch.load: {"model", "ema", "opt", "step", "args" (the run's `settings` dict), "rng", ...}. Returns (path,
-    size in bytes, seconds) on rank 0."""
+    """Gather full state dicts (collective: every rank calls this) and write
+    `out/ckpt_{step:07d}.pt` on rank 0 with atomic_write, so a crash mid-write leaves only a temp
+    file that the next run removes. Keeps the newest `keep` checkpoints, and for good those of
+    every `keep_every`-th step (the evaluated ones). Loadable with plain torch.load: {"model",
+    "ema", "opt", "step", "args" (the run's `settings` dict), "rng", ...}. Returns (path, size in
+    bytes, seconds) on rank 0."""
     t0 = time.time()
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     ckpt = {name: get_model_state_dict(m, options=opts) for name, m in modules.items()}
@@ -314,10 +340,12 @@ def save_checkpoint(out, step, modules, optimizers, settings, extra=None, keep=2
         try:
             if not enough_space(out, needed):  # do not start a write that cannot finish
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            atomic_write(path, lambda fh: torch.save(ckpt, fh))  # a failed write leaves no temp file
+            # A failed write leaves no temp file.
+            atomic_write(path, lambda fh: torch.save(ckpt, fh))
         except (OSError, RuntimeError) as e:
-            error = (write_error(path, e, needed) + f"; the last checkpoint is intact: {latest_checkpoint(out)}; "
-                     f"free some space and run the same command to resume")
+            error = (write_error(path, e, needed)
+                     + f"; the last checkpoint is intact: {latest_checkpoint(out)}; "
+                     "free some space and run the same command to resume")
         else:
             size = os.path.getsize(path)
             for old in sorted(glob.glob(os.path.join(out, "ckpt_*.pt")))[:-keep]:
@@ -328,15 +356,19 @@ def save_checkpoint(out, step, modules, optimizers, settings, extra=None, keep=2
 
 
 def read_checkpoint(path, mmap=False):
-    """torch.load of one of our checkpoints; a file that is not one (truncated, another format) -> ValueError.
-    mmap=True (the loaders of checkpoints.py): only the tensors used are read; a 2B model's file also holds the Adam
-    moments (~25 GB)."""
+    """torch.load of one of our checkpoints; a file that is not one (truncated, another format)
+    -> ValueError. mmap=True (the loaders of checkpoints.py): only the tensors used are read; a 2B
+    model's file also holds the Adam moments (~25 GB)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)  # our own file: RNG needs pickle
-    except Exception as e:  # truncated zip, pickle garbage, ...: the message names the file, not the unpickler
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
+        # Our own file: the RNG states need pickle.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except Exception as e:  # truncated zip, pickle garbage, ...
+        # The message names the file, not the unpickler.
+        raise ValueError(f"{path} is not a readable checkpoint "
+                         f"({type(e).__name__}: {str(e)[:200]})") from e
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("args"), dict) or "model" not in ckpt:
-        raise ValueError(f"{path} is not a checkpoint of train_ae.py / train_diffusion.py (no 'args' and 'model')")
+        raise ValueError(f"{path} is not a checkpoint of train_ae.py / train_diffusion.py "
+                         "(no 'args' and 'model')")
     return ckpt
 
 
@@ -384,8 +416,8 @@ def load_checkpoint(ckpt, modules, optimizers, rank=0):
 # ------------------------------------------------------------------------------------------------
 
 class Meter:
-    """Sums of the logged terms as device tensors (no host sync per step), a count of non-finite losses, and counts
-    logged as running totals (e.g. skipped files)."""
+    """Sums of the logged terms as device tensors (no host sync per step), a count of non-finite
+    losses, and counts logged as running totals (e.g. skipped files)."""
 
     def __init__(self):
         self.sums, self.counts, self.steps = {}, {}, 0
@@ -398,35 +430,39 @@ class Meter:
             v = torch.as_tensor(v).detach().float()
             self.sums[k] = self.sums.get(k, 0) + v * weight
             if k == "loss":
-                self.sums["nonfinite"] = self.sums.get("nonfinite", 0) + (~torch.isfinite(v)).float()
+                self.sums["nonfinite"] = (self.sums.get("nonfinite", 0)
+                                          + (~torch.isfinite(v)).float())
 
     def end_step(self):
         self.steps += 1
 
 
-# What a sync point answers (Sync.reduce): the logged means since the last one, and whether the loss went non-finite,
-# a stop signal came, a checkpoint is due (a save step, the last step, the wall clock, a signal or an evaluation)
-# and an evaluation is due.
+# What a sync point answers (Sync.reduce): the logged means since the last one, and whether the
+# loss went non-finite, a stop signal came, a checkpoint is due (a save step, the last step, the
+# wall clock, a signal or an evaluation) and an evaluation is due.
 Tick = collections.namedtuple("Tick", "record nonfinite stopped save evaluate")
 
 
 class Sync:
-    """The sync points of a run, answered, not decided. `due(step)`: every --log-every steps, at save and evaluation
-    steps and at the last step, decided by the step alone, so every rank meets in the same all-reduce (a signal
-    reaches ranks at slightly different moments). `reduce(step, meter)`: that one all-reduce, of the logged sums and
-    the flags -> a Tick; between sync points the host never waits for the device. SIGTERM / SIGINT only note the
-    signal, for the trainer to act on at the next sync point (a second SIGINT interrupts at once)."""
+    """The sync points of a run, answered, not decided. `due(step)`: every --log-every steps, at
+    save and evaluation steps and at the last step, decided by the step alone, so every rank meets
+    in the same all-reduce (a signal reaches ranks at slightly different moments).
+    `reduce(step, meter)`: that one all-reduce, of the logged sums and the flags -> a Tick; between
+    sync points the host never waits for the device. SIGTERM / SIGINT only note the signal, for
+    the trainer to act on at the next sync point (a second SIGINT interrupts at once)."""
 
     def __init__(self, device, start_step, steps, log_every, save_every, save_minutes, batch_size,
                  train_flops_per_image=None, eval_every=0):
-        self.device, self.steps, self.log_every, self.save_every = device, steps, log_every, save_every
-        self.eval_every = eval_every
+        self.device, self.steps = device, steps
+        self.log_every, self.save_every, self.eval_every = log_every, save_every, eval_every
         self.save_minutes, self.batch_size = save_minutes, batch_size
-        self.last_save, self.t_last, self.step_last, self.totals = time.time(), time.time(), start_step, {}
+        self.last_save, self.t_last = time.time(), time.time()
+        self.step_last, self.totals = start_step, {}
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
-        self.mfu_per_image = train_flops_per_image / (peak * (dist.get_world_size() if is_distributed() else 1)) \
-            if peak and train_flops_per_image else None
+        world = dist.get_world_size() if is_distributed() else 1
+        self.mfu_per_image = (train_flops_per_image / (peak * world)
+                              if peak and train_flops_per_image else None)
         self.signal = None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.on_signal)
@@ -448,7 +484,8 @@ class Sync:
                 or self.evaluation_due(step))
 
     def reduce(self, step, meter):
-        """-> Tick(record with the means since the last sync point, non-finite?, stop?, save?, evaluate?)."""
+        """-> Tick(record with the means since the last sync point, non-finite?, stop?, save?,
+        evaluate?)."""
         keys, counts = sorted(k for k in meter.sums if k != "nonfinite"), sorted(meter.counts)
         flags = [self.signal is not None, time.time() - self.last_save > 60 * self.save_minutes]
         values = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(self.device) for v in
@@ -463,8 +500,9 @@ class Sync:
         for k, v in zip(counts, values[len(keys) + 1:]):
             self.totals[k] = self.totals.get(k, 0) + int(v)
         now = time.time()
+        images = (step - self.step_last) * self.batch_size  # since the last sync point
         record = {"step": step, **{k: v / n for k, v in zip(keys, values)}, **self.totals,
-                  "img_per_s": (step - self.step_last) * self.batch_size / max(now - self.t_last, 1e-9),
+                  "img_per_s": images / max(now - self.t_last, 1e-9),
                   "mem_gib": peak_memory_gib(self.device)}
         if self.mfu_per_image:
             record["mfu"] = record["img_per_s"] * self.mfu_per_image
@@ -479,14 +517,16 @@ class Sync:
         self.last_save = time.time()
 
     def close(self):
-        """Give SIGTERM / SIGINT back to Python's defaults (main() may run in-process, e.g. in tests)."""
+        """Give SIGTERM / SIGINT back to Python's defaults (main() may run in-process, e.g.
+        in tests)."""
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def finish(log, sync):
-    """The end of a run in this process, however it ends: signals back to Python, the log closed, the folder's lock
-    released, the process group down (main() may run again in-process, e.g. from toy.py)."""
+    """The end of a run in this process, however it ends: signals back to Python, the log closed,
+    the folder's lock released, the process group down (main() may run again in-process, e.g.
+    from toy.py)."""
     sync.close()
     log.close()
     release_locks()
@@ -497,7 +537,8 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16
 
 
 def peak_memory_gib(device):
-    """Peak memory: the CUDA caching allocator's high-water mark, or the process's peak RSS on CPU."""
+    """Peak memory: the CUDA caching allocator's high-water mark, or the process's peak RSS on
+    CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
@@ -515,17 +556,21 @@ class RunLog:
     metrics.N.jsonl (N = 1, 2, ... in the order they were set aside), says so, and starts a new
     one. An evaluation of a run passes another args_file so that it keeps the run's args.json."""
 
-    def __init__(self, out, settings, rank, total_steps, start_step, tensorboard=False, args_file="args.json"):
+    def __init__(self, out, settings, rank, total_steps, start_step, tensorboard=False,
+                 args_file="args.json"):
         self.rank, self.out = rank, out
         self.bar = self.tb = None
         if rank != 0:
             return
         os.makedirs(out, exist_ok=True)
-        atomic_write(os.path.join(out, args_file), lambda fh: fh.write(json.dumps(settings, indent=2).encode()))
-        if tensorboard:  # the same records, for `tensorboard --logdir`; a resume drops the events after its step
+        atomic_write(os.path.join(out, args_file),
+                     lambda fh: fh.write(json.dumps(settings, indent=2).encode()))
+        # --tensorboard: the same records, for `tensorboard --logdir`; a resume drops the events
+        # after its step.
+        if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(os.path.join(out, "tb"), purge_step=None if start_step is None else
-                                    start_step + 1)
+            self.tb = SummaryWriter(os.path.join(out, "tb"),
+                                    purge_step=None if start_step is None else start_step + 1)
         path = os.path.join(out, "metrics.jsonl")
         kept = None
         if start_step is None and os.path.isfile(path) and os.path.getsize(path) > 0:
@@ -565,11 +610,11 @@ class RunLog:
             self.tb.flush()
         if self.bar is not None:
             self.bar.n = record.get("step", self.bar.n)
-            self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items()
-                                  if k != "step"}, refresh=True)
+            self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                                  for k, v in record.items() if k != "step"}, refresh=True)
         elif show:
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                  flush=True)
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in record.items()), flush=True)
 
     def message(self, text):
         if self.rank != 0:
@@ -581,8 +626,9 @@ class RunLog:
             print(text, flush=True)
 
     def append(self, record):
-        """One JSON line. A disk that fills up mid-run ends the run with one line and exit status 4 (the checkpoints
-        on disk are complete; under torchrun the launcher then stops the other ranks)."""
+        """One JSON line. A disk that fills up mid-run ends the run with one line and exit status 4
+        (the checkpoints on disk are complete; under torchrun the launcher then stops the other
+        ranks)."""
         try:
             self.fh.write(json.dumps(record) + "\n")
             self.fh.flush()
@@ -602,8 +648,8 @@ class RunLog:
             self.tb.flush()
 
     def logged(self, step, key):
-        """Whether metrics.jsonl holds a record of `step` with `key` (rank 0; e.g. an evaluation that a
-        signal interrupted is evaluated again on resume, one that finished is not)."""
+        """Whether metrics.jsonl holds a record of `step` with `key` (rank 0; e.g. an evaluation
+        that a signal interrupted is evaluated again on resume, one that finished is not)."""
         with open(os.path.join(self.out, "metrics.jsonl")) as fh:
             for line in fh:
                 try:
@@ -615,21 +661,24 @@ class RunLog:
         return False
 
     def nonfinite(self, step):
-        """The loss went non-finite: nothing is written, the last checkpoint stays the last good state.
-        -> the exit status, 3."""
-        self.message(f"non-finite loss by step {step}; stopping. The last checkpoint is untouched: "
-                     f"{latest_checkpoint(self.out)}")
+        """The loss went non-finite: nothing is written, the last checkpoint stays the last good
+        state. -> the exit status, 3."""
+        self.message(f"non-finite loss by step {step}; stopping. "
+                     f"The last checkpoint is untouched: {latest_checkpoint(self.out)}")
         return 3
 
     def stopped(self, signum, step, evaluating=False):
-        """SIGTERM / SIGINT: the checkpoint of `step` is on disk. -> the exit status, 128 + the signal."""
+        """SIGTERM / SIGINT: the checkpoint of `step` is on disk. -> the exit status, 128 + the
+        signal."""
         what = f"while evaluating step {step}" if evaluating else f"at step {step} after saving"
-        self.message(f"stopped by {signal.Signals(signum).name} {what}; run the same command again to resume"
+        self.message(f"stopped by {signal.Signals(signum).name} {what}; "
+                     "run the same command again to resume"
                      + (f" (step {step} is evaluated first)" if evaluating else ""))
         return 128 + signum
 
     def saved(self, path, size, seconds):
-        """A checkpoint was written: a message, and a record that benchmarks read (benchmarks/bench.py)."""
+        """A checkpoint was written: a message, and a record that benchmarks read
+        (benchmarks/bench.py)."""
         self.message(f"saved {path} ({size / 2 ** 30:.2f} GiB in {seconds:.1f}s)")
         if self.rank == 0:
             self.append({"saved": path, "bytes": size, "seconds": seconds})

@@ -2,11 +2,11 @@
 Sec. 4.1).
 
 Each step draws c' from the candidate list [c1, c1 + step, ..., c] (per rank, as the official
-trainer does; K of them with --num-c-primes, one encode and K masked decodes), reconstructs from
-z * mask_{c,c'} (Eq. 1) and minimises l(x, D(z * mask)) = L1 + LPIPS (+ GAN in phase 3; ae_loss.py).
-`--no-structured` trains the plain DC-AE baseline (always c' = c) for the Table 5 comparison.
-`--eval-every N` measures PSNR, LPIPS and rFID per c' on held-out images while it trains, as
-eval_ae.py does (which also draws Fig. 2a and Fig. 3).
+trainer does; K of them with --num-c-primes, one encode and K masked decodes), reconstructs
+from z * mask_{c,c'} (Eq. 1) and minimises l(x, D(z * mask)) = L1 + LPIPS (+ GAN in phase 3;
+ae_loss.py). `--no-structured` trains the plain DC-AE baseline (always c' = c) for the Table 5
+comparison. `--eval-every N` measures PSNR, LPIPS and rFID per c' on held-out images while it
+trains, as eval_ae.py does (which also draws Fig. 2a and Fig. 3).
 
 `--finetune-decoder K` fine-tunes the decoder of --init for one c' (Fig. 3: "The decoder is
 fine-tuned for all settings to fully reveal the information encoded in the (partial) latent
@@ -21,8 +21,8 @@ The three DC-AE phases (Sec. 4.1, following DC-AE):
 
     python train_ae.py                                   # tiny AE on the toy data (CPU, minutes)
     torchrun --nproc_per_node 8 train_ae.py --model dc-ae-f32c128-1.5 --data /data/imagenet/train
-    torchrun --nproc_per_node 8 train_ae.py --model dc-ae-f32c128-1.5 --data /data/imagenet/train \\
-        --phase 2 --init runs/ae-p1 --out runs/ae-p2
+    torchrun --nproc_per_node 8 train_ae.py --model dc-ae-f32c128-1.5 \\
+        --data /data/imagenet/train --phase 2 --init runs/ae-p1 --out runs/ae-p2
     python train_ae.py --init runs/ae --finetune-decoder 8 --steps 500 --out runs/ae-decoder-c8
 """
 import argparse
@@ -56,9 +56,11 @@ TINY_RECIPE = dict(resolution=32, batch_size=32, lr=3e-4, steps=1000, warmup=20,
                    always="none", disc_width=16)
 PAPER = dict(ema_decay=0.9999, ema_warmup=2000, w_lpips=1.0, save_minutes=30, num_c_primes=1,
              always="none", disc_width=64)
-PAPER_RECIPE = {1: dict(PAPER, resolution=256, batch_size=256, lr=1e-4, steps=200_000, warmup=1000),
-                2: dict(PAPER, resolution=512, batch_size=64, lr=5e-5, steps=50_000, warmup=500),
-                3: dict(PAPER, resolution=256, batch_size=256, lr=5e-5, steps=50_000, warmup=500)}
+PAPER_RECIPE = {
+    1: dict(PAPER, resolution=256, batch_size=256, lr=1e-4, steps=200_000, warmup=1000),
+    2: dict(PAPER, resolution=512, batch_size=64, lr=5e-5, steps=50_000, warmup=500),
+    3: dict(PAPER, resolution=256, batch_size=256, lr=5e-5, steps=50_000, warmup=500),
+}
 ALWAYS = ("none", "max", "min-max")  # c' in every step: DC-Gen's always_sample_(min_)max_channel
 
 
@@ -66,10 +68,12 @@ def sample_step_c_primes(candidates, k=1, always="none", generator=None):
     """The K c' of one AE training step (DC-Gen aecore/trainer.py, prepare_batch): draws with
     replacement from the candidates (ae.sample_c_prime); always "max" makes the first one c,
     "min-max" the first two the smallest and c."""
-    fixed = {"none": [], "max": [candidates[-1]], "min-max": [candidates[0], candidates[-1]]}[always]
+    fixed = {"none": [], "max": [candidates[-1]],
+             "min-max": [candidates[0], candidates[-1]]}[always]
     if k < max(len(fixed), 1):
         raise ValueError(f"{k} c' per step cannot include {fixed}")
-    drawn = ae_lib.sample_c_prime(candidates, k - len(fixed), generator).tolist() if k > len(fixed) else []
+    drawn = (ae_lib.sample_c_prime(candidates, k - len(fixed), generator).tolist()
+             if k > len(fixed) else [])
     return fixed + drawn
 
 
@@ -87,7 +91,8 @@ def trainable_prefixes(ae, phase, finetune_decoder=None):
     if phase == 1:
         return [""]
     last = len(ae.encoder.down_blocks) - 1
-    if phase == 2:  # the layers next to the latent: the deepest stage on each side, the latent convs
+    # phase 2: the layers next to the latent: the deepest stage on each side, the latent convs
+    if phase == 2:
         return [f"encoder.down_blocks.{last}.", "encoder.conv_out.", "decoder.conv_in.",
                 f"decoder.up_blocks.{last}."]
     # phase 3: the decoder head, i.e. its highest-resolution stage and output layers
@@ -117,7 +122,8 @@ def resolve(args, device):
     recipe = TINY_RECIPE if cfg.recipe == "tiny" else PAPER_RECIPE[args.phase]
     # 1.5: Eq. 1; 1.0 / 1.1: not. A fine-tuned decoder's AE is --init's, structured or not.
     structured = None if tuned else cfg.structured if args.structured is None else args.structured
-    single = tuned or not structured  # one c' per step: K decodes of c' = c would be K copies of one
+    # One c' per step: K decodes of c' = c would be K copies of one.
+    single = tuned or not structured
     return run.resolve(
         args, recipe, structured=structured,
         num_c_primes=1 if single else args.num_c_primes or recipe["num_c_primes"],
@@ -137,8 +143,8 @@ def check_args(s, ae, world_size):
         raise ValueError(f"--resolution {s.resolution} is not a positive multiple of {ae.name}'s "
                          f"f={ae.f}")
     if not (1 <= s.c_prime_start <= ae.c) or s.c_prime_step < 1:
-        raise ValueError(f"c' list must lie in [1, c={ae.c}]: got --c-prime-start {s.c_prime_start} "
-                         f"--c-prime-step {s.c_prime_step}")
+        raise ValueError(f"c' list must lie in [1, c={ae.c}]: "
+                         f"got --c-prime-start {s.c_prime_start} --c-prime-step {s.c_prime_step}")
     if s.num_c_primes < 1 + (s.always == "min-max"):
         raise ValueError(f"--num-c-primes {s.num_c_primes} must be >= 1 (>= 2 with --always "
                          f"min-max)")
@@ -148,8 +154,8 @@ def check_args(s, ae, world_size):
         raise ValueError(f"--finetune-decoder {s.finetune_decoder} must lie in [1, c={ae.c}]")
     if s.finetune_decoder is not None and not s.init:
         raise ValueError(f"--finetune-decoder {s.finetune_decoder} fine-tunes the decoder of a "
-                         f"trained AE: pass its encoder and decoder with --init (a train_ae.py run, "
-                         f"a released folder or hub id)")
+                         f"trained AE: pass its encoder and decoder with --init "
+                         f"(a train_ae.py run, a released folder or hub id)")
     if s.eval_every < 0 or s.eval_images < 1:
         raise ValueError(f"--eval-every {s.eval_every} must be >= 0 and --eval-images "
                          f"{s.eval_images} >= 1")
@@ -161,8 +167,8 @@ def check_args(s, ae, world_size):
 
 
 def read_init(init, model, resume, out):
-    """--init: the weights of a previous phase (a train_ae.py run or checkpoint: its EMA weights) or
-    released ones (a DC-Gen or diffusers folder, a hub id), unless this run resumes.
+    """--init: the weights of a previous phase (a train_ae.py run or checkpoint: its EMA weights)
+    or released ones (a DC-Gen or diffusers folder, a hub id), unless this run resumes.
     -> (state dict, its source) or (None, None)."""
     if not init or run.resume_path(resume, out):
         return None, None
@@ -201,11 +207,13 @@ def main(args):
     # Model and EMA (FSDP2), optimizers (and the PatchGAN), every rank's own RNG streams, then the
     # checkpoint.
     def build():  # the previous phase's weights (--init) go in before sharding
-        model = ae_lib.build_ae(s.model, c_prime_start=s.c_prime_start, c_prime_step=s.c_prime_step)
+        model = ae_lib.build_ae(s.model, c_prime_start=s.c_prime_start,
+                                c_prime_step=s.c_prime_step)
         if init is not None:
             model.load_state_dict(init)
         return model.to(device)
-    model, ema = fsdp.build_with_ema(build, s.seed, methods=("encode", "decode"))  # grids call them
+    # The grids call encode and decode, not forward: they get FSDP's unshard hooks too.
+    model, ema = fsdp.build_with_ema(build, s.seed, methods=("encode", "decode"))
     prefixes, n_train = set_phase(model, s.phase, s.finetune_decoder)
     opt = fsdp.adamw(model, s.lr, 0.0, (0.9, 0.999))
     modules, optimizers = {"model": model, "ema": ema}, {"opt": (opt, model)}
@@ -215,7 +223,8 @@ def main(args):
         opt_disc = fsdp.adamw(disc, s.disc_lr or s.lr, 0.0, (0.5, 0.9))
         modules["disc"], optimizers["opt_disc"] = disc, (opt_disc, disc)
     torch.manual_seed((s.seed * 1000 + rank) % 2 ** 64)  # c' draws and flips differ across ranks
-    step, data_state = run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
+    step, data_state = (run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path
+                        else (0, None))
     elapsed = ckpt.get("elapsed", 0.0) if ckpt else 0.0  # training seconds before this process
     # A fine-tuned decoder records the c' it serves and whose encoder it decodes (the checkpoint
     # holds that encoder too, bit for bit: eval_ae.py --decoders compares it with --ae's). On
@@ -280,10 +289,12 @@ def main(args):
     # Training loop. The host waits for the device only at sync points (every --log-every steps,
     # at saves and evaluations).
     model.train()
-    code, clock = 0, time.time()  # training time = elapsed + (now - clock); evaluations do not count
+    # Training time = elapsed + (now - clock): evaluations do not count.
+    code, clock = 0, time.time()
     while step < s.steps:
         lr = fsdp.set_lr(opt, step, s.lr, s.warmup)
-        # K c' per step (DC-Gen's num_sample_latent_channels) on the training RNG: one encode, K decodes.
+        # K c' per step (DC-Gen's num_sample_latent_channels), drawn on the training RNG:
+        # one encode, K decodes.
         c_primes = sample_step_c_primes(candidates, s.num_c_primes, s.always)
         for i in range(s.accum):
             x, _, bad = next(batches)
@@ -293,11 +304,13 @@ def main(args):
             # Channel masks (Eq. 1): block k keeps the first c'_k channels of every image.
             mask = torch.stack([ae_lib.channel_mask(model.c, [cp] * len(x)) for cp in c_primes])
             mask = mask.to(device, non_blocking=True)  # (K, N, c, 1, 1)
-            if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter at the last one
+            # FSDP2: the gradients are reduce-scattered at the last micro-step only.
+            if hasattr(model, "set_requires_gradient_sync"):
                 model.set_requires_gradient_sync(i == s.accum - 1)
             with torch.autocast(device.type, torch.bfloat16, enabled=s.bf16):
                 x_rec = train_model(x, mask)  # (K N, 3, H, W): decodes of z * mask_k (Fig. 4)
-                # The mean over the K blocks: the mean of the K losses, each against the same images.
+                # The mean over the K blocks: the mean of the K losses, each against the same
+                # images (x repeated K times).
                 loss, terms = loss_fn(x.repeat(len(c_primes), 1, 1, 1), x_rec.float(), step)
             (loss / s.accum).backward()
             meter.add({"loss": loss, **terms}, 1 / s.accum)
@@ -331,7 +344,8 @@ def main(args):
             if tick.nonfinite:  # nothing written: the last checkpoint stays the last good state
                 code = log.nonfinite(step)
                 break
-            log.log({**tick.record, "lr": lr, "c_prime": c_primes[0] if len(c_primes) == 1 else c_primes})
+            log.log({**tick.record, "lr": lr,
+                     "c_prime": c_primes[0] if len(c_primes) == 1 else c_primes})
             if tick.save:
                 save()
             if tick.evaluate:  # before a stop: an AE evaluation takes seconds, and is not resumed
@@ -349,7 +363,8 @@ def header(log, s, model, n_train, prefixes, candidates, micro, world_size, devi
     n_params = sum(p.numel() for p in model.parameters())
     log.log({"params": n_params, "params_local": fsdp.local_numel(model)}, show=False)
     if s.finetune_decoder is not None:
-        c_primes = f"c' = {s.finetune_decoder}: the decoder fine-tuned (Fig. 3), the encoder frozen"
+        c_primes = (f"c' = {s.finetune_decoder}: the decoder fine-tuned (Fig. 3), "
+                    "the encoder frozen")
     else:
         always = {"none": "", "max": " with c", "min-max": " with the smallest and c"}[s.always]
         c_primes = (f"structured={s.structured} c' in {candidates}, {s.num_c_primes} per step"
@@ -368,7 +383,8 @@ def evaluators(s, lp, rank, world_size, device, log):
     if not s.eval_every:
         return None, None, None
     images = held_out(s.eval_data or s.data, s.resolution, s.eval_images)
-    loader = data_lib.make_loader(images, 32, rank, world_size, s.num_workers, device.type == "cuda")
+    loader = data_lib.make_loader(images, 32, rank, world_size, s.num_workers,
+                                  device.type == "cuda")
     if lp is None:
         try:
             lp = ae_lib.build_lpips(random_weights=s.lpips_random).to(device)
@@ -409,10 +425,14 @@ def recipe_default(key):
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__)
     add = parser.add_argument
-    add("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f8c64-tiny", help="AE (ae.py)")
+    add("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f8c64-tiny",
+        help="AE (ae.py)")
+    add("--seed", type=cli.integer(*cli.SEED), default=0,
+        help="model init and the per-rank random streams")
     add("--data", default="toy", help="'toy' or an ImageNet-style folder (class subfolders)")
     add("--toy-size", type=int, default=50_000, help="images of the toy dataset")
-    add("--resolution", type=int, default=None, help=f"image side ({recipe_default('resolution')})")
+    add("--resolution", type=int, default=None,
+        help=f"image side ({recipe_default('resolution')})")
     add("--phase", type=int, choices=[1, 2, 3], default=1, help="the DC-AE training phase")
     add("--structured", action=argparse.BooleanOptionalAction, default=None,
         help="train with the channel mask of Eq. 1 (default: on, except for -1.0/-1.1 baselines)")
@@ -420,22 +440,26 @@ def parse_args(argv=None):
         help="first c' of the list (default: the AE entry's; paper models 16)")
     add("--c-prime-step", type=int, default=None,
         help="step of the c' list (default: the AE entry's; paper models 4)")
-    add("--num-c-primes", type=int, default=None, help="K c' per step: one encode, K masked decodes, "
-        "the mean loss (DC-Gen's num_sample_latent_channels). Default: 1, DC-Gen's")
-    add("--always", choices=ALWAYS, default=None, help="c' in each step's K: max = c "
-        "(always_sample_max_channel), min-max = the smallest and c. Default: none, DC-Gen's")
+    add("--num-c-primes", type=int, default=None,
+        help="K c' per step: one encode, K masked decodes, the mean loss "
+             "(DC-Gen's num_sample_latent_channels). Default: 1, DC-Gen's")
+    add("--always", choices=ALWAYS, default=None,
+        help="c' in each step's K: max = c (always_sample_max_channel), "
+             "min-max = the smallest and c. Default: none, DC-Gen's")
     add("--steps", type=int, default=None, help=f"optimizer steps ({recipe_default('steps')})")
     add("--batch-size", type=int, default=None,
         help=f"global batch size ({recipe_default('batch_size')})")
     add("--accum", type=int, default=1, help="gradient accumulation micro-steps")
     add("--lr", type=cli.real(0, above=True), default=None,
         help=f"AdamW learning rate ({recipe_default('lr')})")
-    add("--warmup", type=int, default=None, help=f"linear LR warm-up steps ({recipe_default('warmup')})")
+    add("--warmup", type=int, default=None,
+        help=f"linear LR warm-up steps ({recipe_default('warmup')})")
     add("--grad-clip", type=cli.real(0), default=1.0, help="max grad norm (0: no clipping)")
     add("--ema-decay", type=cli.real(0, 1), default=None,
         help=f"EMA decay ({recipe_default('ema_decay')})")
-    add("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / "
-        f"W)); 0: constant decay ({recipe_default('ema_warmup')})")
+    add("--ema-warmup", type=int, default=None,
+        help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
+             f"0: constant decay ({recipe_default('ema_warmup')})")
     add("--w-lpips", type=cli.real(0), default=None,
         help=f"weight of LPIPS, beside L1's 1 ({recipe_default('w_lpips')})")
     add("--w-gan", type=cli.real(0), default=0.1, help="weight of the hinge GAN term")
@@ -450,28 +474,35 @@ def parse_args(argv=None):
     add("--compile", action=argparse.BooleanOptionalAction, default=None,
         help="torch.compile the model (default: on with CUDA, off on CPU)")
     add("--out", default="runs/ae", help="run folder: args, metrics, grids, checkpoints")
-    add("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
-    add("--init", default=None, help="weights of a previous phase: a train_ae.py run or checkpoint (its "
-        "EMA), a released name, folder or hub id (default: random init)")
+    add("--resume", default=None,
+        help="checkpoint or run folder to resume (default: the newest in --out)")
+    add("--init", default=None,
+        help="weights of a previous phase: a train_ae.py run or checkpoint (its EMA), "
+             "a released name, folder or hub id (default: random init)")
     add("--finetune-decoder", type=int, default=None, metavar="K",
-        help="fine-tune the decoder of --init for c' = K (Fig. 3): the encoder frozen, the latents "
-        "masked to the first K channels (Eq. 1), the whole decoder trained with the AE loss of "
-        "--phase; for eval_ae.py --decoders K=OUT (default: off)")
-    add("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
+        help="fine-tune the decoder of --init for c' = K (Fig. 3): the encoder frozen, "
+             "the latents masked to the first K channels (Eq. 1), "
+             "the whole decoder trained with the AE loss of --phase; "
+             "for eval_ae.py --decoders K=OUT (default: off)")
+    add("--save-every", type=int, default=None,
+        help="checkpoint every N steps (default: 10%% of --steps)")
     add("--save-minutes", type=cli.real(0, above=True), default=None,
         help=f"... and at least every M minutes of wall time ({recipe_default('save_minutes')})")
-    add("--grid-every", type=int, default=1000, help="Fig. 3 grid of the EMA every N steps (0: never)")
+    add("--grid-every", type=int, default=1000,
+        help="Fig. 3 grid of the EMA every N steps (0: never)")
     add("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
-    add("--num-workers", type=int, default=2, help="DataLoader workers")
-    add("--eval-every", type=int, default=0, help="PSNR, LPIPS and rFID per c' of the EMA on held-out "
-        "images every N steps, as eval_ae.py measures them, into metrics.jsonl (0: never)")
-    add("--eval-images", type=int, default=1000, help="held-out images per evaluation")
-    add("--eval-data", default=None, help="held-out image folder of --eval-every (default: the toy "
-        "data's held-out set; needed with a --data folder)")
-    add("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth: rFID in "
-        "--eval-every ('random' for smoke runs; default: no rFID)")
     add("--tensorboard", action="store_true", help="also write every record and grid to OUT/tb")
-    add("--seed", type=cli.integer(*cli.SEED), default=0, help="model init and the per-rank random streams")
+    add("--num-workers", type=int, default=2, help="DataLoader workers")
+    add("--eval-every", type=int, default=0,
+        help="PSNR, LPIPS and rFID per c' of the EMA on held-out images every N steps, "
+             "as eval_ae.py measures them, into metrics.jsonl (0: never)")
+    add("--eval-data", default=None,
+        help="held-out image folder of --eval-every "
+             "(default: the toy data's held-out set; needed with a --data folder)")
+    add("--inception-weights", default=None,
+        help="pt_inception-2015-12-05-6726825d.pth: rFID in --eval-every "
+             "('random' for smoke runs; default: no rFID)")
+    add("--eval-images", type=int, default=1000, help="held-out images per evaluation")
     return parser.parse_args(argv)
 
 

@@ -1,5 +1,6 @@
-"""Train a class-conditional latent diffusion model with augmented diffusion training (paper Sec. 3.3,
-Eq. 2, Fig. 5; Sec. 4.1; Tables 2-5), and measure its convergence while it trains (Fig. 5b, Fig. 1).
+"""Train a class-conditional latent diffusion model with augmented diffusion training (paper
+Sec. 3.3, Eq. 2, Fig. 5; Sec. 4.1; Tables 2-5), and measure its convergence while it trains
+(Fig. 5b, Fig. 1).
 
 1. Latents: the dataset is encoded once by the frozen AE (center crops, no flips, fp32), sharded
    across ranks, into a cache folder that records the AE's identity and the class list
@@ -7,9 +8,9 @@ Eq. 2, Fig. 5; Sec. 4.1; Tables 2-5), and measure its convergence while it train
 2. Training: any backbone of models.py with its objective (DiT: DDPM, UViT: eps, SiT/USiT: flow
    matching). `--aug` adds Eq. 2's masked objectives on the first c' channels: `replace` draws each
    sample's c' from the list (which includes c; the paper's literal Eq. 2), `extra` adds a masked
-   copy of the batch to the full-channel loss (the official always_sample_max_channel), `off` trains
-   the plain objective. Whether the AE is structured is independent (its own checkpoint), so Table
-   5's four cells are four runs.
+   copy of the batch to the full-channel loss (the official always_sample_max_channel), `off`
+   trains the plain objective. Whether the AE is structured is independent (its own checkpoint),
+   so Table 5's four cells are four runs.
 3. Convergence: `--eval-every N --fid REF` samples the EMA every N steps and logs FID, sFID, IS,
    precision and recall (per c' with --eval-c-primes) to metrics.jsonl with the images seen and the
    device-hours: the numbers `sample.py --ckpt OUT/ckpt_<step>.pt --num-samples K --fid REF` gives.
@@ -58,14 +59,16 @@ def resolve(args, device, ae):
 
 
 def check_args(s, ae, world_size):
-    """What the settings `s` must satisfy, before any compute (--out too, before the cache under it)."""
+    """What the settings `s` must satisfy, before any compute (--out too, before the cache
+    under it)."""
     run.check_training(s.steps, s.batch_size, s.accum, s.save_every, s.log_every, s.num_workers,
                        s.save_minutes, world_size)
     run.check_out(s.out)
     if s.resolution < 1 or s.resolution % ae.f:
         raise ValueError(f"--resolution {s.resolution} is not a positive multiple of the AE's "
                          f"f={ae.f} ({ae.name})")
-    for option, values in (("--aug-c-primes", s.aug_c_primes), ("--eval-c-primes", s.eval_c_primes)):
+    for option, values in (("--aug-c-primes", s.aug_c_primes),
+                           ("--eval-c-primes", s.eval_c_primes)):
         if any(not 1 <= cp <= ae.c for cp in values):
             raise ValueError(f"{option} {values} must lie in [1, c={ae.c}]")
     if s.data != "toy" and not os.path.isdir(s.data):
@@ -74,17 +77,17 @@ def check_args(s, ae, world_size):
         raise ValueError(f"--eval-every {s.eval_every} must be >= 0 and --eval-samples "
                          f"{s.eval_samples} >= 2")
     if s.eval_every and not (s.fid and os.path.exists(s.fid)):
-        raise ValueError(f"--eval-every needs --fid REF, a reference batch, statistics .npz or image "
-                         f"folder (got {s.fid})")
+        raise ValueError(f"--eval-every needs --fid REF, a reference batch, statistics .npz "
+                         f"or image folder (got {s.fid})")
     if s.inception_weights not in (None, "random") and not os.path.isfile(s.inception_weights):
         raise ValueError(f"--inception-weights not found: {s.inception_weights}")
 
 
 def latent_cache(ae, source, s, classes):
-    """(identity, meta.json of a usable cache or None, the dataset to encode or None, what was wrong
-    with a damaged cache or None): a cache is used only if the same AE, data, resolution and precision
-    made it on the same classes; one made by anything else is refused (ValueError); a damaged one
-    (latents.open_cache) is rebuilt."""
+    """(identity, meta.json of a usable cache or None, the dataset to encode or None, what was
+    wrong with a damaged cache or None): a cache is used only if the same AE, data, resolution and
+    precision made it on the same classes; one made by anything else is refused (ValueError); a
+    damaged one (latents.open_cache) is rebuilt."""
     data = os.path.abspath(s.data) if s.data != "toy" else f"toy:{s.toy_size}"
     identity = dict(ae=source, ae_name=ae.name, ae_fingerprint=latents.fingerprint(ae), data=data,
                     resolution=s.resolution, ae_bf16=s.ae_bf16)
@@ -99,7 +102,8 @@ def latent_cache(ae, source, s, classes):
         latents.check_classes(s.cache, meta, classes)
     else:
         run.check_out(s.cache, "--cache")
-    # The toy data are one fixed dataset (seed 0), whatever the training --seed: seeds share a cache.
+    # The toy data are one fixed dataset (seed 0), whatever the training --seed:
+    # seeds share a cache.
     dataset = None if meta else data_lib.build_dataset(s.data, s.resolution, s.num_classes,
                                                        s.toy_size, 0)
     return identity, meta, dataset, damaged
@@ -107,11 +111,13 @@ def latent_cache(ae, source, s, classes):
 
 @torch.no_grad()
 def save_samples(ema, objective, ae, scale, latent_shape, num_classes, bf16, path, rank):
-    """A preview grid from the EMA weights with fixed noise, rows = classes (at most 8); the training
-    RNG is left untouched. Every rank samples (the EMA may be sharded), rank 0 writes the PNG."""
+    """A preview grid from the EMA weights with fixed noise, rows = classes (at most 8); the
+    training RNG is left untouched. Every rank samples (the EMA may be sharded), rank 0 writes
+    the PNG."""
     device = next(ema.parameters()).device
     classes = list(range(min(num_classes, 8)))
-    y = torch.tensor(classes, device=device).repeat_interleave(PREVIEW["columns"])  # (rows * cols,)
+    y = torch.tensor(classes, device=device)  # (rows,)
+    y = y.repeat_interleave(PREVIEW["columns"])  # (rows * cols,)
     g = torch.Generator(device).manual_seed(1234)
     z = torch.randn(len(y), *latent_shape, generator=g, device=device)  # (rows * cols, c, h, w)
     ema.eval()
@@ -120,17 +126,19 @@ def save_samples(ema, objective, ae, scale, latent_shape, num_classes, bf16, pat
         x0 = objective.sample(ema, z, y, objective.preview, PREVIEW["steps"], generator=g)
         x = ae.decode(x0.float() / scale).float().clamp(-1, 1)  # the latent scale undone first
     if rank == 0:
-        data_lib.save_grid(x, path, nrow=PREVIEW["columns"], row_labels=[f"class {c}" for c in classes])
+        data_lib.save_grid(x, path, nrow=PREVIEW["columns"],
+                           row_labels=[f"class {c}" for c in classes])
 
 
 def evaluate(ema, build, objective, ae, scale, latent_shape, num_classes, c_primes, samples,
              inception, reference, rank, world_size, stop):
     """FID during training (Fig. 5b, Fig. 1): what `sample.py --ckpt <this step's checkpoint>
-    --num-samples K --fid REF` computes with its defaults (the objective's protocol sampler, no CFG,
-    random labels, seed 0, chunks of evaluation.BATCH, the EMA weights, fp32), from all c channels
-    and from the first c' of `c_primes` (as sample.py --c-prime). Every rank samples its chunks with
-    an unsharded copy of the EMA (an adaptive solver takes other steps on each rank).
-    -> {metric: value, metric_c<c'>: value}, or None when stop() said yes (a signal) on any rank."""
+    --num-samples K --fid REF` computes with its defaults (the objective's protocol sampler, no
+    CFG, random labels, seed 0, chunks of evaluation.BATCH, the EMA weights, fp32), from all c
+    channels and from the first c' of `c_primes` (as sample.py --c-prime). Every rank samples its
+    chunks with an unsharded copy of the EMA (an adaptive solver takes other steps on each rank).
+    -> {metric: value, metric_c<c'>: value}, or None when stop() said yes (a signal) on any
+    rank."""
     model = fsdp.unsharded_copy(ema, build).eval()
     sampler, steps = diffusion.resolve_sampler(objective)
     labels = evaluation.sample_labels(samples, 0, list(range(num_classes)))  # (K,)
@@ -146,13 +154,14 @@ def evaluate(ema, build, objective, ae, scale, latent_shape, num_classes, c_prim
         if metrics is None:
             return None
         suffix = "" if c_prime is None else f"_c{c_prime}"
-        result.update({k + suffix: metrics[k] for k in ("fid", "sfid", "is_mean", "precision", "recall")})
+        result.update({k + suffix: metrics[k]
+                       for k in ("fid", "sfid", "is_mean", "precision", "recall")})
     return result
 
 
 def main(args):
-    # Setup: process group, the frozen AE, the settings, the run folder (lock, resume checkpoint) and
-    # the latent cache, all checked before any compute.
+    # Setup: process group, the frozen AE, the settings, the run folder (lock, resume checkpoint)
+    # and the latent cache, all checked before any compute.
     rank, world_size, device = fsdp.setup()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     error, ae = None, None
@@ -173,31 +182,37 @@ def main(args):
     # Latents, encoded once; the scale that makes them unit-std: the released factor of released
     # weights, else 1 / std.
     if damaged and rank == 0:
-        print(f"latent cache {s.cache} is damaged: {damaged}; rebuilding it", file=sys.stderr, flush=True)
+        print(f"latent cache {s.cache} is damaged: {damaged}; rebuilding it",
+              file=sys.stderr, flush=True)
     if meta is None:
         meta = latents.build_cache(ae, dataset, s.cache, identity, rank, world_size, device,
                                    s.encode_batch, s.num_workers, s.ae_bf16)
     scale = frozen.scaling_factor or 1.0 / meta["latent_std"]
     num_classes = len(classes)
 
-    # Model and EMA (FSDP2), optimizer, then every rank's own RNG streams, and the checkpoint over them.
+    # Model and EMA (FSDP2), optimizer, then every rank's own RNG streams, and the checkpoint
+    # over them.
     def build():
         return models.create_model(s.model, in_channels=ae.c, input_size=latent_shape[1],
                                    num_classes=num_classes, patch_size=s.patch_size, device=device)
     model, ema = fsdp.build_with_ema(build, s.seed)
     opt = fsdp.adamw(model, s.lr, s.weight_decay, tuple(s.betas))
     modules, optimizers = {"model": model, "ema": ema}, {"opt": (opt, model)}
-    torch.manual_seed((s.seed * 1000 + rank) % 2 ** 64)  # noise, t, c', label dropout differ by rank
-    step, data_state = run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path else (0, None)
-    elapsed = ckpt.get("elapsed", 0.0) if ckpt else 0.0  # training seconds before this process (rank 0)
+    # The noise, t, c' and label dropout differ by rank.
+    torch.manual_seed((s.seed * 1000 + rank) % 2 ** 64)
+    step, data_state = (run.load_checkpoint(ckpt, modules, optimizers, rank) if ckpt_path
+                        else (0, None))
+    # The training seconds before this process (rank 0's: only rank 0 reads the checkpoint).
+    elapsed = ckpt.get("elapsed", 0.0) if ckpt else 0.0
     del ckpt
     log = run.RunLog(s.out, vars(s), rank, s.steps, step if ckpt_path else None, s.tensorboard)
     if ckpt_path:
         log.message(f"resumed from {ckpt_path} at step {step}")
     micro = s.batch_size // (world_size * s.accum)
     try:  # latents are memory-mapped: read in this process, no DataLoader workers
-        batches = data_lib.Batches(latents.LatentCache(s.cache, meta["parts"]), micro, rank, world_size,
-                                   s.seed, pin_memory=device.type == "cuda", state=data_state)
+        batches = data_lib.Batches(latents.LatentCache(s.cache, meta["parts"]),
+                                   micro, rank, world_size, s.seed,
+                                   pin_memory=device.type == "cuda", state=data_state)
     except ValueError as e:
         fsdp.fail(str(e), rank)
     objective = diffusion.make_objective(models.MODELS[s.model].objective)
@@ -219,10 +234,11 @@ def main(args):
         except (ValueError, FileNotFoundError) as e:
             fsdp.fail(str(e), rank)
 
-    def save():  # this step's checkpoint; an evaluated one is kept for good (the curve is checkable)
-        extra = {"ae": source, "ae_name": ae.name, "scaling_factor": scale, "num_classes": num_classes,
-                 "classes": classes, "latent_shape": latent_shape, "data": batches.state(),
-                 "elapsed": elapsed + time.time() - clock}
+    # This step's checkpoint; an evaluated one is kept for good (the curve is checkable).
+    def save():
+        extra = {"ae": source, "ae_name": ae.name, "scaling_factor": scale,
+                 "num_classes": num_classes, "classes": classes, "latent_shape": latent_shape,
+                 "data": batches.state(), "elapsed": elapsed + time.time() - clock}
         log.saved(*run.save_checkpoint(s.out, step, modules, optimizers, vars(s), extra,
                                        keep_every=s.eval_every))
         sync.saved()
@@ -230,10 +246,11 @@ def main(args):
     def evaluate_step():  # -> 0, or the exit status when a signal stopped the evaluation
         nonlocal elapsed, clock
         t0 = time.time()
-        metrics = evaluate(ema, build, objective, ae, scale, latent_shape, num_classes, s.eval_c_primes,
-                           s.eval_samples, inception, reference, rank, world_size,
-                           stop=lambda: sync.signal is not None)
-        if metrics is None:  # this step's checkpoint is on disk: the same command evaluates it again
+        metrics = evaluate(ema, build, objective, ae, scale, latent_shape, num_classes,
+                           s.eval_c_primes, s.eval_samples, inception, reference,
+                           rank, world_size, stop=lambda: sync.signal is not None)
+        # Stopped: this step's checkpoint is on disk, the same command evaluates it again.
+        if metrics is None:
             return log.stopped(sync.signal, step, evaluating=True)
         elapsed, clock = elapsed + t0 - clock, time.time()
         log.log({"step": step, "images_seen": step * s.batch_size, "elapsed_s": elapsed,
@@ -244,19 +261,23 @@ def main(args):
     # Training loop. The host waits for the device only at sync points (every --log-every steps,
     # at saves and evaluations).
     model.train()
-    code, clock = 0, time.time()  # training time = elapsed + (now - clock); evaluations do not count
-    if step and sync.evaluation_due(step) and not fsdp.gather(rank == 0 and log.logged(step, "fid"))[0]:
+    # Training time = elapsed + (now - clock): evaluations do not count.
+    code, clock = 0, time.time()
+    if (step and sync.evaluation_due(step)
+            and not fsdp.gather(rank == 0 and log.logged(step, "fid"))[0]):
         code = evaluate_step()  # a signal stopped this step's evaluation: it comes first
     while step < s.steps and not code:
         lr = fsdp.set_lr(opt, step, s.lr, s.warmup)
         for i in range(s.accum):
             x0, y, _ = next(batches)
-            x0, y = x0.to(device, non_blocking=True) * scale, y.to(device, non_blocking=True)  # (N, c, h, w)
-            # Augmented diffusion training (Eq. 2, Fig. 5a): a c' per sample (--aug replace / extra)
-            # and its channel mask (Eq. 1); --aug off: no mask.
+            x0 = x0.to(device, non_blocking=True) * scale  # (N, c, h, w)
+            y = y.to(device, non_blocking=True)  # (N,)
+            # Augmented diffusion training (Eq. 2, Fig. 5a): a c' per sample
+            # (--aug replace / extra) and its channel mask (Eq. 1); --aug off: no mask.
             x0, y, c_prime = diffusion.augment_batch(x0, y, s.aug_c_primes, s.aug)
             mask = None if c_prime is None else ae_lib.channel_mask(ae.c, c_prime)  # (N, c, 1, 1)
-            if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter at the last one
+            # FSDP2: the gradients are reduce-scattered at the last micro-step only.
+            if hasattr(model, "set_requires_gradient_sync"):
                 model.set_requires_gradient_sync(i == s.accum - 1)
             with torch.autocast(device.type, torch.bfloat16, enabled=s.bf16):
                 loss, terms = objective.loss(train_model, x0, y, mask=mask)  # Eq. 2 where c' < c
@@ -300,18 +321,19 @@ def header(log, s, model, ae, meta, scale, num_classes, micro, world_size, devic
     log.log({"params": models.count_params(model, trainable_only=False),
              "params_local": fsdp.local_numel(model)}, show=False)
     log.message(f"{s.model} ({models.MODELS[s.model].objective}): "
-                f"{models.count_params(model) / 1e6:.2f}M params on {ae.c}x{meta['latent_shape'][1]}x"
-                f"{meta['latent_shape'][2]} latents of {ae.name} (latent std {std:.4f} x scale "
-                f"{scale:.4f} = {std * scale:.3f}), {meta['skipped']} unreadable files skipped, "
-                f"{num_classes} classes; aug={s.aug} c' in {s.aug_c_primes}; {world_size} rank(s) on "
-                f"{device}{' sharded with FSDP2' if fsdp.is_distributed() else ''}, global batch "
-                f"{s.batch_size} ({micro} x {s.accum} x {world_size}), compile={s.compile}, "
-                f"EMA {s.ema_decay} warm-up {s.ema_warmup}")
+                f"{models.count_params(model) / 1e6:.2f}M params on "
+                f"{ae.c}x{meta['latent_shape'][1]}x{meta['latent_shape'][2]} latents of {ae.name} "
+                f"(latent std {std:.4f} x scale {scale:.4f} = {std * scale:.3f}), "
+                f"{meta['skipped']} unreadable files skipped, {num_classes} classes; "
+                f"aug={s.aug} c' in {s.aug_c_primes}; {world_size} rank(s) on {device}"
+                f"{' sharded with FSDP2' if fsdp.is_distributed() else ''}, "
+                f"global batch {s.batch_size} ({micro} x {s.accum} x {world_size}), "
+                f"compile={s.compile}, EMA {s.ema_decay} warm-up {s.ema_warmup}")
     log.message(f"precision: {precision[0]}; latent cache: {precision[1]}; {cli.machine(device)}")
     if not 0.5 <= std * scale <= 2:
-        log.message(f"WARNING: the scaled latents have std {std * scale:.3f}, far from 1: the scaling "
-                    f"factor {scale:.4f} of {ae.name} does not fit these latents (std {std:.4f}); "
-                    f"the noise schedules assume unit-scale data")
+        log.message(f"WARNING: the scaled latents have std {std * scale:.3f}, far from 1: "
+                    f"the scaling factor {scale:.4f} of {ae.name} does not fit these latents "
+                    f"(std {std:.4f}); the noise schedules assume unit-scale data")
 
 
 def recipe_default(key):
@@ -332,8 +354,11 @@ def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("--model", choices=sorted(models.MODELS), default="USiT-tiny", help="backbone (models.py)")
-    add("--ae", default="runs/ae", help="the frozen AE: a train_ae.py run folder / .pt, a released name, "
-        "folder or hub id, or random:NAME (random weights, smoke runs)")
+    add("--seed", type=cli.integer(*cli.SEED), default=0,
+        help="model init and the per-rank random streams")
+    add("--ae", default="runs/ae",
+        help="the frozen AE: a train_ae.py run folder / .pt, a released name, folder or hub id, "
+             "or random:NAME (random weights, smoke runs)")
     add("--data", default="toy", help="'toy' or an ImageNet-style folder (class subfolders)")
     add("--toy-size", type=int, default=5000, help="images of the toy dataset")
     add("--num-classes", type=int, default=10, help="classes of the toy dataset")
@@ -353,37 +378,47 @@ def parse_args(argv=None):
         help=f"AdamW weight decay, not on norms and biases ({recipe_default('weight_decay')})")
     add("--betas", type=cli.real(0, 1), nargs=2, default=None,
         help=f"AdamW betas ({recipe_default('betas')})")
-    add("--warmup", type=int, default=None, help=f"linear LR warm-up steps ({recipe_default('warmup')})")
+    add("--warmup", type=int, default=None,
+        help=f"linear LR warm-up steps ({recipe_default('warmup')})")
     add("--grad-clip", type=cli.real(0), default=1.0, help="max grad norm (0: no clipping)")
-    add("--ema-decay", type=cli.real(0, 1), default=None, help=f"EMA decay ({recipe_default('ema_decay')})")
-    add("--ema-warmup", type=int, default=None, help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
-        f"0: constant decay, as DiT and U-ViT ({recipe_default('ema_warmup')})")
+    add("--ema-decay", type=cli.real(0, 1), default=None,
+        help=f"EMA decay ({recipe_default('ema_decay')})")
+    add("--ema-warmup", type=int, default=None,
+        help="DC-Gen's EMA warm-up d = decay (1 - exp(-step / W)); "
+             f"0: constant decay, as DiT and U-ViT ({recipe_default('ema_warmup')})")
     add("--bf16", action=argparse.BooleanOptionalAction, default=None,
         help="bf16 autocast for training (default: on with CUDA, fp32 on CPU: cli.precision)")
     add("--ae-bf16", action=argparse.BooleanOptionalAction, default=None,
-        help="encode the latent cache under bf16 autocast (default: fp32, the evaluation protocol)")
+        help="encode the latent cache under bf16 autocast "
+             "(default: fp32, the evaluation protocol)")
     add("--compile", action=argparse.BooleanOptionalAction, default=None,
         help="torch.compile the backbone (default: on with CUDA, off on CPU)")
     add("--out", default="runs/diffusion", help="run folder: args, metrics, grids, checkpoints")
-    add("--resume", default=None, help="checkpoint or run folder to resume (default: the newest in --out)")
-    add("--save-every", type=int, default=None, help="checkpoint every N steps (default: 10%% of --steps)")
+    add("--resume", default=None,
+        help="checkpoint or run folder to resume (default: the newest in --out)")
+    add("--save-every", type=int, default=None,
+        help="checkpoint every N steps (default: 10%% of --steps)")
     add("--save-minutes", type=cli.real(0, above=True), default=None,
         help=f"... and at least every M minutes of wall time ({recipe_default('save_minutes')})")
     add("--grid-every", type=int, default=5000, help="EMA sample grid every N steps (0: never)")
     add("--log-every", type=int, default=10, help="log (and sync with the device) every N steps")
-    add("--encode-batch", type=int, default=64, help="batch size when encoding the latent cache")
-    add("--num-workers", type=int, default=2, help="DataLoader workers when encoding the latent cache")
-    add("--eval-every", type=int, default=0, help="FID, sFID, IS, precision and recall of the EMA every "
-        "N steps, as sample.py computes them, into metrics.jsonl (0: never)")
-    add("--eval-samples", type=int, default=10_000, help="samples per evaluation")
-    add("--eval-c-primes", type=c_prime_arg, nargs="+", default=[], help="also evaluate generation from "
-        "the first c' channels, e.g. 16 32 c (default: all c only)")
-    add("--fid", default=None, metavar="REF", help="the reference of --eval-every: a reference batch or "
-        "statistics .npz, or an image folder (default: none; needed by --eval-every)")
-    add("--inception-weights", default=None, help="pt_inception-2015-12-05-6726825d.pth for "
-        "--eval-every (default: the torch hub cache; 'random' for smoke runs)")
     add("--tensorboard", action="store_true", help="also write every record and grid to OUT/tb")
-    add("--seed", type=cli.integer(*cli.SEED), default=0, help="model init and the per-rank random streams")
+    add("--encode-batch", type=int, default=64, help="batch size when encoding the latent cache")
+    add("--num-workers", type=int, default=2,
+        help="DataLoader workers when encoding the latent cache")
+    add("--eval-every", type=int, default=0,
+        help="FID, sFID, IS, precision and recall of the EMA every N steps, "
+             "as sample.py computes them, into metrics.jsonl (0: never)")
+    add("--fid", default=None, metavar="REF",
+        help="the reference of --eval-every: a reference batch or statistics .npz, "
+             "or an image folder (default: none; needed by --eval-every)")
+    add("--inception-weights", default=None,
+        help="pt_inception-2015-12-05-6726825d.pth for --eval-every "
+             "(default: the torch hub cache; 'random' for smoke runs)")
+    add("--eval-samples", type=int, default=10_000, help="samples per evaluation")
+    add("--eval-c-primes", type=c_prime_arg, nargs="+", default=[],
+        help="also evaluate generation from the first c' channels, e.g. 16 32 c "
+             "(default: all c only)")
     return parser.parse_args(argv)
 
 
