@@ -8,12 +8,12 @@ reimplements none:
    analogue of f32c128) three times: without the channel mask (the DC-AE baseline), with it and one
    c' per step (DC-Gen's default and the recipe's), and with it and two c' per step, c always among
    them;
-  2. measures reconstruction from the first c' channels for several c' (PSNR; LPIPS when VGG
-     weights are present): the quantitative Fig. 3 / Table 1, with each AE's own, shared decoder,
-     and for the unstructured and the K = 1 AE also as the paper measures it, each c' with a
-     decoder fine-tuned for it on the frozen encoder (Fig. 3's caption; train_ae.py
-     --finetune-decoder); the Fig. 3 grid (rows: model x image; columns: c', shared and fine-tuned)
-     and the channel-averaged latent of Fig. 2a;
+2. measures reconstruction from the first c' channels for several c' (PSNR; LPIPS when VGG
+   weights are present): the quantitative Fig. 3 / Table 1, with each AE's own, shared decoder,
+   and for the unstructured and the K = 1 AE also as the paper measures it, each c' with a
+   decoder fine-tuned for it on the frozen encoder (Fig. 3's caption; train_ae.py
+   --finetune-decoder); the Fig. 3 grid (rows: model x image; columns: c', shared and fine-tuned)
+   and the channel-averaged latent of Fig. 2a;
 3. trains a tiny USiT on the unstructured and the K = 1 structured AE's latents, with and without
    augmented diffusion training (Table 5's four cells, three seeds each, the same forward passes per
    step in every cell), and tracks generation quality against training steps (Fig. 5b);

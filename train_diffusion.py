@@ -109,6 +109,16 @@ def latent_cache(ae, source, s, classes):
     return identity, meta, dataset, damaged
 
 
+def augmented_loss(objective, model, x0, y, c_primes, aug, bf16):
+    """Augmented diffusion training (Eq. 2, Fig. 5a) on one micro-batch: a c' per sample drawn
+    from c_primes (--aug replace / extra) and its channel mask (Eq. 1); --aug off: no mask.
+    Returns (loss, terms); benchmarks/bench.py times this same function."""
+    x0, y, c_prime = diffusion.augment_batch(x0, y, c_primes, aug)
+    mask = None if c_prime is None else ae_lib.channel_mask(x0.shape[1], c_prime)  # (N, c, 1, 1)
+    with torch.autocast(x0.device.type, torch.bfloat16, enabled=bf16):
+        return objective.loss(model, x0, y, mask=mask)  # Eq. 2 where c' < c
+
+
 @torch.no_grad()
 def save_samples(ema, objective, ae, scale, latent_shape, num_classes, bf16, path, rank):
     """A preview grid from the EMA weights with fixed noise, rows = classes (at most 8); the
@@ -272,15 +282,11 @@ def main(args):
             x0, y, _ = next(batches)
             x0 = x0.to(device, non_blocking=True) * scale  # (N, c, h, w)
             y = y.to(device, non_blocking=True)  # (N,)
-            # Augmented diffusion training (Eq. 2, Fig. 5a): a c' per sample
-            # (--aug replace / extra) and its channel mask (Eq. 1); --aug off: no mask.
-            x0, y, c_prime = diffusion.augment_batch(x0, y, s.aug_c_primes, s.aug)
-            mask = None if c_prime is None else ae_lib.channel_mask(ae.c, c_prime)  # (N, c, 1, 1)
             # FSDP2: the gradients are reduce-scattered at the last micro-step only.
             if hasattr(model, "set_requires_gradient_sync"):
                 model.set_requires_gradient_sync(i == s.accum - 1)
-            with torch.autocast(device.type, torch.bfloat16, enabled=s.bf16):
-                loss, terms = objective.loss(train_model, x0, y, mask=mask)  # Eq. 2 where c' < c
+            loss, terms = augmented_loss(objective, train_model, x0, y, s.aug_c_primes, s.aug,
+                                         s.bf16)
             (loss / s.accum).backward()
             meter.add({"loss": loss, **terms}, 1 / s.accum)
         # Clip, AdamW step, EMA (DC-Gen's warm-up).

@@ -41,6 +41,7 @@ import fsdp  # noqa: E402
 import inception  # noqa: E402
 import models  # noqa: E402
 import run  # noqa: E402
+import train_diffusion  # noqa: E402
 
 SHAPES = {"f64c128": (128, 8), "f32c32": (32, 16)}  # the two 512 px latents: name -> (c, side)
 USIT = [name for name, entry in models.MODELS.items() if entry.arch is models.UViT and entry.objective == "flow"]
@@ -125,10 +126,9 @@ def train(args):
             x0, y = torch.randn(args.batch, c, side, side, device=device), torch.randint(0, 1000, (args.batch,),
                                                                                           device=device)
 
-            def step():
-                x, yy, cp = diffusion.augment_batch(x0, y, list(range(16, c + 1, 4)), "replace")  # Eq. 2
-                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-                    loss, _ = objective.loss(fwd, x, yy, mask=ae_lib.channel_mask(c, cp))
+            def step():  # train_diffusion.py's loss of one micro-batch (Eq. 2), AdamW
+                loss, _ = train_diffusion.augmented_loss(objective, fwd, x0, y, ae_lib.channel_candidates(c), "replace",
+                                                         args.bf16)
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -298,7 +298,7 @@ def training_rates(out, skip=1):
 
 
 def profile(args):
-    """Where a training step's time goes (a copy of train_diffusion.py's step: keep the two alike; compiled on CUDA):
+    """Where a training step's time goes (train_diffusion.py's loss function and its step's clip, AdamW, EMA; compiled on CUDA):
     matmul, attention, elementwise/norms, optimizer + EMA, and the host (data, Python, syncs: wall time the device is
     idle)."""
     from torch.profiler import ProfilerActivity
@@ -312,10 +312,9 @@ def profile(args):
     objective, fwd = diffusion.Flow(), torch.compile(model) if device.type == "cuda" else model
     x0, y = torch.randn(args.batch, c, side, side, device=device), torch.randint(0, 1000, (args.batch,), device=device)
 
-    def step(i):  # train_diffusion.py's step
-        x, yy, cp = diffusion.augment_batch(x0, y, list(range(16, c + 1, 4)), "replace")
-        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-            loss, _ = objective.loss(fwd, x, yy, mask=ae_lib.channel_mask(c, cp))
+    def step(i):  # train_diffusion.py's step: its loss function, then clip, AdamW, EMA
+        loss, _ = train_diffusion.augmented_loss(objective, fwd, x0, y, ae_lib.channel_candidates(c), "replace",
+                                                 args.bf16)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step()

@@ -158,6 +158,33 @@ def test_diffusion_trainer_feeds_unit_scale_latents(tmp_path, monkeypatch):
     assert abs(x0.double().std(unbiased=False).item() - 1) < 1e-2, x0.std()
 
 
+@pytest.mark.parametrize("aug", ["replace", "extra"])
+def test_the_diffusion_step_masks_each_sample_to_its_drawn_c_prime(aug, tmp_path, monkeypatch):
+    """Eq. 2 in the trainer (train_diffusion.augmented_loss): the objective receives Eq. 1's mask
+    of each sample's drawn c', and with --aug extra the batch twice, its first copy at c' = c."""
+    seen = []
+    loss = diffusion.Flow.loss
+
+    def recording(self, model, x0, y, mask=None, **kwargs):
+        seen.append((x0.detach().clone(), mask))
+        return loss(self, model, x0, y, mask=mask, **kwargs)
+    monkeypatch.setattr(diffusion.Flow, "loss", recording)
+    train_diffusion.main(train_diffusion.parse_args([
+        "--model", "USiT-tiny", "--ae", "random:" + AE, "--steps", "1", "--batch-size", "8",
+        "--toy-size", "8", "--aug", aug, "--aug-c-primes", "4", "8", "--grid-every", "0",
+        "--log-every", "1", "--num-workers", "0", "--no-bf16", "--out", str(tmp_path)]))
+    (x0, mask), = seen
+    n = 16 if aug == "extra" else 8
+    assert x0.shape == (n, 16, 4, 4) and mask is not None and mask.shape == (n, 16, 1, 1)
+    c_prime = mask.flatten(1).sum(1).long()  # (n,): the channels each sample keeps
+    torch.testing.assert_close(mask, ae_lib.channel_mask(16, c_prime).to(mask.dtype))
+    drawn = c_prime[8:] if aug == "extra" else c_prime
+    assert set(drawn.tolist()) <= {4, 8}
+    if aug == "extra":
+        assert (c_prime[:8] == 16).all()
+        torch.testing.assert_close(x0[:8], x0[8:])
+
+
 def test_adamw_decays_neither_norms_nor_biases():
     """The recipes (DESIGN.md §5, as DiT / U-ViT train): AdamW weight decay on the weight matrices only, none on
     norms and biases (every parameter with fewer than 2 dims)."""
