@@ -109,7 +109,7 @@ def latent_cache(ae, source, s, classes):
     return identity, meta, dataset, damaged
 
 
-def augmented_loss(objective, model, x0, y, c_primes, aug, bf16):
+def step_loss(objective, model, x0, y, c_primes, aug, bf16):
     """Augmented diffusion training (Eq. 2, Fig. 5a) on one micro-batch: a c' per sample drawn
     from c_primes (--aug replace / extra) and its channel mask (Eq. 1); --aug off: no mask.
     Returns (loss, terms); benchmarks/bench.py times this same function."""
@@ -285,8 +285,7 @@ def main(args):
             # FSDP2: the gradients are reduce-scattered at the last micro-step only.
             if hasattr(model, "set_requires_gradient_sync"):
                 model.set_requires_gradient_sync(i == s.accum - 1)
-            loss, terms = augmented_loss(objective, train_model, x0, y, s.aug_c_primes, s.aug,
-                                         s.bf16)
+            loss, terms = step_loss(objective, train_model, x0, y, s.aug_c_primes, s.aug, s.bf16)  # Eq. 2
             (loss / s.accum).backward()
             meter.add({"loss": loss, **terms}, 1 / s.accum)
         # Clip, AdamW step, EMA (DC-Gen's warm-up).

@@ -127,8 +127,8 @@ def train(args):
                                                                                           device=device)
 
             def step():  # train_diffusion.py's loss of one micro-batch (Eq. 2), AdamW
-                loss, _ = train_diffusion.augmented_loss(objective, fwd, x0, y, ae_lib.channel_candidates(c), "replace",
-                                                         args.bf16)
+                loss, _ = train_diffusion.step_loss(objective, fwd, x0, y, ae_lib.channel_candidates(c),
+                                                    "replace", args.bf16)
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -313,8 +313,8 @@ def profile(args):
     x0, y = torch.randn(args.batch, c, side, side, device=device), torch.randint(0, 1000, (args.batch,), device=device)
 
     def step(i):  # train_diffusion.py's step: its loss function, then clip, AdamW, EMA
-        loss, _ = train_diffusion.augmented_loss(objective, fwd, x0, y, ae_lib.channel_candidates(c), "replace",
-                                                 args.bf16)
+        loss, _ = train_diffusion.step_loss(objective, fwd, x0, y, ae_lib.channel_candidates(c),
+                                            "replace", args.bf16)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step()

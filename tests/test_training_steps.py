@@ -160,7 +160,7 @@ def test_diffusion_trainer_feeds_unit_scale_latents(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("aug", ["replace", "extra"])
 def test_the_diffusion_step_masks_each_sample_to_its_drawn_c_prime(aug, tmp_path, monkeypatch):
-    """Eq. 2 in the trainer (train_diffusion.augmented_loss): the objective receives Eq. 1's mask
+    """Eq. 2 in the trainer (train_diffusion.step_loss): the objective receives Eq. 1's mask
     of each sample's drawn c', and with --aug extra the batch twice, its first copy at c' = c."""
     seen = []
     loss = diffusion.Flow.loss
