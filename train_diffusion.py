@@ -285,7 +285,7 @@ def main(args):
             # FSDP2: the gradients are reduce-scattered at the last micro-step only.
             if hasattr(model, "set_requires_gradient_sync"):
                 model.set_requires_gradient_sync(i == s.accum - 1)
-            loss, terms = step_loss(objective, train_model, x0, y, s.aug_c_primes, s.aug, s.bf16)  # Eq. 2
+            loss, terms = step_loss(objective, train_model, x0, y, s.aug_c_primes, s.aug, s.bf16)
             (loss / s.accum).backward()
             meter.add({"loss": loss, **terms}, 1 / s.accum)
         # Clip, AdamW step, EMA (DC-Gen's warm-up).
