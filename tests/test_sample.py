@@ -17,6 +17,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ae as ae_lib  # noqa: E402
+import cfg_search  # noqa: E402
 import checkpoints  # noqa: E402
 import data as data_lib  # noqa: E402
 import diffusion  # noqa: E402
@@ -342,14 +343,14 @@ def test_cfg_scale_release_needs_a_release(ckpts, tmp_path, capsys):
 
 
 def test_ternary_search_finds_the_minimum_of_a_valley_evaluating_each_scale_once():
-    for best in sample.CFG_CANDIDATES:
+    for best in cfg_search.CFG_CANDIDATES:
         seen = []
 
         def fid_of(s):
             seen.append(s)
             return (s - best) ** 2
-        assert sample.ternary_search(list(sample.CFG_CANDIDATES), fid_of) == best
-        assert len(set(seen)) < len(sample.CFG_CANDIDATES) // 2  # a search, not a sweep
+        assert cfg_search.ternary_search(list(cfg_search.CFG_CANDIDATES), fid_of) == best
+        assert len(set(seen)) < len(cfg_search.CFG_CANDIDATES) // 2  # a search, not a sweep
 
 
 def test_cfg_search_resumes_with_the_finished_scales_and_writes_its_table_and_plot(tmp_path, capsys):
@@ -362,14 +363,16 @@ def test_cfg_search_resumes_with_the_finished_scales_and_writes_its_table_and_pl
         return {"fid": (scale - 1.5) ** 2, "is_mean": 10 * scale}
     config = {"ckpt": "x"}
     with pytest.raises(KeyboardInterrupt):
-        sample.search_cfg(metrics_at, 1.0, 3.0, str(tmp_path), config, sample.read_search(str(tmp_path), config), 0)
-    done = sample.read_search(str(tmp_path), config)
+        cfg_search.search_cfg(metrics_at, 1.0, 3.0, str(tmp_path), config,
+                              cfg_search.read_search(str(tmp_path), config), 0)
+    done = cfg_search.read_search(str(tmp_path), config)
     assert sorted(done) == sorted(calls[:2])
     calls.clear()
     kill_at[0] = None
-    best, results = sample.search_cfg(metrics_at, 1.0, 3.0, str(tmp_path), config, dict(done), 0)
+    best, results = cfg_search.search_cfg(metrics_at, 1.0, 3.0, str(tmp_path), config,
+                                          dict(done), 0)
     assert best == 1.5 and not set(calls) & set(done)  # the finished scales are not evaluated again
     assert (tmp_path / "cfg_search.png").stat().st_size > 0
     assert "| 1.5 | 0.0000 | 15.00 | best" in (tmp_path / "cfg_search.md").read_text()
     with pytest.raises(ValueError, match="a CFG search of another configuration"):
-        sample.read_search(str(tmp_path), {"ckpt": "y"})
+        cfg_search.read_search(str(tmp_path), {"ckpt": "y"})
