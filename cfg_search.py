@@ -52,10 +52,10 @@ def read_search(out, config):
 
 def search_cfg(metrics_at, lo, hi, out, config, results, rank):
     """metrics_at(scale) -> the metrics dict of one evaluation at that CFG scale. Each finished
-    scale is written to OUT/cfg_search.json at once (with the `config` that decides the numbers), so
-    a rerun of the command evaluates only the scales it has not (`results`: read_search's); then the
-    table (stdout, OUT/cfg_search.md) and the plot of FID against the scale (OUT/cfg_search.png). ->
-    (best scale, {scale: metrics})."""
+    scale is written to OUT/cfg_search.json at once (with the `config` that decides the numbers),
+    so a rerun of the command evaluates only the scales it has not (`results`: read_search's);
+    then the table (stdout, OUT/cfg_search.md) and the plot of FID against the scale
+    (OUT/cfg_search.png). -> (best scale, {scale: metrics})."""
     path = os.path.join(out, "cfg_search.json")
 
     def fid_of(scale):
