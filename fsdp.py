@@ -2,7 +2,7 @@
 bf16 training"): process groups, one-line errors that every rank agrees on, FSDP2 sharding, AdamW groups, LR warmup
 and the EMA update of sharded weights. Utilities that answer; the trainers write their steps out and decide. The
 command line (parser, number types, --help, the machine and precision lines) is cli.py; the run folder (lock,
-checkpoints, exact resume, logs, sync points) is run.py.
+checkpoints, exact resume) is run.py; the logs and sync points are runlog.py.
 
 One code path serves one process (CPU or one GPU, no process group) and `torchrun` (NCCL on GPUs, gloo on CPU; also
 with one process, which then shards through fully_shard exactly as 8 ranks would):

@@ -41,6 +41,7 @@ import evaluation
 import fid
 import fsdp
 import run
+import runlog
 from ae_loss import AELoss, PatchDiscriminator
 
 # Recipes. The official AE trainer and loss are unreleased: these are our choices, stated in the
@@ -234,7 +235,7 @@ def main(args):
         encoder = init_source or (ckpt or {}).get("finetuned_decoder", {}).get("encoder")
         finetuned = {"c_prime": s.finetune_decoder, "encoder": encoder}
     ckpt = init = None  # free the host copies of the weights
-    log = run.RunLog(s.out, vars(s), rank, s.steps, step if ckpt_path else None, s.tensorboard)
+    log = runlog.RunLog(s.out, vars(s), rank, s.steps, step if ckpt_path else None, s.tensorboard)
     log.message(f"resumed from {ckpt_path} at step {step}" if ckpt_path else
                 f"initialised from {s.init} (phase {s.phase})" if s.init else
                 "started from random weights")
@@ -257,9 +258,9 @@ def main(args):
     candidates = [s.finetune_decoder] if finetuned else \
         model.c_prime_candidates if s.structured else [model.c]
     train_model = torch.compile(model) if s.compile else model
-    sync = run.Sync(device, step, s.steps, s.log_every, s.save_every, s.save_minutes, s.batch_size,
-                    eval_every=s.eval_every)
-    meter = run.Meter()
+    sync = runlog.Sync(device, step, s.steps, s.log_every, s.save_every, s.save_minutes,
+                       s.batch_size, eval_every=s.eval_every)
+    meter = runlog.Meter()
     precision = cli.precision(device, args.bf16)[1]  # the policy's words: the option as typed
     header(log, s, model, n_train, prefixes, candidates, micro, world_size, device, precision)
     eval_loader, eval_lp, inception = evaluators(s, lp, rank, world_size, device, log)
@@ -353,7 +354,7 @@ def main(args):
             if tick.stopped:  # SIGTERM / SIGINT: saved above
                 code = log.stopped(sync.signal, step)
                 break
-    run.finish(log, sync)
+    runlog.finish(log, sync)
     if code:
         sys.exit(code)
 

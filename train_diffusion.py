@@ -40,6 +40,7 @@ import fsdp
 import latents
 import models
 import run
+import runlog
 
 PREVIEW = dict(columns=8, steps=50)  # the EMA grids: samples per class, sampler steps
 
@@ -215,7 +216,7 @@ def main(args):
     # The training seconds before this process (rank 0's: only rank 0 reads the checkpoint).
     elapsed = ckpt.get("elapsed", 0.0) if ckpt else 0.0
     del ckpt
-    log = run.RunLog(s.out, vars(s), rank, s.steps, step if ckpt_path else None, s.tensorboard)
+    log = runlog.RunLog(s.out, vars(s), rank, s.steps, step if ckpt_path else None, s.tensorboard)
     if ckpt_path:
         log.message(f"resumed from {ckpt_path} at step {step}")
     micro = s.batch_size // (world_size * s.accum)
@@ -228,9 +229,9 @@ def main(args):
     objective = diffusion.make_objective(models.MODELS[s.model].objective)
     train_model = torch.compile(model) if s.compile else model
     flops = 3 * ema.flops_per_image() * (2 if s.aug == "extra" else 1)  # fwd + bwd, per image
-    sync = run.Sync(device, step, s.steps, s.log_every, s.save_every, s.save_minutes, s.batch_size,
-                    flops, s.eval_every)
-    meter = run.Meter()
+    sync = runlog.Sync(device, step, s.steps, s.log_every, s.save_every, s.save_minutes,
+                       s.batch_size, flops, s.eval_every)
+    meter = runlog.Meter()
     precision = (cli.precision(device, args.bf16)[1],  # the policy's words: the options as typed
                  cli.precision(device, args.ae_bf16, evaluation=True, flag="--ae-bf16")[1])
     header(log, s, model, ae, meta, scale, num_classes, micro, world_size, device, precision)
@@ -315,7 +316,7 @@ def main(args):
                 code = log.stopped(sync.signal, step)
             elif tick.evaluate:
                 code = evaluate_step()
-    run.finish(log, sync)
+    runlog.finish(log, sync)
     if code:
         sys.exit(code)
 

@@ -40,7 +40,7 @@ import formats  # noqa: E402
 import fsdp  # noqa: E402
 import inception  # noqa: E402
 import models  # noqa: E402
-import run  # noqa: E402
+import runlog  # noqa: E402
 import train_diffusion  # noqa: E402
 
 SHAPES = {"f64c128": (128, 8), "f32c32": (32, 16)}  # the two 512 px latents: name -> (c, side)
@@ -113,7 +113,7 @@ def train(args):
     """Full training steps (autocast forward, backward, AdamW) of backbones on both latents and of the AE."""
     device = torch.device(args.device)
     args.bf16, precision = cli.precision(device, args.bf16)
-    peak = next((v for k, v in run.PEAK_BF16_FLOPS.items() if k in cli.machine(device)), None)
+    peak = next((v for k, v in runlog.PEAK_BF16_FLOPS.items() if k in cli.machine(device)), None)
     print(f"{cli.machine(device)}, {precision}, batch {args.batch}, median of {args.steps}")
     print("| model | latent | params | images/s | peak mem (GiB) | MFU |\n|---|---|---:|---:|---:|---:|")
     for name in args.models:
@@ -144,7 +144,8 @@ def train(args):
             rate[shape] = args.batch / statistics.median(times)
             mfu = f"{3 * model.flops_per_image() * rate[shape] / peak:.1%}" if peak else "-"
             print(f"| {name} | {side}x{side}x{c} ({shape}) | {models.count_params(model) / 1e6:.1f}M | "
-                  f"{rate[shape]:.1f} | {run.peak_memory_gib(device):.2f} | {mfu} |", flush=True)
+                  f"{rate[shape]:.1f} | {runlog.peak_memory_gib(device):.2f} | {mfu} |",
+                  flush=True)
         print(f"| {name} | f64c128 / f32c32 throughput ratio | | **{rate['f64c128'] / rate['f32c32']:.2f}x** | | |")
     for name in ("USiT-2B", "USiT-3B"):  # FSDP2 state per rank: fp32 params, grads, AdamW moments, EMA = 20 bytes
         n = models.count_params(models.create_model(name, in_channels=128, input_size=8, device="meta"))

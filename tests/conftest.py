@@ -115,8 +115,8 @@ def alive(pid):
 @pytest.fixture
 def torchrun_env(monkeypatch):
     """The environment torchrun gives its one worker (rank 0 of 1): fsdp.setup then makes a gloo
-    process group in this process, and the trainers shard with FSDP2 as under torchrun; run.finish
-    takes the group down."""
+    process group in this process, and the trainers shard with FSDP2 as under torchrun;
+    runlog.finish takes the group down."""
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
