@@ -210,8 +210,8 @@ def check_run_config(out, config):
             old = json.load(fh)
         old.setdefault("labels", "random")  # folders from before --labels
         diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
-        done = glob.glob(os.path.join(out, "shards", "chunk_*.npz")) or \
-            os.path.isfile(os.path.join(out, "samples.npz"))
+        done = (glob.glob(os.path.join(out, "shards", "chunk_*.npz"))
+                or os.path.isfile(os.path.join(out, "samples.npz")))
         if diff and done:
             raise ValueError(f"--out {out} holds samples of another configuration "
                              f"(old, new: {diff}); pass another --out or delete it")
@@ -326,11 +326,11 @@ def protocol(args, ckpt, objective, ae, sampler, steps, cfg_scale, bf16, ae_bf16
     release = ckpt.release
     published = ""
     if release is not None:
-        published = f"; the authors' scale {release.cfg_scale:g}" if release.cfg_scale else \
-            "; the authors' scale: not published"
+        published = (f"; the authors' scale {release.cfg_scale:g}" if release.cfg_scale
+                     else "; the authors' scale: not published")
     cfg = "off" if cfg_scale == 1.0 else f"{cfg_scale:g}"
-    interval = "off" if args.guidance_interval is None else \
-        f"[{args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]"
+    interval = ("off" if args.guidance_interval is None
+                else f"[{args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]")
     classes = (f"{len(args.classes)} given classes" if args.classes
                else f"{ckpt.num_classes} classes")
     c = ckpt.latent_shape[0]
