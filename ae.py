@@ -266,8 +266,8 @@ class Decoder(nn.Module):
 # Channel mask (Eq. 1).
 def channel_mask(c, c_prime):
     """mask_{c,c'} = (1, ..., 1 [c'], 0, ..., 0 [c - c']): c_prime (N,) -> (N, c, 1, 1), one mask per sample, to multiply
-    latents (N, c, H, W); an int gives (1, c, 1, 1). Values are checked where they enter (the command lines,
-    diffusion.latent_mask), not here."""
+    latents (N, c, H, W); an int gives (1, c, 1, 1). Values are checked where they enter (the command lines;
+    diffusion.check_latent checks a mask against the model), not here."""
     c_prime = torch.as_tensor(c_prime).reshape(-1, 1)  # (N, 1)
     return (torch.arange(c, device=c_prime.device) < c_prime).float()[:, :, None, None]  # (N, c, 1, 1)
 
