@@ -262,7 +262,7 @@ def test_end_to_end_train_sample_fid(tmp_path):
     assert "FID" in p.stdout and "precision" in p.stdout
     assert os.path.isfile(tmp_path / "s" / "metrics.json")
     p = subprocess.run([sys.executable, os.path.join(REPO, "sample.py"), "--ckpt", str(run_dir), "--c-prime", "99"],
-                       env=ENV, capture_output=True, text=True, timeout=60)
+                       env=ENV, capture_output=True, text=True, timeout=600)
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == "error: --c-prime 99 is outside [1, c=16]"
 
 
