@@ -7,7 +7,7 @@ Resumable: each finished scale goes to OUT/cfg_search.json at once; the end is O
 (FID and IS per scale) and OUT/cfg_search.png (FID against the scale, the best marked).
 
     python sample.py --ckpt dc-ae-f64c128-1.5-usit-2b-in-512px --search-cfg 1.0 2.0 \\
-        --num-samples 10000 --fid stats/in512_train.npz --out runs/cfg   # the release brings its AE
+        --num-samples 10000 --fid stats/in512_train.npz --out runs/cfg  # the release brings its AE
 """
 import json
 import os

@@ -8,7 +8,7 @@ unexpected and misshapen keys are named. export.py writes our models in those fo
 
     python -c "import checkpoints; print(checkpoints.load_ae('dc-ae-f64c128-1.5'))"   # a release
     python -c "import checkpoints; print(checkpoints.load_ae('dc-ai/dc-ae-f64c128-1.5'))"  # its id
-    python -c "import checkpoints; print(checkpoints.load_ae('runs/ae'))"        # a train_ae.py run
+    python -c "import checkpoints; print(checkpoints.load_ae('runs/ae'))"  # a train_ae.py run
 """
 import dataclasses
 import os
@@ -94,12 +94,12 @@ def resolve(spec, option):
                          f"repository on the Hugging Face hub (or a private one: log in or set "
                          f"HF_TOKEN)") from e
     except (FileNotFoundError, HfHubHTTPError, OSError) as e:  # offline, or the hub failed
-        offline = "HF_HUB_OFFLINE=1 keeps the hub off" if huggingface_hub.constants.HF_HUB_OFFLINE \
-            else "the hub cannot be reached"
+        offline = ("HF_HUB_OFFLINE=1 keeps the hub off" if huggingface_hub.constants.HF_HUB_OFFLINE
+                   else "the hub cannot be reached")
         cache = huggingface_hub.constants.HF_HUB_CACHE
         raise ValueError(f"{option} {shown}: not found: no such file or folder here, and the hub "
-                         f"id is not in the Hugging Face cache ({cache}) while {offline}. Fetch it "
-                         f"once with a network: python -c \"import huggingface_hub; "
+                         f"id is not in the Hugging Face cache ({cache}) while {offline}. Fetch "
+                         f"it once with a network: python -c \"import huggingface_hub; "
                          f"huggingface_hub.snapshot_download('{spec}')\" (HF_HOME / HF_HUB_CACHE "
                          f"choose the cache), then run with HF_HUB_OFFLINE=1; or pass a local "
                          f"folder") from e
@@ -123,8 +123,8 @@ def load_ae(spec, device="cpu", option="--ae"):
     newest ckpt_*.pt) or .pt (its EMA weights), a diffusers folder (config.json +
     diffusion_pytorch_model.safetensors), a DC-Gen folder (config.json {"model_name": ...} +
     model.safetensors), a hub id of either (dc-ai/dc-ae-f64c128-1.5), a released name
-    (releases.AE_RELEASES: its hub id), or random:NAME (random weights of a registry AE: smoke runs,
-    said loudly)."""
+    (releases.AE_RELEASES: its hub id), or random:NAME (random weights of a registry AE: smoke
+    runs, said loudly)."""
     if spec.startswith("random:"):  # asked for by name: random weights, for smoke runs and tests
         name = spec[len("random:"):]
         if name not in ae_lib.AE_CONFIGS:
@@ -166,7 +166,8 @@ def load_ae(spec, device="cpu", option="--ae"):
     folder = formats.read_folder(path, option, repo, expect="ae")
     ours = folder.ours or {}  # an export of ours: its identity (export.py)
     identity = {k: ours[k] for k in formats.IDENTITY if k in ours}
-    if folder.kind == "dcgen":  # the registry name builds it: DC-Gen's folder holds no architecture
+    if folder.kind == "dcgen":
+        # the registry name builds it: DC-Gen's folder holds no architecture
         model = ae_lib.build_ae(folder.name, **identity)
         theirs = formats.from_dcgen_ae(load_file(folder.weights), model)
         load_state_dict_strict(model, theirs, folder.weights, folder.name)
@@ -186,9 +187,9 @@ def load_ae(spec, device="cpu", option="--ae"):
 # ------------------------------------------------------------------------------------------------
 
 def convert_dcgen_state_dict(state_dict):
-    """A DC-Gen class-to-image state dict -> ours: strip `diffusion_model.`; key names are otherwise
-    the same (DiT's for DiT/SiT, DC-Gen's uvit.py for UViT/USiT). Strict for any size: the
-    architecture and depth are read from the keys, and every key outside that architecture or
+    """A DC-Gen class-to-image state dict -> ours: strip `diffusion_model.`; key names are
+    otherwise the same (DiT's for DiT/SiT, DC-Gen's uvit.py for UViT/USiT). Strict for any size:
+    the architecture and depth are read from the keys, and every key outside that architecture or
     missing from it is named."""
     outside = [k for k in state_dict if not k.startswith(formats.PREFIX)]
     sd = {k.removeprefix(formats.PREFIX): v for k, v in state_dict.items()

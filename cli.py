@@ -105,12 +105,12 @@ def precision(device, bf16=None, evaluation=False, flag="--bf16"):
     """-> (bf16, why): whether to run under torch.autocast(device.type, torch.bfloat16), and why,
     for the run header.
 
-    Training: bf16 autocast by default on CUDA GPUs with bf16 support (the paper's H100s, Sec. 4.1),
-    fp32 on CPU, always. A CPU without native bf16 (AVX2 only: most laptops, many servers) emulates
-    it at ~15x the fp32 cost of a tiny AE step, and fp32 makes CPU results the same on every kind of
-    CPU. Evaluation (the latent cache, sample.py, eval_ae.py): fp32 everywhere by default, as DC-Gen
-    evaluates. `bf16` True / False (the script's `flag` and its --no- form) overrides either
-    default."""
+    Training: bf16 autocast by default on CUDA GPUs with bf16 support (the paper's H100s,
+    Sec. 4.1), fp32 on CPU, always. A CPU without native bf16 (AVX2 only: most laptops, many
+    servers) emulates it at ~15x the fp32 cost of a tiny AE step, and fp32 makes CPU results the
+    same on every kind of CPU. Evaluation (the latent cache, sample.py, eval_ae.py): fp32
+    everywhere by default, as DC-Gen evaluates. `bf16` True / False (the script's `flag` and its
+    --no- form) overrides either default."""
     if bf16 is not None:
         mode = "bf16 autocast" if bf16 else "fp32"
         given = flag if bf16 else flag.replace("--", "--no-", 1)

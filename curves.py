@@ -3,8 +3,8 @@ run (paper Fig. 5b: the training curves with and without augmented diffusion tra
 DC-AE-f32c32 against DC-AE-1.5-f64c128 at equal cost). The numbers come from the runs' own
 metrics.jsonl: the evaluations that `train_diffusion.py --eval-every` writes (fid, sfid, is_mean,
 precision, recall, fid_c16, ...), or any other metric logged the same way (toy.py's fd_toy). Runs
-given as `LABEL=DIR,DIR,...` are drawn as one line, the mean over the folders (seeds) with a band of
-+- one standard deviation.
+given as `LABEL=DIR,DIR,...` are drawn as one line, the mean over the folders (seeds) with a band
+of +- one standard deviation.
 
     python curves.py runs/usit-h-aug runs/usit-h-plain   # FID against steps, images, hours
     python curves.py "structured=runs/s0,runs/s1,runs/s2" "plain=runs/p0,runs/p1,runs/p2" \
@@ -67,8 +67,8 @@ def parse_run(spec):
 
 
 def group_curve(folders, metric, x):
-    """-> (x, mean, std) over the folders (seeds) at the steps every one of them was evaluated at; x
-    is the mean over the folders too (images seen agree; device-hours differ a little from run to
+    """-> (x, mean, std) over the folders (seeds) at the steps every one of them was evaluated at;
+    x is the mean over the folders too (images seen agree; device-hours differ a little from run to
     run)."""
     curves = [{r["step"]: r for r in read_curve(f, metric) if r.get(x) is not None}
               for f in folders]
@@ -87,7 +87,8 @@ def plot(runs, metric, path, axes=tuple(AXES), paper=None, title=None):
     import matplotlib  # plots only: no training code imports it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, panels = plt.subplots(1, len(axes), figsize=(5.2 * len(axes), 4.0), dpi=120, squeeze=False)
+    fig, panels = plt.subplots(1, len(axes), figsize=(5.2 * len(axes), 4.0), dpi=120,
+                               squeeze=False)
     for ax, x in zip(panels[0], axes):
         for label, folders in runs:
             xs, mean, std = group_curve(folders, metric, x)

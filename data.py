@@ -1,21 +1,25 @@
-"""Datasets, loaders and image grids for train_ae.py, train_diffusion.py, eval_ae.py, fid.py, sample.py and toy.py.
+"""Datasets, loaders and image grids for train_ae.py, train_diffusion.py, eval_ae.py, fid.py,
+sample.py and toy.py.
 
-Two datasets, one contract: `dataset[i] -> (x, y, bad)` with `x` a float32 image (3, H, W) in [-1, 1],
-`y` the int class label and `bad` = 1 when the file at index i was unreadable and another sample stood
-in for it (always 0 for the toy data). The default collate turns a batch into `x (N, 3, H, W)`,
-`y (N,)`, `bad (N,)`; the trainer sums `bad` to count skipped files, which works unchanged with
-DataLoader worker processes (no shared counters).
+Two datasets, one contract: `dataset[i] -> (x, y, bad)` with `x` a float32 image (3, H, W) in
+[-1, 1], `y` the int class label and `bad` = 1 when the file at index i was unreadable and another
+sample stood in for it (always 0 for the toy data). The default collate turns a batch into
+`x (N, 3, H, W)`, `y (N,)`, `bad (N,)`; the trainer sums `bad` to count skipped files, which works
+unchanged with DataLoader worker processes (no shared counters).
 
 - `ImageFolder`: ImageNet-style class subfolders (sorted names -> ids 0..K-1, empty ones included),
   ADM center crop (the preprocessing of the paper's ImageNet 256/512 experiments, Sec. 4.1).
 - `ToyShapes`: a procedural, class-conditional stand-in for ImageNet. The class fixes a shape and a
   colour (object structure); the position, size and a high-frequency texture vary per sample (image
   detail). A structured latent space (Sec. 3.2, Fig. 3) should put the former in the front channels
-  and the latter in the back ones, and a class-conditional diffusion model (Sec. 3.3) must learn the former.
-- `Batches`: endless training batches that resume exactly where a checkpoint left them (epoch, position).
-The latent cache that train_diffusion.py trains on (the dataset encoded once by the frozen AE) is latents.py.
+  and the latter in the back ones, and a class-conditional diffusion model (Sec. 3.3) must learn
+  the former.
+- `Batches`: endless training batches that resume exactly where a checkpoint left them
+  (epoch, position).
+The latent cache that train_diffusion.py trains on (the dataset encoded once by the frozen AE) is
+latents.py.
 
-    python data.py --out /tmp/toy_grid.png                     # 8 samples of each toy class as a grid
+    python data.py --out /tmp/toy_grid.png                  # 8 samples of each toy class as a grid
     python data.py --data /path/to/imagenet/train --resolution 256 --out /tmp/grid.png
 """
 
@@ -34,7 +38,8 @@ from torch.utils.data import DataLoader, Dataset
 
 import cli
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff",
+                  ".ppm", ".pgm", ".gif")
 
 # -------------------------------------------------------------------------------------------------
 # Pixels <-> tensors
@@ -48,7 +53,8 @@ def center_crop_arr(pil_image, resolution):
     while min(pil_image.size) >= 2 * resolution:
         pil_image = pil_image.resize(tuple(s // 2 for s in pil_image.size), resample=Image.BOX)
     scale = resolution / min(pil_image.size)
-    pil_image = pil_image.resize(tuple(round(s * scale) for s in pil_image.size), resample=Image.BICUBIC)
+    pil_image = pil_image.resize(tuple(round(s * scale) for s in pil_image.size),
+                                 resample=Image.BICUBIC)
     arr = np.array(pil_image)  # (H', W', 3), short side == resolution
     top = (arr.shape[0] - resolution) // 2
     left = (arr.shape[1] - resolution) // 2
@@ -57,11 +63,13 @@ def center_crop_arr(pil_image, resolution):
 
 def to_tensor(arr):
     """uint8 (H, W, 3) -> float32 x (3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 127.5 - 1.0  # (3, H, W)
+    # (3, H, W)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
 def to_uint8(x):
-    """x (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3) by clamp(127.5 x + 128, 0, 255) (ADM/DiT convention).
+    """x (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3) by clamp(127.5 x + 128, 0, 255)
+    (ADM/DiT convention).
 
     The +128 (not +127.5) makes the truncating cast round to nearest; to_uint8(to_tensor(a)) == a.
     """
@@ -70,17 +78,20 @@ def to_uint8(x):
 
 
 def save_grid(x, path, nrow=8, padding=2, col_labels=None, row_labels=None):
-    """Save x (N, 3, H, W) in [-1, 1] as one PNG: nrow images per row, `padding` black pixels between, with optional
-    labels above the columns (one per column) and left of the rows (one per row; consecutive equal labels name a group
-    of rows, written once and set off by a line; "\n" breaks a label), so a picture says what it shows."""
+    """Save x (N, 3, H, W) in [-1, 1] as one PNG: nrow images per row, `padding` black pixels
+    between, with optional labels above the columns (one per column) and left of the rows (one per
+    row; consecutive equal labels name a group of rows, written once and set off by a line; "\n"
+    breaks a label), so a picture says what it shows."""
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"save_grid expects (N, 3, H, W), got {tuple(x.shape)}")
     a = to_uint8(x).numpy()  # (N, H, W, 3)
     N, H, W, _ = a.shape
     ncol = min(nrow, N)
     nrows = math.ceil(N / ncol)
-    if col_labels is not None and len(col_labels) != ncol or row_labels is not None and len(row_labels) != nrows:
-        raise ValueError(f"{ncol} columns and {nrows} rows, got {len(col_labels or [])} column and "
+    if (col_labels is not None and len(col_labels) != ncol
+            or row_labels is not None and len(row_labels) != nrows):
+        raise ValueError(f"{ncol} columns and {nrows} rows, "
+                         f"got {len(col_labels or [])} column and "
                          f"{len(row_labels or [])} row labels")
     grid = np.zeros((nrows * (H + padding) + padding, ncol * (W + padding) + padding, 3), np.uint8)
     for k in range(N):
@@ -94,11 +105,14 @@ def save_grid(x, path, nrow=8, padding=2, col_labels=None, row_labels=None):
 
 
 def label_grid(grid, H, W, padding, col_labels, row_labels):
-    """The grid image with a band of column labels on top and a band of row labels on the left, white on black."""
+    """The grid image with a band of column labels on top and a band of row labels on the left,
+    white on black."""
     from PIL import ImageDraw, ImageFont
-    font = ImageFont.load_default(size=min(max(H // 5, 11), 28))  # scalable (Pillow >= 10.1): legible at 32-512 px
+    # scalable (Pillow >= 10.1): legible at 32-512 px
+    font = ImageFont.load_default(size=min(max(H // 5, 11), 28))
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    size = lambda text: measure.multiline_textbbox((0, 0), text, font=font)[2:]  # noqa: E731  (width, height)
+    # (width, height)
+    size = lambda text: measure.multiline_textbbox((0, 0), text, font=font)[2:]  # noqa: E731
     top = max(size(t)[1] for t in col_labels) + 8 if col_labels else 0
     left = max(size(t)[0] for t in row_labels) + 12 if row_labels else 0
     canvas = Image.new("RGB", (left + grid.width, top + grid.height))
@@ -106,7 +120,8 @@ def label_grid(grid, H, W, padding, col_labels, row_labels):
     draw = ImageDraw.Draw(canvas)
     for k, text in enumerate(col_labels or []):
         x = left + padding + k * (W + padding) + W / 2
-        draw.multiline_text((x, top / 2), text, fill="white", font=font, anchor="mm", align="center")
+        draw.multiline_text((x, top / 2), text,
+                            fill="white", font=font, anchor="mm", align="center")
     groups = []  # [label, first row, last row] of runs of equal labels
     for r, text in enumerate(row_labels or []):
         if groups and groups[-1][0] == text:
@@ -115,9 +130,12 @@ def label_grid(grid, H, W, padding, col_labels, row_labels):
             groups.append([text, r, r])
     for g, (text, first, last) in enumerate(groups):
         y0, y1 = top + padding + first * (H + padding), top + (last + 1) * (H + padding)
-        draw.multiline_text((left - 6, (y0 + y1) / 2), text, fill="white", font=font, anchor="rm", align="right")
-        if g and last > first or g and groups[g - 1][2] > groups[g - 1][1]:  # a line between groups of several rows
-            draw.line([(0, y0 - padding), (canvas.width, y0 - padding)], fill=(160, 160, 160), width=1)
+        draw.multiline_text((left - 6, (y0 + y1) / 2), text,
+                            fill="white", font=font, anchor="rm", align="right")
+        # a line between groups of several rows
+        if g and last > first or g and groups[g - 1][2] > groups[g - 1][1]:
+            draw.line([(0, y0 - padding), (canvas.width, y0 - padding)],
+                      fill=(160, 160, 160), width=1)
     return canvas
 
 
@@ -141,7 +159,8 @@ def list_images(folder, errors=None):
             continue
         seen_dirs.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(IMG_EXTENSIONS)]
+        files += [os.path.join(dirpath, f) for f in filenames
+                  if f.lower().endswith(IMG_EXTENSIONS)]
     unique, seen_files = [], set()
     for f in sorted(files):
         real = os.path.realpath(f)
@@ -193,10 +212,11 @@ def class_change(old, new):
 
 
 def to_rgb(img):
-    """A PIL image of any mode -> RGB, 8 bits per channel. High-bit-depth greyscale (16-bit PNG and TIFF: modes I;16*,
-    and I) is scaled to 8 bits (v * 255 / 65535), where PIL's convert("RGB") would clip it to 255 (white). EXIF
-    orientation is ignored, as the FID literature's readers do (pytorch-fid, ADM, torchvision's loader): rotated
-    pixels would not match the reference statistics (README: the data)."""
+    """A PIL image of any mode -> RGB, 8 bits per channel. High-bit-depth greyscale (16-bit PNG and
+    TIFF: modes I;16*, and I) is scaled to 8 bits (v * 255 / 65535), where PIL's convert("RGB")
+    would clip it to 255 (white). EXIF orientation is ignored, as the FID literature's readers do
+    (pytorch-fid, ADM, torchvision's loader): rotated pixels would not match the reference
+    statistics (README: the data)."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         v = np.asarray(img, dtype=np.float64).clip(0, 65535)  # (H, W) in 16-bit steps
         img = Image.fromarray(np.round(v * (255 / 65535)).astype(np.uint8), "L")
@@ -263,11 +283,11 @@ class ImageFolder(Dataset):
     its id.
 
     A flat folder (images but no class subfolders) gives label 0 for every image; when class
-    subfolders exist, images lying directly in root are ignored. Only file names are listed up front
-    (no decoding: ImageNet has 1.28M files), and the first readable one is looked for, so that a folder of
-    broken files fails here; a file that fails to decode later is replaced by the next readable index,
-    deterministically, and reported with bad = 1. No random flips: train_ae.py flips whole batches with the
-    training RNG, so a resumed run sees the same flips.
+    subfolders exist, images lying directly in root are ignored. Only file names are listed up
+    front (no decoding: ImageNet has 1.28M files), and the first readable one is looked for, so
+    that a folder of broken files fails here; a file that fails to decode later is replaced by the
+    next readable index, deterministically, and reported with bad = 1. No random flips: train_ae.py
+    flips whole batches with the training RNG, so a resumed run sees the same flips.
     """
 
     def __init__(self, root, resolution):
@@ -307,7 +327,8 @@ class ImageFolder(Dataset):
                           f"follow the sorted folder names", file=sys.stderr)
         if not self.samples:
             subdirs = [e for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")]
-            raise ValueError(f"data folder {root!r} has no images with extensions {', '.join(IMG_EXTENSIONS)}"
+            raise ValueError(f"data folder {root!r} has no images with extensions "
+                             f"{', '.join(IMG_EXTENSIONS)}"
                              + (f" in its {len(subdirs)} subfolders" if subdirs else ""))
         # A folder of broken files fails here, in one line; training says each file it meets.
         if not any(read_image(f, resolution, say=False) is not None for f, _ in self.samples):
@@ -319,8 +340,8 @@ class ImageFolder(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i):
-        # Walk forward to the next readable file. bad counts only file i itself, so summing bad over
-        # an epoch counts each broken file once even when neighbours are broken too.
+        # Walk forward to the next readable file. bad counts only file i itself, so summing bad
+        # over an epoch counts each broken file once even when neighbours are broken too.
         for k in range(len(self)):
             j = (i + k) % len(self)
             path = self.samples[j][0]
@@ -341,12 +362,14 @@ SHAPES = {
     "square": lambda dx, dy, r, a: np.maximum(abs(dx), abs(dy)) <= 0.78,
     "triangle": lambda dx, dy, r, a: (dy <= 0.6) & (abs(dx) <= 0.6 * (dy + 1.0)),
     "ring": lambda dx, dy, r, a: (r <= 1.0) & (r >= 0.55),
-    "cross": lambda dx, dy, r, a: ((abs(dx) <= 0.3) & (abs(dy) <= 1.0)) | ((abs(dy) <= 0.3) & (abs(dx) <= 1.0)),
+    "cross": lambda dx, dy, r, a: (((abs(dx) <= 0.3) & (abs(dy) <= 1.0))
+                                   | ((abs(dy) <= 0.3) & (abs(dx) <= 1.0))),
     "diamond": lambda dx, dy, r, a: abs(dx) + abs(dy) <= 1.0,
     "star": lambda dx, dy, r, a: r <= 0.4 + 0.6 * ((1.0 + np.cos(5.0 * a)) / 2.0) ** 2,
     "crescent": lambda dx, dy, r, a: (r <= 1.0) & ((dx - 0.5) ** 2 + (dy + 0.1) ** 2 >= 0.8**2),
     "hexagon": lambda dx, dy, r, a: np.maximum(abs(dx), 0.5 * abs(dx) + 0.866 * abs(dy)) <= 0.9,
-    "frame": lambda dx, dy, r, a: (np.maximum(abs(dx), abs(dy)) <= 0.85) & (np.maximum(abs(dx), abs(dy)) >= 0.45),
+    "frame": lambda dx, dy, r, a: ((np.maximum(abs(dx), abs(dy)) <= 0.85)
+                                   & (np.maximum(abs(dx), abs(dy)) >= 0.45)),
 }
 COLOURS = {
     "red": (0.90, 0.15, 0.15), "green": (0.20, 0.80, 0.25), "blue": (0.20, 0.35, 0.95),
@@ -357,23 +380,26 @@ COLOURS = {
 
 
 class ToyShapes(Dataset):
-    """n procedural images; item i is a pure function of (seed, i), so any worker count/order gives the same data.
+    """n procedural images; item i is a pure function of (seed, i), so any worker count/order gives
+    the same data.
 
-    Class y = i % num_classes (balanced) fixes shape SHAPES[y % 10] and colour (a unique pair for up to 100
-    classes). Per sample: position, radius (0.18-0.32 of the side), rotation (+-15 deg, so a square never
-    becomes a diamond), a stripe texture of random period/orientation/phase on the object and a faint
-    checkerboard of random period/phase on a random dark background.
+    Class y = i % num_classes (balanced) fixes shape SHAPES[y % 10] and colour (a unique pair for
+    up to 100 classes). Per sample: position, radius (0.18-0.32 of the side), rotation (+-15 deg,
+    so a square never becomes a diamond), a stripe texture of random period/orientation/phase on
+    the object and a faint checkerboard of random period/phase on a random dark background.
     """
 
     def __init__(self, n=50_000, resolution=32, num_classes=10, seed=0):
         if n < 1 or not 1 <= num_classes <= len(SHAPES) * len(COLOURS) or resolution < 8:
             raise ValueError(f"ToyShapes needs n >= 1, 1 <= num_classes <= 100, resolution >= 8; "
-                             f"got n={n}, num_classes={num_classes}, resolution={resolution}")  # fmt: skip
+                             f"got n={n}, num_classes={num_classes}, "
+                             f"resolution={resolution}")  # fmt: skip
         self.n, self.resolution, self.num_classes, self.seed = n, resolution, num_classes, seed
         shapes, colours = list(SHAPES), list(COLOURS)
         # Class y -> (shape y % 10, colour (y + y // 10) % 10): all pairs distinct for y < 100.
         self.class_shape = [shapes[y % len(shapes)] for y in range(num_classes)]
-        self.class_colour = [colours[(y + y // len(shapes)) % len(colours)] for y in range(num_classes)]
+        self.class_colour = [colours[(y + y // len(shapes)) % len(colours)]
+                             for y in range(num_classes)]
         self.classes = [f"{c} {s}" for s, c in zip(self.class_shape, self.class_colour)]
 
     def __len__(self):
@@ -395,18 +421,21 @@ class ToyShapes(Dataset):
                 gx, gy = (u[None, :] + ox - cx) / R, (u[:, None] + oy - cy) / R  # (1, W), (H, 1)
                 dx = math.cos(theta) * gx + math.sin(theta) * gy  # (H, W), rotated frame
                 dy = -math.sin(theta) * gx + math.cos(theta) * gy
-                m += SHAPES[self.class_shape[y]](dx, dy, np.hypot(dx, dy), np.arctan2(dy, dx)) / 4.0
+                m += SHAPES[self.class_shape[y]](dx, dy,
+                                                 np.hypot(dx, dy), np.arctan2(dy, dx)) / 4.0
         # Fine detail: periods of a few pixels, growing slowly with resolution so the texture stays
         # visible at 512 px but never reaches the object's scale.
         p = max(1.0, res / 64) ** 0.5
         gx, gy = np.meshgrid(u, u)  # (H, W) each
         phi = rng.uniform(0, math.pi)
-        stripes = np.sin(2 * math.pi * (gx * math.cos(phi) + gy * math.sin(phi)) / (rng.uniform(2.5, 5) * p)
+        stripes = np.sin(2 * math.pi * (gx * math.cos(phi) + gy * math.sin(phi))
+                         / (rng.uniform(2.5, 5) * p)
                          + rng.uniform(0, 2 * math.pi))  # fmt: skip
         pc, (ph, pv) = rng.uniform(3, 6) * p, rng.uniform(0, 2 * math.pi, size=2)
         checker = np.sign(np.sin(2 * math.pi * gx / pc + ph) * np.sin(2 * math.pi * gy / pc + pv))
         colour = np.array(COLOURS[self.class_colour[y]]) * rng.uniform(0.85, 1.0)  # (3,)
-        background = rng.uniform(0.05, 0.35) + rng.uniform(-0.05, 0.05, size=3)  # (3,) dark, low saturation
+        # (3,) dark, low saturation
+        background = rng.uniform(0.05, 0.35) + rng.uniform(-0.05, 0.05, size=3)
         obj = colour[:, None, None] * (0.72 + 0.28 * stripes)[None]  # (3, H, W)
         bg = background[:, None, None] + 0.06 * checker[None]  # (3, H, W)
         img = m[None] * obj + (1 - m[None]) * bg  # (3, H, W) in [0, 1]
@@ -429,9 +458,11 @@ def build_dataset(data="toy", resolution=256, num_classes=10, toy_size=50_000, s
 
 
 def shard_order(n, rank, world_size, epoch=0, seed=0, shuffle=True):
-    """DistributedSampler's order: a permutation seeded by seed + epoch, padded by repeating from the start to a
-    multiple of world_size, then every world_size-th index from `rank`. Equal shards that cover the dataset."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)) if shuffle else torch.arange(n)
+    """DistributedSampler's order: a permutation seeded by seed + epoch, padded by repeating from
+    the start to a multiple of world_size, then every world_size-th index from `rank`. Equal shards
+    that cover the dataset."""
+    order = (torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)) if shuffle
+             else torch.arange(n))
     order = torch.cat([order, order[:(-n) % world_size]])  # (world_size * ceil(n / world_size),)
     return order[rank::world_size].tolist()
 
@@ -459,31 +490,38 @@ def end_workers_at_exit():
 
 
 def make_loader(dataset, batch_size, rank=0, world_size=1, num_workers=4, pin_memory=False):
-    """One pass over this rank's shard in dataset order, last batch partial (encoding a cache, evaluation)."""
+    """One pass over this rank's shard in dataset order, last batch partial (encoding a cache,
+    evaluation)."""
     if batch_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size; got {batch_size}, {rank}, {world_size}")
+        raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size; "
+                         f"got {batch_size}, {rank}, {world_size}")
     order = shard_order(len(dataset), rank, world_size, shuffle=False)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
-                      worker_init_fn=ignore_stop_signals, generator=torch.Generator())  # not the global RNG
+    return DataLoader(dataset, batch_sampler=batches,
+                      num_workers=num_workers, pin_memory=pin_memory,
+                      worker_init_fn=ignore_stop_signals,
+                      generator=torch.Generator())  # not the global RNG
 
 
 class Batches:
-    """Endless training batches of this rank's shard, reshuffled each epoch (shard_order), full batches only, and
-    resumable exactly: state() = {"epoch", "position"} (batches taken in that epoch) continues where it stopped.
+    """Endless training batches of this rank's shard, reshuffled each epoch (shard_order), full
+    batches only, and resumable exactly: state() = {"epoch", "position"} (batches taken in that
+    epoch) continues where it stopped.
 
-    The loader holds no randomness (its workers only decode; its base seed comes from a generator of its own), so
-    data loading never moves the global RNG streams that the training step draws from.
+    The loader holds no randomness (its workers only decode; its base seed comes from a generator
+    of its own), so data loading never moves the global RNG streams that the training step draws
+    from.
     """
 
-    def __init__(self, dataset, batch_size, rank=0, world_size=1, seed=0, num_workers=0, pin_memory=False,
-                 state=None):
-        self.dataset, self.batch_size, self.rank, self.world_size, self.seed = dataset, batch_size, rank, world_size, seed
+    def __init__(self, dataset, batch_size, rank=0, world_size=1, seed=0,
+                 num_workers=0, pin_memory=False, state=None):
+        self.dataset, self.batch_size, self.rank, self.world_size, self.seed = (
+            dataset, batch_size, rank, world_size, seed)
         self.loader_args = dict(num_workers=num_workers, pin_memory=pin_memory)
         self.per_epoch = -(-len(dataset) // world_size) // batch_size
         if self.per_epoch < 1:
-            raise ValueError(f"the data have {len(dataset)} images: fewer than one micro-batch of {batch_size} per "
-                             f"rank ({world_size} ranks); lower --batch-size")
+            raise ValueError(f"the data have {len(dataset)} images: fewer than one micro-batch of "
+                             f"{batch_size} per rank ({world_size} ranks); lower --batch-size")
         self.epoch, self.position = (state["epoch"], state["position"]) if state else (0, 0)
         self.it = None
 
@@ -494,9 +532,12 @@ class Batches:
         if self.position == self.per_epoch:
             self.epoch, self.position, self.it = self.epoch + 1, 0, None
         if self.it is None:
-            order = shard_order(len(self.dataset), self.rank, self.world_size, self.epoch, self.seed)
-            batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.per_epoch)]
-            self.it = iter(DataLoader(self.dataset, batch_sampler=batches[self.position:], generator=torch.Generator(),
+            order = shard_order(len(self.dataset), self.rank, self.world_size,
+                                self.epoch, self.seed)
+            batches = [order[i * self.batch_size:(i + 1) * self.batch_size]
+                       for i in range(self.per_epoch)]
+            self.it = iter(DataLoader(self.dataset, batch_sampler=batches[self.position:],
+                                      generator=torch.Generator(),
                                       worker_init_fn=ignore_stop_signals, **self.loader_args))
         self.position += 1
         return next(self.it)
@@ -512,21 +553,23 @@ class Batches:
 
 def collate_images(items):
     """uint8 (3, H, W) images or None (unreadable) -> (batch, number skipped). Images of one size
-    stack as uint8; mixed sizes are resized to 299 one by one here (the Inception would do the same)."""
+    stack as uint8; mixed sizes are resized to 299 one by one here (the Inception would do the
+    same)."""
     images = [x for x in items if x is not None]
     skipped = len(items) - len(images)
     if not images:
         return None, skipped
     if any(x.shape != images[0].shape for x in images):
-        images = [torch.nn.functional.interpolate(x[None].float() / 255, size=(299, 299), mode="bilinear",
-                                                  align_corners=False)[0] for x in images]
+        images = [torch.nn.functional.interpolate(x[None].float() / 255, size=(299, 299),
+                                                  mode="bilinear", align_corners=False)[0]
+                  for x in images]
     return torch.stack(images), skipped  # (N, 3, H, W)
 
 
 class FolderImages(Dataset):
-    """This rank's contiguous shard of image files, iterated as batches (N, 3, H, W) uint8, ADM center-cropped to
-    `resolution` if given. Unreadable files are skipped and counted in `self.skipped`: a statistic must not count
-    a stand-in image twice, as a training set may."""
+    """This rank's contiguous shard of image files, iterated as batches (N, 3, H, W) uint8, ADM
+    center-cropped to `resolution` if given. Unreadable files are skipped and counted in
+    `self.skipped`: a statistic must not count a stand-in image twice, as a training set may."""
 
     def __init__(self, files, resolution=None, batch_size=50, num_workers=4, rank=0, world=1):
         self.files = files[len(files) * rank // world:len(files) * (rank + 1) // world]
@@ -539,11 +582,12 @@ class FolderImages(Dataset):
 
     def __getitem__(self, i):
         arr = read_image(self.files[i], self.resolution)
-        return None if arr is None else torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # (3, H, W), writable
+        # (3, H, W), writable
+        return None if arr is None else torch.from_numpy(np.array(arr)).permute(2, 0, 1)
 
     def __iter__(self):
-        loader = DataLoader(self, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_images,
-                            worker_init_fn=ignore_stop_signals)
+        loader = DataLoader(self, batch_size=self.batch_size, num_workers=self.num_workers,
+                            collate_fn=collate_images, worker_init_fn=ignore_stop_signals)
         for x, skipped in loader:
             self.skipped += skipped
             if x is not None:
@@ -562,7 +606,8 @@ def main(args):
         idx = [i for i, label in enumerate(labels) if label == y][: args.nrow]  # []: empty class
         x = torch.stack([dataset[i][0] for i in idx]) if idx else \
             torch.empty(0, 3, args.resolution, args.resolution)  # (<= nrow, 3, H, W)
-        rows.append(torch.cat([x, -torch.ones(args.nrow - len(x), *x.shape[1:])]))  # (nrow, 3, H, W), black pad
+        # (nrow, 3, H, W), black pad
+        rows.append(torch.cat([x, -torch.ones(args.nrow - len(x), *x.shape[1:])]))
         names.append(f"{y}: {dataset.classes[y]}")
     save_grid(torch.cat(rows), args.out, args.nrow, row_labels=names)
     print(f"{len(dataset)} images, {dataset.num_classes} classes -> {args.out}")

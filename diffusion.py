@@ -5,28 +5,32 @@ Paper: Sec. 3.3 (augmented diffusion training, Eq. 2, Fig. 5a), Sec. 4.1 (the fo
 Tables 2-5.
 
 Three objectives, one per backbone family (models.MODELS[name].objective says which):
-  DDPM   DiT:        linear betas 1e-4..0.02, t in {0..999}, eps-prediction + learned-range variance trained by
-                     the variational bound (DiT's "hybrid" loss); ancestral sampling respaced to 250 steps.
-  EpsSD  UViT:       SD scaled-linear betas, t in {1..1000}, eps-prediction; DPM-Solver "fast" (singlestep, order 3,
-                     30 model evaluations), as U-ViT and DC-Gen evaluate.
-  Flow   SiT, USiT:  x_t = t x0 + (1 - t) eps (t = 0 noise, t = 1 data), velocity v = x0 - eps, t ~ U[0, 1];
-                     adaptive dopri5 (SiT's and DC-Gen's evaluation), or Euler / Heun / Euler-Maruyama.
+  DDPM   DiT:        linear betas 1e-4..0.02, t in {0..999}, eps-prediction + learned-range
+                     variance trained by the variational bound (DiT's "hybrid" loss); ancestral
+                     sampling respaced to 250 steps.
+  EpsSD  UViT:       SD scaled-linear betas, t in {1..1000}, eps-prediction; DPM-Solver "fast"
+                     (singlestep, order 3, 30 model evaluations), as U-ViT and DC-Gen evaluate.
+  Flow   SiT, USiT:  x_t = t x0 + (1 - t) eps (t = 0 noise, t = 1 data), velocity v = x0 - eps,
+                     t ~ U[0, 1]; adaptive dopri5 (SiT's and DC-Gen's evaluation), or Euler /
+                     Heun / Euler-Maruyama.
 
 Each has `.loss(model, x0, y, mask=None) -> (loss, terms)` and
 `.sample(model, z, y, sampler=None, steps=None, cfg_scale, guidance_interval, mask, generator)`;
-`.samplers` maps each sampler to its default steps, the first being the paper's evaluation protocol,
-and `.describe(sampler, steps)` says it in words. `mask` is Eq. 1's ae.channel_mask(c, c'), built by
-the caller from c' (an int, or one per sample), or None for all c channels; augment_batch draws the
-c' of the two ways to combine Eq. 2 with the plain loss:
+`.samplers` maps each sampler to its default steps, the first being the paper's evaluation
+protocol, and `.describe(sampler, steps)` says it in words. `mask` is Eq. 1's
+ae.channel_mask(c, c'), built by the caller from c' (an int, or one per sample), or None for all c
+channels; augment_batch draws the c' of the two ways to combine Eq. 2 with the plain loss:
 
-  "replace"  each sample's c' uniform over the candidates (which include c): the paper's literal Eq. 2.
-  "extra"    the batch twice, once with c' = c and once with a drawn c'; the loss is the mean of the two
-             halves, i.e. the official `always_sample_max_channel` (full-channel loss + masked loss) / 2.
+  "replace"  each sample's c' uniform over the candidates (which include c): the paper's
+             literal Eq. 2.
+  "extra"    the batch twice, once with c' = c and once with a drawn c'; the loss is the mean of
+             the two halves, i.e. the official `always_sample_max_channel` (full-channel loss +
+             masked loss) / 2.
 
     python -m pytest -q tests/test_diffusion.py
-    python -c "import ae, diffusion, models, torch; m = models.create_model('USiT-tiny', in_channels=8, \
-input_size=4); print(diffusion.Flow().loss(m, torch.randn(4, 8, 4, 4), torch.zeros(4, dtype=torch.long), \
-mask=ae.channel_mask(8, 4)))"
+    python -c "import ae, diffusion, models, torch; m = models.create_model('USiT-tiny', \
+        in_channels=8, input_size=4); print(diffusion.Flow().loss(m, torch.randn(4, 8, 4, 4), \
+        torch.zeros(4, dtype=torch.long), mask=ae.channel_mask(8, 4)))"
 """
 
 import math
@@ -42,11 +46,11 @@ from ae import sample_c_prime
 #                     Augmented diffusion training (Eq. 2)                       #
 #################################################################################
 
-# Augmented diffusion loss (Eq. 2): || eps * mask - eps_theta(x_t * mask, t) * mask ||^2, averaged over
-# the kept elements.
+# Augmented diffusion loss (Eq. 2): || eps * mask - eps_theta(x_t * mask, t) * mask ||^2,
+# averaged over the kept elements.
 def augmented_loss(err, mask):
-    """err (N, c, H, W): the per-element squared error of any objective; mask (N or 1, c, 1, 1) from
-    channel_mask.
+    """err (N, c, H, W): the per-element squared error of any objective; mask (N or 1, c, 1, 1)
+    from channel_mask.
 
     Mean over each sample's kept elements, then over the batch. Per sample this is the official
     code's loss on x0[:, :c'] (a mean over c' H W elements); equal sample weights make one mixed-c'
@@ -58,13 +62,14 @@ def augmented_loss(err, mask):
 
 def augment_batch(x0, y, candidates, mode, generator=None):
     """Fig. 5a: (x0, y, c_prime), c_prime a CPU tensor (N,) of the c' of each sample, for the
-    trainer's Eq. 1 mask channel_mask(c, c_prime) (drawn on the host: no step waits for the device).
+    trainer's Eq. 1 mask channel_mask(c, c_prime) (drawn on the host: no step waits for the
+    device).
 
     mode "off": c_prime None (no mask). "replace": one c' per sample (Eq. 2 as written). "extra":
     the batch twice, the first copy with c' = c and the second with drawn c' - the official
-    always_sample_max_channel runs these as two separate passes with their own noise and t; one pass
-    over the doubled batch with per-sample masks computes the same loss (augmented_loss gives both
-    halves equal weight) at the same cost.
+    always_sample_max_channel runs these as two separate passes with their own noise and t; one
+    pass over the doubled batch with per-sample masks computes the same loss (augmented_loss gives
+    both halves equal weight) at the same cost.
     """
     N, c = x0.shape[:2]
     if mode == "off":
@@ -74,7 +79,8 @@ def augment_batch(x0, y, candidates, mode, generator=None):
     if mode == "replace":
         return x0, y, sample_c_prime(candidates, N, generator)
     if mode == "extra":
-        c_prime = torch.cat([torch.full((N,), c), sample_c_prime(candidates, N, generator)])  # (2N,)
+        c_prime = torch.cat([torch.full((N,), c),
+                             sample_c_prime(candidates, N, generator)])  # (2N,)
         return torch.cat([x0, x0]), torch.cat([y, y]), c_prime
     raise ValueError(f"mode must be 'off', 'replace' or 'extra', got {mode!r}")
 
@@ -89,8 +95,8 @@ def check_latent(model, x, mask, what="x0"):
     if mask is None:
         return torch.ones(1, c, 1, 1, device=x.device)
     if mask.ndim != 4 or mask.shape[1:] != (c, 1, 1) or mask.shape[0] not in (1, len(x)):
-        raise ValueError(f"mask must be (N or 1, {c}, 1, 1) for {what} of shape {tuple(x.shape)} (ae.channel_mask), "
-                         f"got {tuple(mask.shape)}")
+        raise ValueError(f"mask must be (N or 1, {c}, 1, 1) for {what} of shape {tuple(x.shape)} "
+                         f"(ae.channel_mask), got {tuple(mask.shape)}")
     return mask.to(x.device, non_blocking=True)  # no wait: channel_mask builds it on the host
 
 
@@ -115,7 +121,8 @@ def guided_output(model, x, t, y, cfg_scale=1.0, guide=True):
     if cfg_scale == 1.0 or not guide:
         return model(x, t_vec, y)
     null = torch.full_like(y, model.num_classes)  # the null class the label dropout trained
-    out = model(torch.cat([x, x]), torch.cat([t_vec, t_vec]), torch.cat([y, null]))  # (2N, C_out, H, W)
+    # (2N, C_out, H, W)
+    out = model(torch.cat([x, x]), torch.cat([t_vec, t_vec]), torch.cat([y, null]))
     cond, uncond = out.chunk(2)
     guided = uncond[:, :c] + cfg_scale * (cond[:, :c] - uncond[:, :c])  # (N, c, H, W)
     return torch.cat([guided, cond[:, c:]], dim=1)
@@ -127,14 +134,15 @@ def resolve_sampler(objective, sampler=None, steps=None):
     ValueError."""
     sampler = next(iter(objective.samplers)) if sampler is None else sampler
     if sampler not in objective.samplers:
-        raise ValueError(f"unknown sampler {sampler!r} for {type(objective).__name__}; choose from "
-                         f"{list(objective.samplers)}")
+        raise ValueError(f"unknown sampler {sampler!r} for {type(objective).__name__}; "
+                         f"choose from {list(objective.samplers)}")
     default = objective.samplers[sampler]
     if default is None and steps is not None:
-        raise ValueError(f"sampler {sampler} is adaptive: steps do not apply (got {steps}); fixed steps: "
-                         f"{[name for name, n in objective.samplers.items() if n]}")
+        raise ValueError(f"sampler {sampler} is adaptive: steps do not apply (got {steps}); "
+                         f"fixed steps: {[name for name, n in objective.samplers.items() if n]}")
     steps = default if steps is None else steps
-    if steps is not None and not objective.min_steps.get(sampler, 1) <= steps <= objective.max_steps.get(sampler, steps):
+    if steps is not None and not (objective.min_steps.get(sampler, 1) <= steps
+                                  <= objective.max_steps.get(sampler, steps)):
         raise ValueError(f"steps={steps} is out of range for {sampler}")
     return sampler, steps
 
@@ -143,7 +151,8 @@ def check_sampling(objective, model, z, mask, sampler, steps):
     """-> (mask, sampler, steps) with the objective's defaults filled in; bad values raise before
     any compute."""
     if getattr(model, "training", False):
-        raise ValueError("call model.eval() before sampling: label dropout would drop the class condition")
+        raise ValueError("call model.eval() before sampling: "
+                         "label dropout would drop the class condition")
     return (check_latent(model, z, mask, "z"), *resolve_sampler(objective, sampler, steps))
 
 
@@ -153,7 +162,8 @@ def check_sampling(objective, model, z, mask, sampler, steps):
 
 def normal_kl(mean1, logvar1, mean2, logvar2):
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) per element, in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
+                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 def discretized_gaussian_log_likelihood(x, mean, log_scale):
@@ -168,7 +178,8 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale):
     log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
     log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
     log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
-    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+    return torch.where(x < -0.999, log_cdf_plus,
+                       torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
 def gaussian_tables(betas):
@@ -202,7 +213,8 @@ class DDPM:
 
     def __init__(self, num_steps=1000, beta_start=1e-4, beta_end=0.02):
         self.num_steps = num_steps
-        self.max_steps = {"ddpm": num_steps}  # the respaced chain keeps at most every original step
+        # the respaced chain keeps at most every original step
+        self.max_steps = {"ddpm": num_steps}
         self.betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
         self.tables = gaussian_tables(self.betas)
 
@@ -214,7 +226,8 @@ class DDPM:
         """Mean and log-variance of p(x_{t-1} | x_t). Learned range: log var = frac log beta_t +
         (1 - frac) log beta-tilde_t with frac = (v + 1) / 2 (IDDPM Eq. 15)."""
         frac = (v + 1) / 2
-        logvar = frac * at(tables["log_betas"], t, x_t) + (1 - frac) * at(tables["post_logvar"], t, x_t)
+        logvar = (frac * at(tables["log_betas"], t, x_t)
+                  + (1 - frac) * at(tables["post_logvar"], t, x_t))
         alpha_bar = at(tables["alpha_bar"], t, x_t)
         x0_pred = (x_t - (1 - alpha_bar).sqrt() * eps_theta) / alpha_bar.sqrt()
         mean = at(tables["coef_x0"], t, x_t) * x0_pred + at(tables["coef_xt"], t, x_t) * x_t
@@ -226,21 +239,25 @@ class DDPM:
         (tests, variance reduction); the same signature holds for EpsSD and Flow."""
         mask = check_latent(model, x0, mask)
         N, c = x0.shape[:2]
-        t = torch.randint(0, self.num_steps, (N,), generator=generator, device=x0.device) if t is None else t
+        t = (torch.randint(0, self.num_steps, (N,), generator=generator, device=x0.device)
+             if t is None else t)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device) if eps is None else eps
         x_t = self.q_sample(x0, t, eps) * mask
         out = model(x_t, t.float(), y).float()  # (N, 2c, H, W)
         if out.shape[1] != 2 * c:
-            raise ValueError(f"DDPM needs a learned-sigma model with 2c={2 * c} outputs, got {out.shape[1]}")
+            raise ValueError(f"DDPM needs a learned-sigma model with 2c={2 * c} outputs, "
+                             f"got {out.shape[1]}")
         eps_theta, v = out[:, :c], out[:, c:]
         mse = augmented_loss((eps - eps_theta) ** 2, mask)
         # Variational bound, in bits per dim; the mean is detached so it only trains the variance
         # (IDDPM).
         mean, logvar = self.p_mean_logvar(self.tables, t, x_t, eps_theta.detach(), v)
-        true_mean = at(self.tables["coef_x0"], t, x0) * x0 + at(self.tables["coef_xt"], t, x0) * x_t
+        true_mean = (at(self.tables["coef_x0"], t, x0) * x0
+                     + at(self.tables["coef_xt"], t, x0) * x_t)
         kl = normal_kl(true_mean, at(self.tables["post_logvar"], t, x0), mean, logvar)
         nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar)
-        vb = augmented_loss(torch.where(t.reshape(-1, 1, 1, 1) == 0, nll, kl) / math.log(2.0), mask)
+        vb = augmented_loss(torch.where(t.reshape(-1, 1, 1, 1) == 0, nll, kl) / math.log(2.0),
+                            mask)
         return mse + vb, {"mse": mse.detach(), "vb": vb.detach()}
 
     def respaced_timesteps(self, num_steps):
@@ -249,8 +266,8 @@ class DDPM:
         / (n - 1), each rounded (the sum's round-off decides the ties that a direct i (T - 1) /
         (n - 1) would round otherwise, e.g. for n = 21)."""
         if not 2 <= num_steps <= self.num_steps:
-            raise ValueError(f"steps={num_steps} is outside [2, {self.num_steps}] (the chain's clipped posterior "
-                             f"variance needs two steps)")
+            raise ValueError(f"steps={num_steps} is outside [2, {self.num_steps}] (the chain's "
+                             f"clipped posterior variance needs two steps)")
         stride, t, kept = (self.num_steps - 1) / (num_steps - 1), 0.0, []
         for _ in range(num_steps):
             kept.append(round(t))
@@ -261,21 +278,24 @@ class DDPM:
         return f"DDPM ancestral sampling, {steps} respaced steps, learned variance"
 
     @torch.no_grad()
-    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, mask=None,
-               generator=None):
+    def sample(self, model, z, y, sampler=None, steps=None,
+               cfg_scale=1.0, guidance_interval=None, mask=None, generator=None):
         """Ancestral sampling on the respaced chain; z (N, c, H, W) is the initial noise."""
         mask, sampler, steps = check_sampling(self, model, z, mask, sampler, steps)
         c = z.shape[1]
         use = self.respaced_timesteps(steps)
         alpha_bar = self.tables["alpha_bar"][use]
-        tables = gaussian_tables(1 - alpha_bar / torch.cat([torch.ones(1, dtype=alpha_bar.dtype), alpha_bar[:-1]]))
+        tables = gaussian_tables(1 - alpha_bar / torch.cat([torch.ones(1, dtype=alpha_bar.dtype),
+                                                            alpha_bar[:-1]]))
         x = z * mask
         for i in reversed(range(steps)):
             guide = in_interval(use[i] / self.num_steps, guidance_interval)
-            out = guided_output(model, x, use[i], y, cfg_scale, guide).float()  # the model sees original t
+            # the model sees original t
+            out = guided_output(model, x, use[i], y, cfg_scale, guide).float()
             mean, logvar = self.p_mean_logvar(tables, i, x, out[:, :c], out[:, c:])
             if i > 0:
-                mean = mean + torch.exp(0.5 * logvar) * torch.randn(z.shape, generator=generator, device=z.device)
+                mean = mean + torch.exp(0.5 * logvar) * torch.randn(z.shape, generator=generator,
+                                                                    device=z.device)
             x = mean * mask  # partial-channel generation: dropped channels stay exactly zero
         return x
 
@@ -304,7 +324,8 @@ class EpsSD:
     def __init__(self, num_steps=1000):
         self.num_steps = num_steps
         betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, num_steps, dtype=torch.float64) ** 2
-        self.alpha_bar = torch.cumprod(1.0 - betas, dim=0)  # alpha_bar[n - 1] = alpha-bar_n, n = 1..N
+        # alpha_bar[n - 1] = alpha-bar_n, n = 1..N
+        self.alpha_bar = torch.cumprod(1.0 - betas, dim=0)
         # DPM-Solver's discrete schedule: log alpha at the knots t = n / N, piecewise linear in t
         # between them.
         self.knots = np.arange(1, num_steps + 1) / num_steps
@@ -318,7 +339,8 @@ class EpsSD:
         """As DDPM.loss; t here is the step n in 1..N (long), fed to the model as is."""
         mask = check_latent(model, x0, mask)
         N, c = x0.shape[:2]
-        n = torch.randint(1, self.num_steps + 1, (N,), generator=generator, device=x0.device) if t is None else t
+        n = (torch.randint(1, self.num_steps + 1, (N,), generator=generator, device=x0.device)
+             if t is None else t)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device) if eps is None else eps
         x_t = self.q_sample(x0, n, eps) * mask
         eps_theta = model(x_t, n.float(), y)[:, :c].float()
@@ -335,19 +357,20 @@ class EpsSD:
         """The inverse of lambda_t: log alpha = -log(1 + e^(-2 lambda)) / 2, then t by the same
         interpolation."""
         log_alpha = -0.5 * np.logaddexp(0.0, -2.0 * lam)
-        return float(np.interp(log_alpha, self.log_alpha[::-1], self.knots[::-1]))  # log alpha falls with t
+        # log alpha falls with t
+        return float(np.interp(log_alpha, self.log_alpha[::-1], self.knots[::-1]))
 
     def describe(self, sampler="dpm-solver", steps=30):
-        return (f"DPM-Solver fast (singlestep, order 3, data prediction, time-uniform t 1 -> {1 / self.num_steps:g}),"
-                f" {steps} model evaluations, SD betas")
+        return (f"DPM-Solver fast (singlestep, order 3, data prediction, time-uniform "
+                f"t 1 -> {1 / self.num_steps:g}), {steps} model evaluations, SD betas")
 
     @torch.no_grad()
-    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, mask=None,
-               generator=None):
+    def sample(self, model, z, y, sampler=None, steps=None,
+               cfg_scale=1.0, guidance_interval=None, mask=None, generator=None):
         """DPM-Solver "fast" (Lu et al. 2022) with data prediction, as U-ViT and DC-Gen evaluate: a
         time-uniform grid of steps + 1 points from t = 1 to 1/N, walked in singlestep updates of
-        order 3 (fast_orders) whose intermediate points are the grid points in between, so the model
-        runs exactly `steps` times. Deterministic (`generator` is accepted for a uniform
+        order 3 (fast_orders) whose intermediate points are the grid points in between, so the
+        model runs exactly `steps` times. Deterministic (`generator` is accepted for a uniform
         interface)."""
         mask, sampler, steps = check_sampling(self, model, z, mask, sampler, steps)
         c = z.shape[1]
@@ -355,23 +378,26 @@ class EpsSD:
         def x0_theta(x, t):  # data prediction D = (x - sigma_t eps_theta) / alpha_t, masked like x
             alpha, sigma, _ = self.alpha_sigma_lambda(t)
             guide = in_interval(t, guidance_interval)
-            eps_theta = guided_output(model, x, t * self.num_steps, y, cfg_scale, guide)[:, :c].float()
+            eps_theta = guided_output(model, x, t * self.num_steps, y,
+                                      cfg_scale, guide)[:, :c].float()
             return (x - sigma * eps_theta) / alpha * mask
 
         grid = np.linspace(1.0, 1.0 / self.num_steps, steps + 1)
         x, i = z * mask, 0
         for order in fast_orders(steps):
             lam = [self.alpha_sigma_lambda(t)[2] for t in grid[i:i + order + 1]]
-            r = [(lam[k] - lam[0]) / (lam[-1] - lam[0]) for k in range(1, order)]  # the grid points in between
+            # the grid points in between
+            r = [(lam[k] - lam[0]) / (lam[-1] - lam[0]) for k in range(1, order)]
             x, i = self.update(x, grid[i], grid[i + order], r, x0_theta), i + order
         return x
 
     def update(self, x, s, t, r, x0_theta):
         """One singlestep DPM-Solver update from time s to t < s of order len(r) + 1, data
         prediction (U-ViT's dpm_solver_pp.py, solver_type "dpm_solver"). r: the intermediate points
-        as fractions of h = lambda_t - lambda_s (r1, or r1 < r2). The order-3 update integrates data
-        predictions linear in lambda exactly."""
-        (_, sig_s, lam_s), (a_t, sig_t, lam_t) = self.alpha_sigma_lambda(s), self.alpha_sigma_lambda(t)
+        as fractions of h = lambda_t - lambda_s (r1, or r1 < r2). The order-3 update integrates
+        data predictions linear in lambda exactly."""
+        (_, sig_s, lam_s), (a_t, sig_t, lam_t) = (self.alpha_sigma_lambda(s),
+                                                  self.alpha_sigma_lambda(t))
         h = lam_t - lam_s
         D_s = x0_theta(x, s)
         phi_1 = math.expm1(-h)
@@ -387,7 +413,8 @@ class EpsSD:
         s2 = self.t_of_lambda(lam_s + r2 * h)
         a_s2, sig_s2, _ = self.alpha_sigma_lambda(s2)
         phi_22 = math.expm1(-r2 * h) / (r2 * h) + 1
-        x_s2 = (sig_s2 / sig_s) * x - a_s2 * math.expm1(-r2 * h) * D_s + (r2 / r1) * a_s2 * phi_22 * (D_s1 - D_s)
+        x_s2 = ((sig_s2 / sig_s) * x - a_s2 * math.expm1(-r2 * h) * D_s
+                + (r2 / r1) * a_s2 * phi_22 * (D_s1 - D_s))
         D_s2 = x0_theta(x_s2, s2)
         phi_2 = phi_1 / h + 1
         return x_t + (1 / r2) * a_t * phi_2 * (D_s2 - D_s)  # D_s1 enters only through x_s2
@@ -419,7 +446,8 @@ class Flow:
         eps = torch.randn(x0.shape, generator=generator, device=x0.device) if eps is None else eps
         x_t = self.q_sample(x0, t, eps) * mask
         v_theta = model(x_t, t, y)[:, :c].float()
-        mse = augmented_loss((x0 - eps - v_theta) ** 2, mask)  # Eq. 2 with the velocity as the target
+        # Eq. 2 with the velocity as the target
+        mse = augmented_loss((x0 - eps - v_theta) ** 2, mask)
         return mse, {"mse": mse.detach()}
 
     def describe(self, sampler="dopri5", steps=None):
@@ -429,8 +457,9 @@ class Flow:
         return f"{sampler} {steps} steps, t 0 -> 1"
 
     @torch.no_grad()
-    def sample(self, model, z, y, sampler=None, steps=None, cfg_scale=1.0, guidance_interval=None, mask=None,
-               generator=None, last_step_size=0.04):
+    def sample(self, model, z, y, sampler=None, steps=None,
+               cfg_scale=1.0, guidance_interval=None, mask=None, generator=None,
+               last_step_size=0.04):
         """Integrate from t = 0 (z, noise) to t = 1 (data).
 
         dopri5: torchdiffeq's adaptive Dormand-Prince with SiT's tolerances. The official call asks
@@ -450,8 +479,8 @@ class Flow:
         x = z * mask
         if sampler == "dopri5":
             ends = torch.tensor([0.0, 1.0], device=z.device)
-            return odeint(lambda t, x: velocity(x, float(t)), x, ends, method="dopri5", atol=self.atol,
-                          rtol=self.rtol)[-1]
+            return odeint(lambda t, x: velocity(x, float(t)), x, ends,
+                          method="dopri5", atol=self.atol, rtol=self.rtol)[-1]
         if sampler in ("euler", "heun"):
             ts = [i / steps for i in range(steps + 1)]
             for t0, t1 in zip(ts[:-1], ts[1:]):
@@ -463,8 +492,9 @@ class Flow:
             return x
         assert sampler == "euler_maruyama"  # check_sampling admits only this objective's samplers
 
-        # Euler-Maruyama on SiT's SDE: dx = [v + w(t) score] dt + sqrt(2 w(t)) dW, w(t) = 1 - t; the
-        # score from the velocity for this path: score = (t v - x) / (1 - t) = -eps_hat / sigma_t.
+        # Euler-Maruyama on SiT's SDE: dx = [v + w(t) score] dt + sqrt(2 w(t)) dW, w(t) = 1 - t;
+        # the score from the velocity for this path:
+        # score = (t v - x) / (1 - t) = -eps_hat / sigma_t.
         def drift(x, t):
             v = velocity(x, t)
             score = (t * v - x) / (1 - t)

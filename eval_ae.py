@@ -51,8 +51,8 @@ SHARED = "shared decoder (not the paper's protocol)"  # a c' < c decoded by the 
 def check_args(args):
     bad_resolution = args.resolution is not None and args.resolution < 1
     if args.images < 1 or args.batch_size < 1 or bad_resolution:
-        raise ValueError(f"--images {args.images}, --batch-size {args.batch_size} and --resolution "
-                         f"{args.resolution} must be positive")
+        raise ValueError(f"--images {args.images}, --batch-size {args.batch_size} "
+                         f"and --resolution {args.resolution} must be positive")
     if args.data != "toy" and not os.path.isdir(args.data):
         raise ValueError(f"--data folder not found: {args.data}")
     file_given = args.inception_weights not in (None, "random")

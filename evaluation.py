@@ -1,13 +1,14 @@
 """Class-conditional generation as the paper evaluates it (Sec. 4.1-4.2, Tables 2-4, App. B;
-DESIGN.md §5b-6), in one place, so that sample.py (grids, 50K-sample .npz files, the CFG search) and
-train_diffusion.py (FID during training) compute the same images and therefore the same numbers.
+DESIGN.md §5b-6), in one place, so that sample.py (grids, 50K-sample .npz files, the CFG search)
+and train_diffusion.py (FID during training) compute the same images and therefore the same
+numbers.
 
-- Labels (Sec. 4.1: 50,000 samples): `random` is DC-Gen's protocol, torch.randint(0, K, (N,)) from a
-  CPU generator seeded `seed`; `balanced` gives N / K samples of each class in a seeded order, as
+- Labels (Sec. 4.1: 50,000 samples): `random` is DC-Gen's protocol, torch.randint(0, K, (N,)) from
+  a CPU generator seeded `seed`; `balanced` gives N / K samples of each class in a seeded order, as
   RAE and REPA-E report headline FIDs. Both are a function of (N, classes, seed) alone: the same on
   any number of ranks.
-- Noise: chunk k of global indices [k B, (k + 1) B) draws from a generator seeded by (seed, k), so 1
-  or 8 GPUs give the same images for the same batch size B.
+- Noise: chunk k of global indices [k B, (k + 1) B) draws from a generator seeded by (seed, k), so
+  1 or 8 GPUs give the same images for the same batch size B.
 - `generate`: noise -> the objective's sampler with classifier-free guidance
   (Table 4 †: a guidance interval) and optionally only the first c' channels -> the latent scale
   undone -> the AE's decode -> uint8 = clamp(127.5 x + 128).
@@ -93,8 +94,8 @@ class Timer:
         return out
 
     def report(self, n, rank, world_size):
-        """Print and return the rate and the split of the phases: {"images", "seconds", "img_per_s",
-        phase: s}."""
+        """Print and return the rate and the split of the phases:
+        {"images", "seconds", "img_per_s", phase: s}."""
         total = sum(self.t.values())
         split = ", ".join(f"{k} {v:.2f}s ({100 * v / max(total, 1e-9):.0f}%)"
                           for k, v in self.t.items())
@@ -107,16 +108,17 @@ class Timer:
 def generate(model, objective, ae, scale, latent_shape, y, seed, *, sampler, steps, cfg_scale=1.0,
              guidance_interval=None, c_prime=None, bf16=False, ae_bf16=False, timer=None):
     """uint8 images (n, H, W, 3) on the host for labels y (n,): the initial noise from a generator
-    seeded `seed`, the objective's sampler (cfg_scale 1 = no guidance; guidance only at noise levels
-    inside guidance_interval; c_prime: only the first c' latent channels), the latent scale undone,
-    the AE's decode. fp32 unless bf16 / ae_bf16 (the decoder's precision moves FID: the evaluation
-    protocol decodes in fp32)."""
+    seeded `seed`, the objective's sampler (cfg_scale 1 = no guidance; guidance only at noise
+    levels inside guidance_interval; c_prime: only the first c' latent channels), the latent scale
+    undone, the AE's decode. fp32 unless bf16 / ae_bf16 (the decoder's precision moves FID: the
+    evaluation protocol decodes in fp32)."""
     timer = timer or Timer()
     device = next(model.parameters()).device
     # Channel mask (Eq. 1), (1, c, 1, 1).
     mask = None if c_prime is None else ae_lib.channel_mask(latent_shape[0], c_prime)
     g = torch.Generator(device).manual_seed(seed)
-    z = torch.randn(len(y), *latent_shape, generator=g, device=device)  # (n, c, h, w) initial noise
+    # (n, c, h, w) initial noise
+    z = torch.randn(len(y), *latent_shape, generator=g, device=device)
 
     def denoise(z):
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
@@ -141,11 +143,11 @@ def generate(model, objective, ae, scale, latent_shape, y, seed, *, sampler, ste
 def generation_metrics(generate, labels, batch_size, inception, reference, rank, world_size,
                        is_protocol="adm", stop=None, progress=False):
     """FID, sFID, IS, precision and recall (fid.py) of the N = len(labels) images that
-    `generate(y, k)` makes for chunk k, against `reference` (fid.load_reference, loaded once). Chunk
-    k runs on rank k % world_size, as in sample.py's evaluate; its images go straight into fid.py's
-    features with their global indices (no image is kept), so the numbers equal fid.py's on the .npz
-    of the same images. Collective: every rank calls it. `stop()` is asked between rounds of chunks,
-    all ranks together; -> None if it said yes on any rank, else the metrics."""
+    `generate(y, k)` makes for chunk k, against `reference` (fid.load_reference, loaded once).
+    Chunk k runs on rank k % world_size, as in sample.py's evaluate; its images go straight into
+    fid.py's features with their global indices (no image is kept), so the numbers equal fid.py's
+    on the .npz of the same images. Collective: every rank calls it. `stop()` is asked between
+    rounds of chunks, all ranks together; -> None if it said yes on any rank, else the metrics."""
     device = next(inception.parameters()).device
     features = fid.Features(inception, device, is_protocol=is_protocol)
     parts = chunks(len(labels), batch_size)

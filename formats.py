@@ -94,8 +94,8 @@ def check_diffusers_config(d):
                 "decoder_layers_per_block", "encoder_qkv_multiscales", "decoder_qkv_multiscales",
                 *per_stage):
         if isinstance(d[key], list) and len(d[key]) != S:
-            raise ValueError(f"config.json: {key} has {len(d[key])} entries, expected {S}, one per "
-                             f"stage of encoder_block_out_channels")
+            raise ValueError(f"config.json: {key} has {len(d[key])} entries, expected {S}, "
+                             f"one per stage of encoder_block_out_channels")
     if d["decoder_block_out_channels"] != d["encoder_block_out_channels"]:
         raise ValueError("encoder and decoder widths differ: no DC-AE does that, ae.py does not "
                          "implement it")
@@ -136,7 +136,8 @@ def config_from_diffusers(d, name):
         dec_blocks=tuple(blocks[b] for b in per_stage(d["decoder_block_types"])),
         enc_scales=scales if any(scales) else None,  # None: no extra scale anywhere
         dec_scales=dec_scales if any(dec_scales) else None,
-        downsample="pixel_unshuffle" if d["downsample_block_type"] == "pixel_unshuffle" else "conv",
+        downsample=("pixel_unshuffle" if d["downsample_block_type"] == "pixel_unshuffle"
+                    else "conv"),
         upsample="interpolate" if d["upsample_block_type"] == "interpolate" else "pixel_shuffle",
         dec_norms=tuple(norms[n] for n in per_stage(d["decoder_norm_types"])),
         dec_acts=per_stage(d["decoder_act_fns"]), out_act=d["decoder_conv_act_fn"],

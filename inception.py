@@ -1,17 +1,19 @@
-"""The InceptionV3 of the FID literature: pytorch-fid's port of the TensorFlow graph of 2015-12-05, whose features
-every FID, sFID, Inception Score and precision/recall number of the paper is computed from
-(Sec. 4.1, App. B; fid.py).
+"""The InceptionV3 of the FID literature: pytorch-fid's port of the TensorFlow graph of 2015-12-05,
+whose features every FID, sFID, Inception Score and precision/recall number of the paper is
+computed from (Sec. 4.1, App. B; fid.py).
 
-Same module names and shapes as torchvision's Inception3 (num_classes=1008, no AuxLogits), so the released weights
-`pt_inception-2015-12-05-6726825d.pth` load with strict key checking; the FID graph differs in its pool branches
-(average pools exclude the padding, Mixed_7c's pool branch is a max pool), and FID numbers depend on that.
+Same module names and shapes as torchvision's Inception3 (num_classes=1008, no AuxLogits), so the
+released weights `pt_inception-2015-12-05-6726825d.pth` load with strict key checking; the FID
+graph differs in its pool branches (average pools exclude the padding, Mixed_7c's pool branch is a
+max pool), and FID numbers depend on that.
 
 One forward gives the three outputs the ADM evaluator reads from the TF graph: pool_3 (FID,
 precision/recall), the logits without bias (Inception Score) and the spatial features of
 `mixed_6/conv` (sFID). Two input pipelines: pytorch-fid's (FID, the default) and torch-fidelity's
 TF1-style one (DC-Gen's Inception Score).
 
-    python -c "import inception; m = inception.load_inception('random'); print(sum(p.numel() for p in m.parameters()))"
+    python -c "import inception; m = inception.load_inception('random'); print(sum(p.numel()
+        for p in m.parameters()))"
 """
 import os
 import warnings
@@ -33,8 +35,9 @@ RANDOM_SEED = 0  # load_inception("random"): the same network in every process a
 #                    InceptionV3 of the FID literature (TF 2015-12-05)          #
 #################################################################################
 # Same module names and shapes as torchvision's Inception3 (num_classes=1008, no AuxLogits); the
-# FID graph differs in its pool branches: average pools exclude the padding (count_include_pad=False)
-# and Mixed_7c's pool branch is a max pool (a quirk of the TF graph that FID numbers depend on).
+# FID graph differs in its pool branches: average pools exclude the padding
+# (count_include_pad=False) and Mixed_7c's pool branch is a max pool (a quirk of the TF graph that
+# FID numbers depend on).
 
 
 class BasicConv2d(nn.Module):
@@ -50,7 +53,8 @@ class BasicConv2d(nn.Module):
 
 
 def pool_branch(x, pool):
-    # "avg": 3x3 average that divides by the number of real (unpadded) pixels, as in TF; "max": Mixed_7c.
+    # "avg": 3x3 average that divides by the number of real (unpadded) pixels, as in TF;
+    # "max": Mixed_7c.
     if pool == "max":
         return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
     return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
@@ -109,7 +113,8 @@ class InceptionC(nn.Module):  # Mixed_6b..6e: 17x17, factorized 7x7
         b1 = self.branch1x1(x)
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         b7d = self.branch7x7dbl_1(x)
-        for conv in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+        for conv in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
+                     self.branch7x7dbl_5):
             b7d = conv(b7d)
         bp = self.branch_pool(pool_branch(x, "avg"))
         return torch.cat([b1, b7, b7d, bp], dim=1)  # (N, 768, 17, 17)
@@ -151,7 +156,8 @@ class InceptionE(nn.Module):  # Mixed_7b (avg pool branch), Mixed_7c (max pool b
         b3 = self.branch3x3_1(x)
         b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], dim=1)  # (N, 768, 8, 8)
         b3d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        b3d = torch.cat([self.branch3x3dbl_3a(b3d), self.branch3x3dbl_3b(b3d)], dim=1)  # (N, 768, 8, 8)
+        # (N, 768, 8, 8)
+        b3d = torch.cat([self.branch3x3dbl_3a(b3d), self.branch3x3dbl_3b(b3d)], dim=1)
         bp = self.branch_pool(pool_branch(x, self.pool))
         return torch.cat([b1, b3, b3d, bp], dim=1)  # (N, 2048, 8, 8)
 
@@ -245,7 +251,8 @@ class InceptionV3(nn.Module):
             x = torch.cat([preprocess(image[None], pipeline) for image in x])
         else:
             x = preprocess(x, pipeline)  # (N, 3, 299, 299)
-        x = x.contiguous(memory_format=torch.channels_last)  # ~20% faster convs on CPU (oneDNN) at batch 50
+        # ~20% faster convs on CPU (oneDNN) at batch 50
+        x = x.contiguous(memory_format=torch.channels_last)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))  # (N, 64, 147, 147)
         x = F.max_pool2d(x, kernel_size=3, stride=2)  # (N, 64, 73, 73)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))  # (N, 192, 71, 71)
@@ -275,7 +282,8 @@ def load_inception(weights=None, device="cpu"):
     cache, download when online) or "random" (tests and smoke runs only: metrics are meaningless;
     the same network in every process, seed RANDOM_SEED)."""
     if weights == "random":
-        warnings.warn("fid.py: Inception has RANDOM weights: FID/IS/precision/recall are meaningless")
+        warnings.warn("fid.py: Inception has RANDOM weights: "
+                      "FID/IS/precision/recall are meaningless")
         # Seeded, so that every process and every rank builds the same network (a --save-stats
         # run and a later comparison must use one network), in a forked RNG: the caller's random
         # streams do not move.
@@ -290,16 +298,21 @@ def load_inception(weights=None, device="cpu"):
     else:
         model = InceptionV3()
         if weights is None:
-            cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(FID_WEIGHTS_URL))
-            rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+            cached = os.path.join(torch.hub.get_dir(), "checkpoints",
+                                  os.path.basename(FID_WEIGHTS_URL))
+            rank, world = ((dist.get_rank(), dist.get_world_size()) if dist.is_initialized()
+                           else (0, 1))
             if world > 1 and rank != 0:
-                dist.barrier()  # under torchrun rank 0 downloads alone, the others then read its file
+                # under torchrun rank 0 downloads alone, the others then read its file
+                dist.barrier()
             try:
-                state = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=True)
+                state = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu",
+                                                           progress=True)
             except Exception as e:  # offline: URLError, socket errors, HTTP errors
                 raise FileNotFoundError(
-                    f"could not download the FID Inception weights ({e}); download {FID_WEIGHTS_URL} "
-                    f"elsewhere and put it at {cached}, or pass --inception-weights PATH") from e
+                    f"could not download the FID Inception weights ({e}); "
+                    f"download {FID_WEIGHTS_URL} elsewhere and put it at {cached}, "
+                    f"or pass --inception-weights PATH") from e
             finally:  # also on failure: then every rank tries, fails and raises alike (no hang)
                 if world > 1 and rank == 0:
                     dist.barrier()
@@ -317,6 +330,7 @@ def load_inception(weights=None, device="cpu"):
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
-            raise ValueError(f"{weights}: not the FID Inception state dict: missing keys {missing[:5]} "
-                             f"({len(missing)}), unexpected keys {unexpected[:5]} ({len(unexpected)})")
+            raise ValueError(f"{weights}: not the FID Inception state dict: "
+                             f"missing keys {missing[:5]} ({len(missing)}), "
+                             f"unexpected keys {unexpected[:5]} ({len(unexpected)})")
     return model.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)

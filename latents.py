@@ -6,7 +6,8 @@ std that gives the scaling factor of a self-trained AE. A cache made by anything
 another class list: check_classes) is refused; a damaged one is found from its files' headers and
 sizes before training and rebuilt.
 
-    python train_diffusion.py --cache runs/latents          # builds it once; later runs with the same AE reuse it
+    python train_diffusion.py \
+        --cache runs/latents  # builds it once; later runs with the same AE reuse it
 """
 import hashlib
 import json
@@ -26,7 +27,8 @@ from data import make_loader
 
 
 @torch.no_grad()
-def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_size=64, num_workers=2, bf16=False):
+def build_cache(ae, dataset, folder, identity, rank, world_size, device,
+                batch_size=64, num_workers=2, bf16=False):
     """Encode `dataset` once (each rank a shard, fp32 unless bf16) into folder/part-RRRR.npy (fp16
     latents, unscaled) + labels-RRRR.npy, then meta.json: `identity` plus the parts, their lengths
     and the latent shape (open_cache checks the files against them), the latent std
@@ -34,7 +36,8 @@ def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_s
     id order (check_classes). meta.json is removed first and written last, atomically: a cache
     without it is incomplete and is rebuilt. The space of each part is reserved before encoding, so
     a full disk fails at once, with one line. Returns meta."""
-    loader = make_loader(dataset, batch_size, rank, world_size, num_workers=num_workers, pin_memory=device.type == "cuda")
+    loader = make_loader(dataset, batch_size, rank, world_size, num_workers=num_workers,
+                         pin_memory=device.type == "cuda")
     n = sum(len(b) for b in loader.batch_sampler)
     x0 = dataset[0][0]
     h, w = x0.shape[1] // ae.f, x0.shape[2] // ae.f
@@ -44,7 +47,8 @@ def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_s
         if rank == 0 and os.path.exists(os.path.join(folder, "meta.json")):
             os.remove(os.path.join(folder, "meta.json"))  # the old cache is gone from here on
         z_out = np.lib.format.open_memmap(path, "w+", np.float16, (n, ae.c, h, w))
-        with open(path, "r+b") as fh:  # a memory map on a full disk dies of SIGBUS later; reserving fails now
+        # a memory map on a full disk dies of SIGBUS later; reserving fails now
+        with open(path, "r+b") as fh:
             os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
     except OSError as e:
         error = run.write_error(path, e, 2 * n * ae.c * h * w)
@@ -88,12 +92,13 @@ def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_s
             signal.signal(sig, handler)
     z_out.flush()
     np.save(os.path.join(folder, f"labels-{rank:04d}.npy"), y_out)
-    meta = dict(identity, parts=world_size, lengths=fsdp.gather(n), latent_shape=[ae.c, h, w], latent_std=1 / scale,
-                skipped=fsdp.all_sum(skipped), num_classes=len(dataset.classes),
-                classes=list(dataset.classes))
+    meta = dict(identity, parts=world_size, lengths=fsdp.gather(n), latent_shape=[ae.c, h, w],
+                latent_std=1 / scale, skipped=fsdp.all_sum(skipped),
+                num_classes=len(dataset.classes), classes=list(dataset.classes))
     fsdp.barrier()
     if rank == 0:
-        run.atomic_write(os.path.join(folder, "meta.json"), lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
+        run.atomic_write(os.path.join(folder, "meta.json"),
+                         lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
     fsdp.barrier()
     if signals:  # noted while the last batch was encoded: the cache is complete, the run stops
         if rank == 0:
@@ -105,9 +110,10 @@ def build_cache(ae, dataset, folder, identity, rank, world_size, device, batch_s
 
 
 def open_cache(folder):
-    """-> (meta.json's dict, None) for a complete cache, (None, None) for no cache, (None, what is wrong) for a damaged
-    one: meta.json unreadable, a part or label file missing, truncated or of another shape than meta.json records. All
-    checked before training, from the files' headers and sizes (nothing is read); train_diffusion.py rebuilds it."""
+    """-> (meta.json's dict, None) for a complete cache, (None, None) for no cache, (None, what is
+    wrong) for a damaged one: meta.json unreadable, a part or label file missing, truncated or of
+    another shape than meta.json records. All checked before training, from the files' headers and
+    sizes (nothing is read); train_diffusion.py rebuilds it."""
     path = os.path.join(folder, "meta.json")
     if not os.path.isfile(path):
         return None, None
@@ -126,7 +132,8 @@ def open_cache(folder):
                 return None, f"{file} is missing"
             except (OSError, ValueError) as e:
                 return None, f"{file} is truncated or unreadable ({e})"
-            want = ((lengths[r], *shape) if name.startswith("part") else (lengths[r],)) if lengths and shape else None
+            want = (((lengths[r], *shape) if name.startswith("part") else (lengths[r],))
+                    if lengths and shape else None)
             if want is not None and tuple(a.shape) != tuple(want):
                 return None, f"{file} holds {tuple(a.shape)}, meta.json records {tuple(want)}"
     return meta, None
@@ -144,7 +151,8 @@ def check_classes(folder, meta, classes):
 
 
 def fingerprint(ae):
-    """A short hash of the AE's weights next to the latent: a cache made by another AE is told apart."""
+    """A short hash of the AE's weights next to the latent: a cache made by another AE is told
+    apart."""
     h = hashlib.sha256()
     for t in (ae.encoder.conv_out.weight, ae.encoder.conv_out.bias, ae.decoder.conv_in.weight):
         h.update(t.detach().float().cpu().numpy().tobytes())
@@ -152,10 +160,12 @@ def fingerprint(ae):
 
 
 class LatentCache(Dataset):
-    """All parts of a latent cache, memory-mapped (ranks on a node share the page cache): -> (z, y, 0)."""
+    """All parts of a latent cache, memory-mapped (ranks on a node share the page cache):
+    -> (z, y, 0)."""
 
     def __init__(self, folder, parts):
-        self.z = [np.load(os.path.join(folder, f"part-{r:04d}.npy"), mmap_mode="r") for r in range(parts)]
+        self.z = [np.load(os.path.join(folder, f"part-{r:04d}.npy"), mmap_mode="r")
+                  for r in range(parts)]
         self.y = [np.load(os.path.join(folder, f"labels-{r:04d}.npy")) for r in range(parts)]
         self.offsets = np.cumsum([0] + [len(y) for y in self.y])
 
@@ -165,4 +175,5 @@ class LatentCache(Dataset):
     def __getitem__(self, i):
         part = int(np.searchsorted(self.offsets, i, side="right") - 1)
         j = i - self.offsets[part]
-        return torch.from_numpy(np.array(self.z[part][j], dtype=np.float32)), int(self.y[part][j]), 0
+        return (torch.from_numpy(np.array(self.z[part][j], dtype=np.float32)),
+                int(self.y[part][j]), 0)

@@ -1,29 +1,37 @@
-"""Diffusion backbones of DC-AE 1.5: DiT, UViT, and their flow-matching twins SiT (= DiT) and USiT (= UViT).
+"""Diffusion backbones of DC-AE 1.5: DiT, UViT, and their flow-matching twins SiT (= DiT) and
+USiT (= UViT).
 
-Paper: Sec. 4.1 (the four settings DiT, UViT, SiT, USiT and the new USiT-3B), Tables 2-4. All DC-AE backbones use
-patch size 1, `in_channels = c` and an input size of resolution / f: a 512 px image through DC-AE-1.5-f64c128 is an
-8x8 grid of 128-channel tokens. One contract, so objectives and samplers never look inside:
+Paper: Sec. 4.1 (the four settings DiT, UViT, SiT, USiT and the new USiT-3B), Tables 2-4. All DC-AE
+backbones use patch size 1, `in_channels = c` and an input size of resolution / f: a 512 px image
+through DC-AE-1.5-f64c128 is an 8x8 grid of 128-channel tokens. One contract, so objectives and
+samplers never look inside:
 
-    out = model(x_t, t, y)    # x_t (N, c, H, W), t float (N,), y long (N,) -> out (N, c or 2c, H, W)
+    # x_t (N, c, H, W), t float (N,), y long (N,) -> out (N, c or 2c, H, W)
+    out = model(x_t, t, y)
 
-and these attributes and methods, which the objectives, samplers, trainers and loaders use (a new backbone is one
-class that has them, and one MODELS entry):
+and these attributes and methods, which the objectives, samplers, trainers and loaders use (a new
+backbone is one class that has them, and one MODELS entry):
 
-    model.in_channels         c: the latent channels it denoises (diffusion.check_latent checks x_t against it)
-    model.num_classes         K: labels 0..K-1; label K is the null class of classifier-free guidance
+    model.in_channels         c: the latent channels it denoises (diffusion.check_latent checks
+                              x_t against it)
+    model.num_classes         K: labels 0..K-1; label K is the null class of
+                              classifier-free guidance
     model.input_size          the latent side H = W (= resolution / f)
-    model.fsdp_units()        the blocks `fully_shard` wraps one by one before the root (fsdp.shard)
+    model.fsdp_units()        the blocks `fully_shard` wraps one by one before the root
+                              (fsdp.shard)
     model.flops_per_image()   forward FLOPs of one image, for the MFU in the training log
 
-The objective decides the scale of t (diffusion.py): DDPM 0..999, U-ViT's eps objective 1..1000 (fractional while
-sampling), flow matching t in [0, 1] unscaled, as SiT and DC-Gen's USiT; all through one sinusoidal embedding.
-Key names are the released code's: DiT/SiT facebookresearch/DiT's (`x_embedder.proj`, `t_embedder.mlp`,
-`blocks.N.attn.qkv`, ...), UViT/USiT DC-Gen's `uvit.py` (`patch_embed.proj`, `label_emb.embedding_table`,
-`in_blocks.N`, `mid_block`, `out_blocks.N.skip_linear`, `decoder_pred`), so the released DC-Gen class-to-image
-folders load strictly (checkpoints.py, Tables 3-4). In reading order: embeddings -> shared blocks -> DiT -> UViT ->
-counting -> the registry.
+The objective decides the scale of t (diffusion.py): DDPM 0..999, U-ViT's eps objective 1..1000
+(fractional while sampling), flow matching t in [0, 1] unscaled, as SiT and DC-Gen's USiT; all
+through one sinusoidal embedding. Key names are the released code's: DiT/SiT facebookresearch/DiT's
+(`x_embedder.proj`, `t_embedder.mlp`, `blocks.N.attn.qkv`, ...), UViT/USiT DC-Gen's `uvit.py`
+(`patch_embed.proj`, `label_emb.embedding_table`, `in_blocks.N`, `mid_block`,
+`out_blocks.N.skip_linear`, `decoder_pred`), so the released DC-Gen class-to-image folders load
+strictly (checkpoints.py, Tables 3-4). In reading order: embeddings -> shared blocks -> DiT ->
+UViT -> counting -> the registry.
 
-    python -c "import models; m = models.create_model('USiT-H', device='meta'); print(models.count_params(m))"
+    python -c "import models; m = models.create_model('USiT-H',
+        device='meta'); print(models.count_params(m))"
 """
 
 import dataclasses
@@ -40,9 +48,11 @@ import torch.nn.functional as F
 #################################################################################
 
 def timestep_embedding(t, dim, max_period=10000):
-    """Sinusoidal embedding (N,) -> (N, dim), [cos | sin] halves as in DiT/UViT (GLIDE's layout)."""
+    """Sinusoidal embedding (N,) -> (N, dim), [cos | sin] halves as in DiT/UViT (GLIDE's
+    layout)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = torch.exp(-math.log(max_period)
+                      * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]  # (N, dim/2)
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, 2 * (dim//2))
     if dim % 2:
@@ -57,16 +67,20 @@ class TimestepEmbedder(nn.Module):
         super().__init__()
         self.frequency_embedding_size = frequency_embedding_size
         self.mlp = nn.Sequential(
-            nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+            nn.Linear(frequency_embedding_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size)
         )
 
     def forward(self, t):
-        return self.mlp(timestep_embedding(t, self.frequency_embedding_size).to(self.mlp[0].weight.dtype))  # (N, D)
+        return self.mlp(timestep_embedding(t, self.frequency_embedding_size)
+                        .to(self.mlp[0].weight.dtype))  # (N, D)
 
 
 class LabelEmbedder(nn.Module):
-    """Class embedding with one extra row, the null class (id = num_classes): in training a fraction dropout_prob of
-    labels becomes it (DiT: "important! this enables CFG"); samplers pass y = num_classes for the unconditional."""
+    """Class embedding with one extra row, the null class (id = num_classes): in training a
+    fraction dropout_prob of labels becomes it (DiT: "important! this enables CFG"); samplers pass
+    y = num_classes for the unconditional."""
 
     def __init__(self, num_classes, hidden_size, dropout_prob):
         super().__init__()
@@ -95,10 +109,12 @@ class PatchEmbed(nn.Module):
 
 
 def sincos_pos_embed_2d(dim, grid_size):
-    """DiT's fixed 2-D sin-cos table (T, dim): column (x), then row (y), each [sin | cos] at 1/10000^(k/(dim/4))."""
+    """DiT's fixed 2-D sin-cos table (T, dim): column (x), then row (y), each [sin | cos] at
+    1/10000^(k/(dim/4))."""
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # (dim/4,)
     coords = torch.arange(grid_size, dtype=torch.float64)
-    rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # (g, g) each, token order is row-major
+    # (g, g) each, token order is row-major
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
 
     def embed_1d(pos):
         out = pos.reshape(-1)[:, None] * omega[None]  # (T, dim/4)
@@ -108,7 +124,8 @@ def sincos_pos_embed_2d(dim, grid_size):
 
 
 def unpatchify(x, p, c):
-    """(N, T, p*p*c) -> (N, c, h*p, w*p) for a square grid; the channel index is the fastest (DiT/UViT)."""
+    """(N, T, p*p*c) -> (N, c, h*p, w*p) for a square grid; the channel index is the fastest
+    (DiT/UViT)."""
     N, T, _ = x.shape
     h = w = int(T ** 0.5)
     x = x.reshape(N, h, w, p, p, c)  # (N, h, w, p, p, c)
@@ -121,7 +138,8 @@ def unpatchify(x, p, c):
 #################################################################################
 
 class Attention(nn.Module):
-    """Multi-head self-attention by F.scaled_dot_product_attention (flash kernels on GPU); qkv as timm and U-ViT."""
+    """Multi-head self-attention by F.scaled_dot_product_attention (flash kernels on GPU); qkv as
+    timm and U-ViT."""
 
     def __init__(self, dim, num_heads, qkv_bias):
         super().__init__()
@@ -133,7 +151,8 @@ class Attention(nn.Module):
 
     def forward(self, x):
         N, T, D = x.shape
-        qkv = self.qkv(x).reshape(N, T, 3, self.num_heads, D // self.num_heads)  # (N, T, 3, h, D/h)
+        # (N, T, 3, h, D/h)
+        qkv = self.qkv(x).reshape(N, T, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (N, h, T, D/h)
         x = F.scaled_dot_product_attention(q, k, v)  # (N, h, T, D/h)
         x = x.transpose(1, 2).reshape(N, T, D)  # (N, T, D)
@@ -173,9 +192,12 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x, c):
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (N, T, D)
-        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (N, T, D)
+        (shift_msa, scale_msa, gate_msa,
+         shift_mlp, scale_mlp, gate_mlp) = self.adaLN_modulation(c).chunk(6, dim=1)
+        # (N, T, D)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        # (N, T, D)
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
 
@@ -192,13 +214,16 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """DiT (Peebles & Xie). With learn_sigma the output has 2c channels: [eps | variance interpolation v]."""
+    """DiT (Peebles & Xie). With learn_sigma the output has 2c channels: [eps | variance
+    interpolation v]."""
 
-    def __init__(self, input_size=16, patch_size=1, in_channels=32, hidden_size=1152, depth=28, num_heads=16,
-                 mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True):
+    def __init__(self, input_size=16, patch_size=1, in_channels=32,
+                 hidden_size=1152, depth=28, num_heads=16, mlp_ratio=4.0,
+                 class_dropout_prob=0.1, num_classes=1000, learn_sigma=True):
         super().__init__()
         if input_size % patch_size:
-            raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
+            raise ValueError(f"input_size {input_size} is not divisible by "
+                             f"patch_size {patch_size}")
         self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
         self.hidden_size, self.num_heads, self.num_classes = hidden_size, num_heads, num_classes
         self.learn_sigma = learn_sigma
@@ -210,8 +235,10 @@ class DiT(nn.Module):
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         # Fixed sin-cos positions: a frozen Parameter, not a buffer, so DiT's released state dicts
         # (which contain `pos_embed`) load strictly and optimizers skip it (requires_grad=False).
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, hidden_size), requires_grad=False)
-        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, hidden_size),
+                                      requires_grad=False)
+        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio)
+                                     for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
         self.initialize_weights()
 
@@ -223,7 +250,8 @@ class DiT(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         if self.pos_embed.device.type != "meta":
-            self.pos_embed.copy_(sincos_pos_embed_2d(self.hidden_size, self.input_size // self.patch_size)[None])
+            self.pos_embed.copy_(sincos_pos_embed_2d(self.hidden_size,
+                                                     self.input_size // self.patch_size)[None])
         # ... the patch embedding treated like a linear layer ...
         w = self.x_embedder.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
@@ -251,7 +279,8 @@ class DiT(nn.Module):
     def forward(self, x, t, y):
         """x (N, c, H, W), t (N,) float, y (N,) long -> (N, c or 2c, H, W)."""
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} input channels, got x of shape {tuple(x.shape)}")
+            raise ValueError(f"expected {self.in_channels} input channels, "
+                             f"got x of shape {tuple(x.shape)}")
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         c = self.t_embedder(t) + self.y_embedder(y)  # (N, D)
         for block in self.blocks:
@@ -265,7 +294,8 @@ class DiT(nn.Module):
 #################################################################################
 
 class UViTBlock(nn.Module):
-    """Pre-LN ViT block (no qkv bias, exact GELU). Out-blocks first fuse their long skip: Linear(2D -> D)."""
+    """Pre-LN ViT block (no qkv bias, exact GELU). Out-blocks first fuse their long skip:
+    Linear(2D -> D)."""
 
     def __init__(self, dim, num_heads, mlp_ratio=4.0, skip=False):
         super().__init__()
@@ -284,19 +314,24 @@ class UViTBlock(nn.Module):
 
 
 class UViT(nn.Module):
-    """U-ViT (Bao et al.) as in DC-AE: tokens [label, time, patches], learned positions, long skips.
+    """U-ViT (Bao et al.) as in DC-AE: tokens [label, time, patches], learned positions, long
+    skips.
 
-    The time token is the raw D-dim sinusoid of t (ImageNet configs use no time MLP); the label token comes
-    from an embedding table with a null row, as in DiT (DC-AE moved U-ViT's label dropout into the model).
+    The time token is the raw D-dim sinusoid of t (ImageNet configs use no time MLP); the label
+    token comes from an embedding table with a null row, as in DiT (DC-AE moved U-ViT's label
+    dropout into the model).
     """
 
-    def __init__(self, input_size=16, patch_size=1, in_channels=32, hidden_size=1152, depth=28, num_heads=16,
-                 mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000):
+    def __init__(self, input_size=16, patch_size=1, in_channels=32,
+                 hidden_size=1152, depth=28, num_heads=16, mlp_ratio=4.0,
+                 class_dropout_prob=0.1, num_classes=1000):
         super().__init__()
         if input_size % patch_size:
-            raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
+            raise ValueError(f"input_size {input_size} is not divisible by "
+                             f"patch_size {patch_size}")
         if depth % 2:
-            raise ValueError(f"UViT depth must be even (depth//2 in-blocks + mid + depth//2 out), got {depth}")
+            raise ValueError(f"UViT depth must be even (depth//2 in-blocks + mid + depth//2 out), "
+                             f"got {depth}")
         self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
         self.hidden_size, self.num_heads, self.num_classes = hidden_size, num_heads, num_classes
         self.learn_sigma = False
@@ -307,7 +342,8 @@ class UViT(nn.Module):
         self.patch_embed = PatchEmbed(patch_size, in_channels, hidden_size)
         self.label_emb = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.extras + self.num_tokens, hidden_size))
-        self.in_blocks = nn.ModuleList([UViTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth // 2)])
+        self.in_blocks = nn.ModuleList([UViTBlock(hidden_size, num_heads, mlp_ratio)
+                                        for _ in range(depth // 2)])
         self.mid_block = UViTBlock(hidden_size, num_heads, mlp_ratio)
         self.out_blocks = nn.ModuleList(
             [UViTBlock(hidden_size, num_heads, mlp_ratio, skip=True) for _ in range(depth // 2)])
@@ -317,8 +353,8 @@ class UViT(nn.Module):
 
     @torch.no_grad()
     def initialize_weights(self):
-        # U-ViT's initialisation: truncated normal (std 0.02) for linears and positions, zero biases; the
-        # patch conv and the label table keep PyTorch's defaults.
+        # U-ViT's initialisation: truncated normal (std 0.02) for linears and positions, zero
+        # biases; the patch conv and the label table keep PyTorch's defaults.
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -331,12 +367,14 @@ class UViT(nn.Module):
         return [*self.in_blocks, self.mid_block, *self.out_blocks]
 
     def flops_per_image(self):
-        return count_flops(self, self.num_tokens + self.extras)  # the label and time tokens run through every block
+        # the label and time tokens run through every block
+        return count_flops(self, self.num_tokens + self.extras)
 
     def forward(self, x, t, y):
         """x (N, c, H, W), t (N,) float, y (N,) long -> (N, c, H, W)."""
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} input channels, got x of shape {tuple(x.shape)}")
+            raise ValueError(f"expected {self.in_channels} input channels, "
+                             f"got x of shape {tuple(x.shape)}")
         x = self.patch_embed(x)  # (N, T, D)
         time_token = timestep_embedding(t, self.hidden_size).to(x.dtype)[:, None]  # (N, 1, D)
         label_token = self.label_emb(y).to(x.dtype)[:, None]  # (N, 1, D)
@@ -350,7 +388,8 @@ class UViT(nn.Module):
             x = block(x, skips.pop())  # (N, 2 + T, D)
         x = self.decoder_pred(self.norm(x))  # (N, 2 + T, p*p*c)
         x = x[:, self.extras:]  # (N, T, p*p*c)
-        return unpatchify(x, self.patch_size, self.out_channels).contiguous()  # (N, c, H, W); FSDP2 warns on views
+        # (N, c, H, W); FSDP2 warns on views
+        return unpatchify(x, self.patch_size, self.out_channels).contiguous()
 
 
 #################################################################################
@@ -363,10 +402,11 @@ def count_params(model, trainable_only=True):
 
 
 def count_flops(model, tokens, per_image=()):
-    """Forward FLOPs for one image (multiply-add = 2) of a backbone whose blocks see `tokens` tokens; training is
-    about 3x. Counted: every matmul as 2 * in * out per row (a token, or the image for linears whose name contains a
-    `per_image` part), and attention's two T x T products, 4 T^2 D per block; not norms, activations, softmax,
-    embeddings (< 1%). Equals torch.utils.flop_counter (test_models.py). MFU = 3 * FLOPs * images/s / peak."""
+    """Forward FLOPs for one image (multiply-add = 2) of a backbone whose blocks see `tokens`
+    tokens; training is about 3x. Counted: every matmul as 2 * in * out per row (a token, or the
+    image for linears whose name contains a `per_image` part), and attention's two T x T products,
+    4 T^2 D per block; not norms, activations, softmax, embeddings (< 1%). Equals
+    torch.utils.flop_counter (test_models.py). MFU = 3 * FLOPs * images/s / peak."""
     flops = 0
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear):
@@ -379,31 +419,37 @@ def count_flops(model, tokens, per_image=()):
     return flops
 
 
-# Training recipes (DESIGN.md §5). Global batch 1024 for every model (Sec. 4.1: "we increase the training batch size
-# from 256 to 1024 for all DiT and SiT models"). EMA: decay 0.9999 with DC-Gen's warm-up decay * (1 - e^(-step / W)),
-# W = 2000 (apps/utils/ema.py); --ema-warmup 0 gives the constant decay of the DiT and U-ViT repositories.
-USIT = dict(lr=1e-4, weight_decay=0.0, betas=(0.99, 0.99), warmup=5000, batch_size=1024, steps=500_000,
-            ema_decay=0.9999, ema_warmup=2000, save_minutes=30)
+# Training recipes (DESIGN.md §5). Global batch 1024 for every model (Sec. 4.1: "we increase the
+# training batch size from 256 to 1024 for all DiT and SiT models"). EMA: decay 0.9999 with
+# DC-Gen's warm-up decay * (1 - e^(-step / W)), W = 2000 (apps/utils/ema.py); --ema-warmup 0 gives
+# the constant decay of the DiT and U-ViT repositories.
+USIT = dict(lr=1e-4, weight_decay=0.0, betas=(0.99, 0.99), warmup=5000,
+            batch_size=1024, steps=500_000, ema_decay=0.9999, ema_warmup=2000, save_minutes=30)
 UVIT = dict(USIT, lr=2e-4, weight_decay=0.03)
 DIT = dict(USIT, betas=(0.9, 0.999), warmup=0, steps=400_000)  # DiT and SiT
-TINY = dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99), warmup=50, batch_size=64, steps=1000, ema_decay=0.999,
-            ema_warmup=200, save_minutes=2)  # CPU runs: a shorter EMA horizon for runs of a few thousand steps
+# CPU runs: a shorter EMA horizon for runs of a few thousand steps
+TINY = dict(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.99), warmup=50,
+            batch_size=64, steps=1000, ema_decay=0.999, ema_warmup=200, save_minutes=2)
 RECIPES = {"DiT/SiT": DIT, "UViT": UVIT, "USiT": USIT, "tiny": TINY}  # by name, for --help
 
 
 @dataclass(frozen=True)
 class Backbone:
-    """One registry entry: the architecture and its size, the objective it trains with, and its training recipe."""
+    """One registry entry: the architecture and its size, the objective it trains with, and its
+    training recipe."""
     arch: type  # DiT or UViT
     depth: int
     hidden_size: int
     num_heads: int
-    objective: str  # diffusion.make_objective: "ddpm" (DiT's DDPM + learned variance), "eps" (U-ViT), "flow" (SiT)
+    # diffusion.make_objective: "ddpm" (DiT's DDPM + learned variance), "eps" (U-ViT), "flow" (SiT)
+    objective: str
     recipe: dict  # RECIPES
-    learn_sigma: bool = False  # DiT's variance output (out = 2c); SiT drops it (the SiT repo keeps it unused)
+    # DiT's variance output (out = 2c); SiT drops it (the SiT repo keeps it unused)
+    learn_sigma: bool = False
 
     def build(self, **kwargs):
-        """The model: input_size, patch_size, in_channels, num_classes (create_model) go to the constructor."""
+        """The model: input_size, patch_size, in_channels, num_classes (create_model) go to the
+        constructor."""
         kwargs.update(depth=self.depth, hidden_size=self.hidden_size, num_heads=self.num_heads)
         if self.arch is DiT:
             kwargs["learn_sigma"] = self.learn_sigma
@@ -411,29 +457,43 @@ class Backbone:
 
 
 MODELS = {
-    "DiT-XL": Backbone(DiT, depth=28, hidden_size=1152, num_heads=16, objective="ddpm", recipe=DIT, learn_sigma=True),
-    "SiT-XL": Backbone(DiT, depth=28, hidden_size=1152, num_heads=16, objective="flow", recipe=DIT),
-    "UViT-S": Backbone(UViT, depth=12, hidden_size=512, num_heads=8, objective="eps", recipe=UVIT),
-    "UViT-H": Backbone(UViT, depth=28, hidden_size=1152, num_heads=16, objective="eps", recipe=UVIT),
-    "UViT-2B": Backbone(UViT, depth=28, hidden_size=2048, num_heads=32, objective="eps", recipe=UVIT),
-    "USiT-H": Backbone(UViT, depth=28, hidden_size=1152, num_heads=16, objective="flow", recipe=USIT),
-    "USiT-2B": Backbone(UViT, depth=28, hidden_size=2048, num_heads=32, objective="flow", recipe=USIT),
-    "USiT-3B": Backbone(UViT, depth=56, hidden_size=2048, num_heads=32, objective="flow", recipe=USIT),
+    "DiT-XL": Backbone(DiT, depth=28, hidden_size=1152, num_heads=16,
+                       objective="ddpm", recipe=DIT, learn_sigma=True),
+    "SiT-XL": Backbone(DiT, depth=28, hidden_size=1152, num_heads=16,
+                       objective="flow", recipe=DIT),
+    "UViT-S": Backbone(UViT, depth=12, hidden_size=512, num_heads=8,
+                       objective="eps", recipe=UVIT),
+    "UViT-H": Backbone(UViT, depth=28, hidden_size=1152, num_heads=16,
+                       objective="eps", recipe=UVIT),
+    "UViT-2B": Backbone(UViT, depth=28, hidden_size=2048, num_heads=32,
+                        objective="eps", recipe=UVIT),
+    "USiT-H": Backbone(UViT, depth=28, hidden_size=1152, num_heads=16,
+                       objective="flow", recipe=USIT),
+    "USiT-2B": Backbone(UViT, depth=28, hidden_size=2048, num_heads=32,
+                        objective="flow", recipe=USIT),
+    "USiT-3B": Backbone(UViT, depth=56, hidden_size=2048, num_heads=32,
+                        objective="flow", recipe=USIT),
     # Tiny entries for tests and CPU runs.
-    "DiT-tiny": Backbone(DiT, depth=2, hidden_size=64, num_heads=4, objective="ddpm", recipe=TINY, learn_sigma=True),
-    "SiT-tiny": Backbone(DiT, depth=2, hidden_size=64, num_heads=4, objective="flow", recipe=TINY),
-    "UViT-tiny": Backbone(UViT, depth=2, hidden_size=64, num_heads=4, objective="eps", recipe=TINY),
-    "USiT-tiny": Backbone(UViT, depth=2, hidden_size=64, num_heads=4, objective="flow", recipe=TINY),
+    "DiT-tiny": Backbone(DiT, depth=2, hidden_size=64, num_heads=4,
+                         objective="ddpm", recipe=TINY, learn_sigma=True),
+    "SiT-tiny": Backbone(DiT, depth=2, hidden_size=64, num_heads=4,
+                         objective="flow", recipe=TINY),
+    "UViT-tiny": Backbone(UViT, depth=2, hidden_size=64, num_heads=4,
+                          objective="eps", recipe=TINY),
+    "USiT-tiny": Backbone(UViT, depth=2, hidden_size=64, num_heads=4,
+                          objective="flow", recipe=TINY),
 }
 
 
-def create_model(name, in_channels=32, input_size=16, num_classes=1000, patch_size=1, device=None, **kwargs):
-    """Build a registry model. Defaults are the paper's counting setting: c = 32, 16x16 latent (f32 at 512 px).
-    device='meta' builds a full-size model without allocating memory; kwargs replace the entry's sizes
-    (benchmarks/bench.py)."""
+def create_model(name, in_channels=32, input_size=16, num_classes=1000, patch_size=1,
+                 device=None, **kwargs):
+    """Build a registry model. Defaults are the paper's counting setting: c = 32, 16x16 latent
+    (f32 at 512 px). device='meta' builds a full-size model without allocating memory; kwargs
+    replace the entry's sizes (benchmarks/bench.py)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     with torch.device(device or "cpu"):
         size = {k: kwargs.pop(k) for k in ("depth", "hidden_size", "num_heads") if k in kwargs}
-        return dataclasses.replace(MODELS[name], **size).build(input_size=input_size, patch_size=patch_size,
-                                                                in_channels=in_channels, num_classes=num_classes, **kwargs)
+        return dataclasses.replace(MODELS[name], **size).build(
+            input_size=input_size, patch_size=patch_size, in_channels=in_channels,
+            num_classes=num_classes, **kwargs)

@@ -117,7 +117,8 @@ RELEASES = {r.name: r for r in [
     # convergence comparison; the authors' evaluation of this release gives 13.91.
     c2i(f"{F64}-uvit-h-in-512px", "UViT-H", F64, DPM_SOLVER, 1.5, Reported(DC_GEN, 13.91, 2.96),
         Reported(README, 13.96, 3.01),
-        Reported("paper Table 3 (the paper's run, not this release's number)", 17.34, None, 88.47)),
+        Reported("paper Table 3 (the paper's run, not this release's number)",
+                 17.34, None, 88.47)),
     c2i(f"{F64}-uvit-h-in-512px-train2000k", "UViT-H", F64, DPM_SOLVER, 1.5,
         Reported(README, 12.26, 2.66), variant_of=f"{F64}-uvit-h-in-512px"),
     c2i(f"{F64}-uvit-2b-in-512px", "UViT-2B", F64, DPM_SOLVER, 1.5, Reported(README, 7.78, 2.47)),

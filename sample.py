@@ -1,14 +1,14 @@
-"""Class-conditional generation with classifier-free guidance: image grids to look at, 50,000-sample
-`.npz` files for FID (paper Sec. 4.2, Tables 2-4, Fig. 7; evaluation protocol Sec. 4.1 / DESIGN.md
-§5b-6).
+"""Class-conditional generation with classifier-free guidance: image grids to look at,
+50,000-sample `.npz` files for FID (paper Sec. 4.2, Tables 2-4, Fig. 7; evaluation protocol
+Sec. 4.1 / DESIGN.md §5b-6).
 
 --ckpt takes a train_diffusion.py checkpoint (or its run folder), a released DC-Gen class-to-image
 folder (checkpoints.load_diffusion; its AE goes to --ae), or "random:<model>" for speed runs. The
 defaults are the paper's evaluation protocol (DC-Gen's eval_dc_ae_diffusion_model.py), printed in
 the header line:
-- SiT/USiT: adaptive dopri5 on t 0 -> 1 (atol 1e-6, rtol 1e-3); UViT: DPM-Solver "fast" (singlestep,
-  order 3, 30 evaluations, t 1 -> 1e-3); DiT: 250-step DDPM with the learned variance
-  (diffusion.py, `.samplers`);
+- SiT/USiT: adaptive dopri5 on t 0 -> 1 (atol 1e-6, rtol 1e-3); UViT: DPM-Solver "fast"
+  (singlestep, order 3, 30 evaluations, t 1 -> 1e-3); DiT: 250-step DDPM with the learned
+  variance (diffusion.py, `.samplers`);
 - no CFG (the paper's headline numbers); DC-Gen documents scale 1.3 for DiT-XL and 1.5 for the
   others;
 - denoiser and AE in fp32 (TF32 matmuls, as DC-Gen's amp=fp32 + allow_tf32); --bf16 / --ae-bf16
@@ -20,22 +20,22 @@ sample indices, chunk k = [k B, (k + 1) B) with B = --batch-size. Its labels are
 seeded labels, its initial noise and any SDE noise come from a generator seeded by (seed, k), and
 chunks go round-robin to ranks, so 1 or 8 GPUs give the same images for the same --batch-size. Each
 finished chunk is written atomically to OUT/shards/; a rerun skips the chunks already there
-(resume), then rank 0 assembles OUT/samples.npz (`arr_0` uint8 (N, H, W, 3), `arr_1` labels: the ADM
-evaluator format that fid.py reads) without holding all images in memory.
+(resume), then rank 0 assembles OUT/samples.npz (`arr_0` uint8 (N, H, W, 3), `arr_1` labels: the
+ADM evaluator format that fid.py reads) without holding all images in memory.
 
 --search-cfg LO HI finds the CFG scale that minimises FID (cfg_search.py).
 
-    python sample.py --ckpt runs/diffusion                                   # grid.png, newest step
+    python sample.py --ckpt runs/diffusion                                  # grid.png, newest step
     python sample.py --ckpt runs/diffusion --num-samples 1000 --fid ref.npz \\
-        --inception-weights random                                           # smoke
+        --inception-weights random                                          # smoke
     torchrun --nproc_per_node 8 sample.py --ckpt dc-ae-f64c128-1.5-usit-2b-in-512px \\
         --ae dc-ae-f64c128-1.5 --num-samples 50000 --batch-size 64 \\
         --out runs/usit2b-15/fid50k --fid in512_train.npz \\
-        --inception-weights pt_inception-2015-12-05-6726825d.pth             # Table 4: 2.18 w/o CFG
-    python sample.py --ckpt runs/diffusion --c-prime 16 --out runs/grid_c16  # partial-channel grid
+        --inception-weights pt_inception-2015-12-05-6726825d.pth            # Table 4: 2.18 w/o CFG
+    python sample.py --ckpt runs/diffusion --c-prime 16 --out runs/grid_c16 # partial-channel grid
     python sample.py --ckpt random:USiT-2B --ae dc-ae-f64c128-1.5 --resolution 512 \\
         --num-samples 500 --batch-size 125 \\
-        --sampler euler --steps 50 --profile                                 # speed only
+        --sampler euler --steps 50 --profile                                # speed only
 """
 import argparse
 import glob
@@ -118,7 +118,8 @@ def assemble(out, num_chunks, n, image_shape):
     # arr_0 uint8, arr_1 int64 labels, zip headers.
     needed = n * int(np.prod(image_shape)) + 8 * n + 2 ** 16
     free = shutil.disk_usage(out).free
-    keep = f"the {num_chunks} chunks stay in {out}/shards: free some space and run the same command"
+    keep = (f"the {num_chunks} chunks stay in {out}/shards: "
+            "free some space and run the same command")
     if free < needed:
         return f"cannot write {out_npz}: {needed} bytes needed, {free} free; {keep}"
     t0 = time.perf_counter()
@@ -164,8 +165,8 @@ def evaluate(generate, labels, batch_size, out, image_shape, rank, world_size, t
     except SystemExit as e:
         done = len(glob.glob(os.path.join(out, "shards", "chunk_*.npz")))
         if rank == 0:
-            print(f"stopped by {signal.Signals(e.code - 128).name}: {done} of {len(chunks)} chunks "
-                  f"are in {out}/shards; run the same command to sample the rest",
+            print(f"stopped by {signal.Signals(e.code - 128).name}: {done} of {len(chunks)} "
+                  f"chunks are in {out}/shards; run the same command to sample the rest",
                   file=sys.stderr, flush=True)
         raise
     except OSError as e:  # a full or lost disk: the finished chunks stay
@@ -371,7 +372,8 @@ def main(args):
         ckpt, ae = load(args, device)
         objective = diffusion.make_objective(models.MODELS[ckpt.name].objective)
         sampler, steps, cfg_scale = check_args(args, ckpt, objective)
-        # One run per folder, as the trainers (the kernel drops the lock however this process ends).
+        # One run per folder, as the trainers
+        # (the kernel drops the lock however this process ends).
         if rank == 0:
             error = run.lock_run(args.out)
         config = run_config(args, ckpt, device, sampler, steps, cfg_scale)
@@ -388,8 +390,9 @@ def main(args):
     _, h, w = ckpt.latent_shape
     image_shape = (h * ae.model.f, w * ae.model.f, 3)
     if rank == 0:
-        print(f"{protocol(args, ckpt, objective, ae, sampler, steps, cfg_scale, bf16, ae_bf16)} -> "
-              f"{image_shape[0]}x{image_shape[1]}; {world_size} rank(s) on {device}", flush=True)
+        print(f"{protocol(args, ckpt, objective, ae, sampler, steps, cfg_scale, bf16, ae_bf16)}"
+              f" -> {image_shape[0]}x{image_shape[1]}; {world_size} rank(s) on {device}",
+              flush=True)
         print(f"precision: denoiser {precision}, AE decode {ae_precision}; {cli.machine(device)}",
               flush=True)
     timer = evaluation.Timer(device, args.profile)
@@ -473,7 +476,8 @@ def parse_args(argv=None):
         help="which weights of a train_diffusion.py checkpoint")
     add("--out", default="runs/samples",
         help="folder for grid.png, or the shards, samples.npz and metrics.json")
-    add("--num-samples", type=int, default=0, help="0: a grid; e.g. 50000: OUT/samples.npz for FID")
+    add("--num-samples", type=int, default=0,
+        help="0: a grid; e.g. 50000: OUT/samples.npz for FID")
     add("--classes", type=int, nargs="+", default=None,
         help="grid rows; with --num-samples the labels are drawn from these "
         "(default: all classes, the DC-AE protocol)")

@@ -15,8 +15,8 @@ reimplements none:
    --finetune-decoder); the Fig. 3 grid (rows: model x image; columns: c', shared and fine-tuned)
    and the channel-averaged latent of Fig. 2a;
 3. trains a tiny USiT on the unstructured and the K = 1 structured AE's latents, with and without
-   augmented diffusion training (Table 5's four cells, three seeds each, the same forward passes per
-   step in every cell), and tracks generation quality against training steps (Fig. 5b);
+   augmented diffusion training (Table 5's four cells, three seeds each, the same forward passes
+   per step in every cell), and tracks generation quality against training steps (Fig. 5b);
 4. writes OUT/toy_results.md (tables with seeds, budgets and wall time) and PNG grids, and prints
    the tables. Inception weights cannot be downloaded here, so generation quality is a Frechet
    distance in the feature space of a small classifier trained on the toy data
@@ -215,8 +215,8 @@ def ae_figures(ae_dirs, tuned, args):
 # ------------------------------------------------------------------------------------------------
 
 def evaluate_samples(run_dir, step, batch, clf, real_feats, setting, args, seed):
-    """FD_toy and the classifier's accuracy of `setting["samples"]` samples of the run's step-`step`
-    checkpoint (sample.py, 25 Euler steps), appended to the run's metrics.jsonl as
+    """FD_toy and the classifier's accuracy of `setting["samples"]` samples of the run's
+    step-`step` checkpoint (sample.py, 25 Euler steps), appended to the run's metrics.jsonl as
     train_diffusion.py --eval-every appends its FID: with the step, images seen, training time and
     device-hours, so curves.py draws either. -> the record."""
     out = os.path.join(run_dir, f"samples_{step:07d}")
@@ -380,8 +380,8 @@ def report(recon, ae_seconds, cells, run_dirs, clf_acc, setting, args, wall):
         lines.append(f"| {structured} | {augmented} | " + values + " |")
     plot = output(args, "toy_fig5b_curves", "png")  # curves.py, from the runs' metrics.jsonl
     title = f"Fig. 5b on the toy data: FD_toy, mean ± std over {len(setting['seeds'])} seeds"
-    curves.plot([(cell_name(*cell), folders) for cell, folders in run_dirs.items()], "fd_toy", plot,
-                axes=("step", "device_hours"), title=title)
+    curves.plot([(cell_name(*cell), folders) for cell, folders in run_dirs.items()],
+                "fd_toy", plot, axes=("step", "device_hours"), title=title)
     samples = os.path.basename(output(args, "toy_samples_structured_aug", "png"))
     lines += ["", f"![Fig. 5b on the toy data]({os.path.basename(plot)})", "",
               f"![samples]({samples})", "",
@@ -469,7 +469,8 @@ def parse_args(argv=None):
                         help="c' of the reconstruction table (default: c/8, c/4, c/2, c)")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps per sample")
     parser.add_argument("--inception-weights", default=None,
-                        help="also report the real FID: pt_inception-...pth (default: FD_toy only)")
+                        help="also report the real FID: pt_inception-...pth "
+                        "(default: FD_toy only)")
     return parser.parse_args(argv)
 
 

@@ -1,18 +1,25 @@
-"""Benchmarks whose numbers the README and docs/benchmarks.md quote (paper Table 4's throughput and Fig. 1a's fewer
-tokens; the parity and speed of our AE and FID against diffusers and pytorch-fid), one subcommand each. Speed lives
-here, never in tests; every command prints the machine, the precision and the settings. It runs the project's files
-from the folder above.
+"""Benchmarks whose numbers the README and docs/benchmarks.md quote (paper Table 4's throughput and
+Fig. 1a's fewer tokens; the parity and speed of our AE and FID against diffusers and pytorch-fid),
+one subcommand each. Speed lives here, never in tests; every command prints the machine, the
+precision and the settings. It runs the project's files from the folder above.
 
-    python benchmarks/bench.py tokens --threads 1   # fwd+bwd of one small USiT on both 512 px latents: Table 4's 4x
-    python benchmarks/bench.py train                # training steps (AdamW): images/s, peak memory, MFU on GPU
-    python benchmarks/bench.py ae --model dc-ae-f32c128-1.5 --image-size 256   # parity and speed vs diffusers, bf16
-    python benchmarks/bench.py fid                  # Inception features vs pytorch-fid, FID by eigenvalues vs sqrtm
-    python benchmarks/bench.py profile --device cuda --model USiT-2B --batch 128   # where a training step's time goes
-    python benchmarks/bench.py gpu                  # Table 4 on one H100 with the real scripts -> docs/benchmarks.md
-    python benchmarks/bench.py gpu --tiny           # the same suite on CPU with tiny models: checks the plumbing
+    # fwd+bwd of one small USiT on both 512 px latents: Table 4's 4x
+    python benchmarks/bench.py tokens --threads 1
+    # training steps (AdamW): images/s, peak memory, MFU on GPU
+    python benchmarks/bench.py train
+    # parity and speed vs diffusers, bf16
+    python benchmarks/bench.py ae --model dc-ae-f32c128-1.5 --image-size 256
+    # Inception features vs pytorch-fid, FID by eigenvalues vs sqrtm
+    python benchmarks/bench.py fid
+    # where a training step's time goes
+    python benchmarks/bench.py profile --device cuda --model USiT-2B --batch 128
+    # Table 4 on one H100 with the real scripts -> docs/benchmarks.md
+    python benchmarks/bench.py gpu
+    # the same suite on CPU with tiny models: checks the plumbing
+    python benchmarks/bench.py gpu --tiny
 
-diffusers and pytorch-fid are not dependencies: `ae` and `fid` compare against them when they are installed (a
-scratch environment: pip install diffusers pytorch-fid) and time ours alone otherwise.
+diffusers and pytorch-fid are not dependencies: `ae` and `fid` compare against them when they are
+installed (a scratch environment: pip install diffusers pytorch-fid) and time ours alone otherwise.
 """
 import argparse
 import json
@@ -44,7 +51,8 @@ import runlog  # noqa: E402
 import train_diffusion  # noqa: E402
 
 SHAPES = {"f64c128": (128, 8), "f32c32": (32, 16)}  # the two 512 px latents: name -> (c, side)
-USIT = [name for name, entry in models.MODELS.items() if entry.arch is models.UViT and entry.objective == "flow"]
+USIT = [name for name, entry in models.MODELS.items()
+        if entry.arch is models.UViT and entry.objective == "flow"]
 
 
 def synchronize(device):
@@ -66,24 +74,29 @@ def best_time(fn, repeats):
 # ------------------------------------------------------------------------------------------------
 
 def small_usit(name, c, side, device, width=256, depth=6, heads=4):
-    """The registry model, or (for USiT-tiny) a CPU-sized USiT wide enough that matmuls, not Python, dominate."""
-    kw = dict(hidden_size=width, depth=depth, num_heads=heads) if models.MODELS[name].recipe is models.TINY else {}
+    """The registry model, or (for USiT-tiny) a CPU-sized USiT wide enough that matmuls, not
+    Python, dominate."""
+    kw = (dict(hidden_size=width, depth=depth, num_heads=heads)
+          if models.MODELS[name].recipe is models.TINY else {})
     torch.manual_seed(0)
     return models.create_model(name, in_channels=c, input_size=side, device=device, **kw)
 
 
 def tokens(args):
-    """Forward + backward of the flow loss on both latents, interleaved round by round (load hits both alike)."""
+    """Forward + backward of the flow loss on both latents, interleaved round by round (load hits
+    both alike)."""
     device = torch.device(args.device)
     args.bf16, precision = cli.precision(device, args.bf16)
     objective = diffusion.Flow()
     runs, rates = {}, {name: [] for name in SHAPES}
     for name, (c, side) in SHAPES.items():
         model = small_usit(args.model, c, side, device)
-        x0, y = torch.randn(args.batch, c, side, side, device=device), torch.randint(0, 1000, (args.batch,), device=device)
+        x0, y = (torch.randn(args.batch, c, side, side, device=device),
+                 torch.randint(0, 1000, (args.batch,), device=device))
         runs[name] = (model, x0, y)
-        print(f"{name}: latent {side}x{side}x{c}, {model.num_tokens} tokens, {models.count_params(model) / 1e6:.2f}M "
-              f"params, {3 * model.flops_per_image() / 1e9:.2f} GFLOP per training image")
+        print(f"{name}: latent {side}x{side}x{c}, {model.num_tokens} tokens, "
+              f"{models.count_params(model) / 1e6:.2f}M params, "
+              f"{3 * model.flops_per_image() / 1e9:.2f} GFLOP per training image")
 
     def step(model, x0, y):
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
@@ -102,20 +115,25 @@ def tokens(args):
             synchronize(device)
             rates[name].append(args.steps * args.batch / (time.perf_counter() - t0))
     med = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"{cli.machine(device)}, batch {args.batch}, {precision}, median of {args.rounds} rounds")
+    print(f"{cli.machine(device)}, batch {args.batch}, {precision}, "
+          f"median of {args.rounds} rounds")
     for name in SHAPES:
-        print(f"{name}: {med[name]:8.2f} images/s  (rounds: {', '.join(f'{r:.2f}' for r in rates[name])})")
+        print(f"{name}: {med[name]:8.2f} images/s  "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in rates[name])})")
     flop_ratio = runs["f32c32"][0].flops_per_image() / runs["f64c128"][0].flops_per_image()
-    print(f"speed-up f64c128 / f32c32: {med['f64c128'] / med['f32c32']:.2f}x (FLOP ratio {flop_ratio:.2f}x)")
+    print(f"speed-up f64c128 / f32c32: {med['f64c128'] / med['f32c32']:.2f}x "
+          f"(FLOP ratio {flop_ratio:.2f}x)")
 
 
 def train(args):
-    """Full training steps (autocast forward, backward, AdamW) of backbones on both latents and of the AE."""
+    """Full training steps (autocast forward, backward, AdamW) of backbones on both latents and
+    of the AE."""
     device = torch.device(args.device)
     args.bf16, precision = cli.precision(device, args.bf16)
     peak = next((v for k, v in runlog.PEAK_BF16_FLOPS.items() if k in cli.machine(device)), None)
     print(f"{cli.machine(device)}, {precision}, batch {args.batch}, median of {args.steps}")
-    print("| model | latent | params | images/s | peak mem (GiB) | MFU |\n|---|---|---:|---:|---:|---:|")
+    print("| model | latent | params | images/s | peak mem (GiB) | MFU |\n"
+          "|---|---|---:|---:|---:|---:|")
     for name in args.models:
         rate = {}
         for shape, (c, side) in SHAPES.items():
@@ -123,12 +141,12 @@ def train(args):
             objective = diffusion.make_objective(models.MODELS[name].objective)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
             fwd = torch.compile(model) if args.compile else model
-            x0, y = torch.randn(args.batch, c, side, side, device=device), torch.randint(0, 1000, (args.batch,),
-                                                                                          device=device)
+            x0, y = (torch.randn(args.batch, c, side, side, device=device),
+                     torch.randint(0, 1000, (args.batch,), device=device))
 
             def step():  # train_diffusion.py's loss of one micro-batch (Eq. 2), AdamW
-                loss, _ = train_diffusion.step_loss(objective, fwd, x0, y, ae_lib.channel_candidates(c),
-                                                    "replace", args.bf16)
+                loss, _ = train_diffusion.step_loss(
+                    objective, fwd, x0, y, ae_lib.channel_candidates(c), "replace", args.bf16)
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -143,13 +161,18 @@ def train(args):
                 times.append(time.perf_counter() - t0)
             rate[shape] = args.batch / statistics.median(times)
             mfu = f"{3 * model.flops_per_image() * rate[shape] / peak:.1%}" if peak else "-"
-            print(f"| {name} | {side}x{side}x{c} ({shape}) | {models.count_params(model) / 1e6:.1f}M | "
+            print(f"| {name} | {side}x{side}x{c} ({shape}) | "
+                  f"{models.count_params(model) / 1e6:.1f}M | "
                   f"{rate[shape]:.1f} | {runlog.peak_memory_gib(device):.2f} | {mfu} |",
                   flush=True)
-        print(f"| {name} | f64c128 / f32c32 throughput ratio | | **{rate['f64c128'] / rate['f32c32']:.2f}x** | | |")
-    for name in ("USiT-2B", "USiT-3B"):  # FSDP2 state per rank: fp32 params, grads, AdamW moments, EMA = 20 bytes
-        n = models.count_params(models.create_model(name, in_channels=128, input_size=8, device="meta"))
-        print(f"FSDP2 state of {name} ({n / 1e9:.2f}B params): {20 * n / 2 ** 30:.1f} GiB in one process, "
+        print(f"| {name} | f64c128 / f32c32 throughput ratio | | "
+              f"**{rate['f64c128'] / rate['f32c32']:.2f}x** | | |")
+    # FSDP2 state per rank: fp32 params, grads, AdamW moments, EMA = 20 bytes
+    for name in ("USiT-2B", "USiT-3B"):
+        n = models.count_params(models.create_model(name, in_channels=128, input_size=8,
+                                                    device="meta"))
+        print(f"FSDP2 state of {name} ({n / 1e9:.2f}B params): "
+              f"{20 * n / 2 ** 30:.1f} GiB in one process, "
               f"{20 * n / 2 ** 30 / 8:.1f} GiB per GPU on 8 GPUs (+ activations)")
 
 
@@ -176,7 +199,8 @@ def ae(args):
         from diffusers import AutoencoderDC
     except ImportError:
         AutoencoderDC = None
-        print("diffusers is not installed: timing ours only (see the docstring for a scratch environment)")
+        print("diffusers is not installed: timing ours only "
+              "(see the docstring for a scratch environment)")
     if AutoencoderDC is not None:
         config = formats.config_to_diffusers(ae_lib.AE_CONFIGS[args.model])
         theirs = AutoencoderDC(**config).eval()
@@ -191,19 +215,24 @@ def ae(args):
         for _ in range(args.repeats):  # alternate so that drift hits both alike
             t_ours.append(best_time(run_ours, 1))
             t_theirs.append(best_time(run_theirs, 1))
-        print(f"encode+decode, best of {args.repeats}: ours {min(t_ours):.3f}s, diffusers {min(t_theirs):.3f}s, "
+        print(f"encode+decode, best of {args.repeats}: ours {min(t_ours):.3f}s, "
+              f"diffusers {min(t_theirs):.3f}s, "
               f"speed ratio diffusers/ours = {min(t_theirs) / min(t_ours):.2f}x")
     else:
         run_ours()
-        print(f"encode+decode, best of {args.repeats}: ours {best_time(run_ours, args.repeats):.3f}s")
-    # What --ae-bf16 changes (sample.py, the latent cache, eval_ae.py): bf16 autocast against fp32, same weights.
+        print(f"encode+decode, best of {args.repeats}: "
+              f"ours {best_time(run_ours, args.repeats):.3f}s")
+    # What --ae-bf16 changes (sample.py, the latent cache, eval_ae.py):
+    # bf16 autocast against fp32, same weights.
     z = ours.encode(x)
     y = ours.decode(z).clamp(-1, 1)
     with torch.autocast("cpu", torch.bfloat16):
         z_bf16, y_bf16 = ours.encode(x).float(), ours.decode(z).float().clamp(-1, 1)
     psnr = 10 * torch.log10(4 / (y_bf16 - y).pow(2).mean())  # images in [-1, 1]: peak-to-peak 2
-    print(f"bf16 autocast vs fp32 (these weights): decode PSNR {psnr:.1f} dB (outputs std {y.std():.3f}), latent "
-          f"relative error {(z_bf16 - z).norm() / z.norm():.2e}, finite={bool(torch.isfinite(y_bf16).all())}")
+    print(f"bf16 autocast vs fp32 (these weights): "
+          f"decode PSNR {psnr:.1f} dB (outputs std {y.std():.3f}), "
+          f"latent relative error {(z_bf16 - z).norm() / z.norm():.2e}, "
+          f"finite={bool(torch.isfinite(y_bf16).all())}")
     if args.compile:
         torch.compile(ours.decoder, fullgraph=True)(z)
         print("torch.compile(decoder, fullgraph=True): ok (no graph breaks)")
@@ -224,28 +253,34 @@ def fid_bench(args):
         warnings.simplefilter("ignore")
         state = inception.load_inception("random").state_dict()
     ours = inception.load_inception(state)
-    print(f"{cli.machine(torch.device('cpu'))}, {args.num_images} images of {args.image_size}^2, batch {args.batch_size}, "
-          f"best of {args.repeats}")
+    print(f"{cli.machine(torch.device('cpu'))}, {args.num_images} images of {args.image_size}^2, "
+          f"batch {args.batch_size}, best of {args.repeats}")
     with tempfile.TemporaryDirectory() as folder:
         rng = np.random.default_rng(0)  # smooth random images: upsampled noise
-        coarse = torch.from_numpy(rng.uniform(0, 255, (args.num_images, 3, 8, 8)).astype(np.float32))
-        x = torch.nn.functional.interpolate(coarse, size=(args.image_size,) * 2, mode="bicubic").clamp(0, 255)
-        for i, a in enumerate(x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()):  # (N, H, W, 3)
+        coarse = torch.from_numpy(
+            rng.uniform(0, 255, (args.num_images, 3, 8, 8)).astype(np.float32))
+        x = torch.nn.functional.interpolate(coarse, size=(args.image_size,) * 2,
+                                            mode="bicubic").clamp(0, 255)
+        # (N, H, W, 3)
+        for i, a in enumerate(x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()):
             Image.fromarray(a).save(os.path.join(folder, f"{i:05d}.png"))
         files = data.list_images(folder)
-        run_ours = lambda: fid.features_from_images(ours, data.FolderImages(files, batch_size=args.batch_size,  # noqa
-                                                    num_workers=1), args.batch_size)[0].numpy()
+        run_ours = lambda: fid.features_from_images(  # noqa
+            ours, data.FolderImages(files, batch_size=args.batch_size, num_workers=1),
+            args.batch_size)[0].numpy()
         run_ours()  # warm-up: oneDNN builds its kernels for each new shape
         t_ours = best_time(run_ours, args.repeats)
         print(f"features  fid.py:      {t_ours:7.2f} s")
         if pytorch_fid is not None:
-            pytorch_fid.inception.load_state_dict_from_url = lambda *a, **k: state  # same weights, offline
+            # same weights, offline
+            pytorch_fid.inception.load_state_dict_from_url = lambda *a, **k: state
             theirs = pytorch_fid.inception.InceptionV3([3], use_fid_inception=True).eval()
             run_theirs = lambda: pytorch_fid.fid_score.get_activations(  # noqa: E731
                 files, theirs, args.batch_size, 2048, "cpu", 1)
             run_theirs()
             t_theirs = best_time(run_theirs, args.repeats)
-            print(f"features  pytorch-fid: {t_theirs:7.2f} s -> fid.py is {t_theirs / t_ours:.2f}x as fast; "
+            print(f"features  pytorch-fid: {t_theirs:7.2f} s "
+                  f"-> fid.py is {t_theirs / t_ours:.2f}x as fast; "
                   f"max |feature difference| {np.abs(run_ours() - run_theirs()).max():.2e}")
     stats = []
     for shift in (0.0, 0.5):
@@ -255,10 +290,13 @@ def fid_bench(args):
     def sqrtm_fid():  # the textbook formula, as pytorch-fid computes it
         import scipy.linalg
         covmean = scipy.linalg.sqrtm(stats[1] @ stats[3]).real
-        return float((stats[0] - stats[2]) @ (stats[0] - stats[2]) + np.trace(stats[1] + stats[3] - 2 * covmean))
-    t_eig, t_sqrtm = best_time(lambda: fid.frechet_distance(*stats), args.repeats), best_time(sqrtm_fid, args.repeats)
+        return float((stats[0] - stats[2]) @ (stats[0] - stats[2])
+                     + np.trace(stats[1] + stats[3] - 2 * covmean))
+    t_eig, t_sqrtm = (best_time(lambda: fid.frechet_distance(*stats), args.repeats),
+                      best_time(sqrtm_fid, args.repeats))
     f_eig, f_sqrtm = fid.frechet_distance(*stats), sqrtm_fid()
-    print(f"FID d=2048 eigenvalues: {t_eig:6.2f} s, sqrtm: {t_sqrtm:6.2f} s -> {t_sqrtm / t_eig:.1f}x faster; "
+    print(f"FID d=2048 eigenvalues: {t_eig:6.2f} s, sqrtm: {t_sqrtm:6.2f} s "
+          f"-> {t_sqrtm / t_eig:.1f}x faster; "
           f"relative difference {abs(f_eig - f_sqrtm) / f_sqrtm:.1e}")
 
 
@@ -267,21 +305,27 @@ def fid_bench(args):
 # ------------------------------------------------------------------------------------------------
 
 def script(name, argv, timeout, procs=None):
-    """Run a script as users do (python or torchrun); -> (exit status or 'timeout', seconds, stdout + stderr)."""
-    launch = [sys.executable] if procs is None else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                      f"--nproc_per_node={procs}"]
+    """Run a script as users do (python or torchrun); -> (exit status or 'timeout', seconds,
+    stdout + stderr)."""
+    launch = ([sys.executable] if procs is None
+              else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={procs}"])
     t0 = time.time()
     try:
-        p = subprocess.run(launch + [os.path.join(REPO, name)] + [str(a) for a in argv], cwd=REPO, capture_output=True,
-                           text=True, timeout=timeout)
+        p = subprocess.run(launch + [os.path.join(REPO, name)] + [str(a) for a in argv],
+                           cwd=REPO, capture_output=True, text=True, timeout=timeout)
         return p.returncode, time.time() - t0, p.stdout + p.stderr
     except subprocess.TimeoutExpired as e:
-        return "timeout", time.time() - t0, (e.stdout or b"").decode(errors="replace") if isinstance(
-            e.stdout, bytes) else (e.stdout or "")
+        # TimeoutExpired keeps the partial output as bytes, even under text=True
+        output = e.stdout or ""
+        if isinstance(output, bytes):
+            output = output.decode(errors="replace")
+        return "timeout", time.time() - t0, output
 
 
 def records(out):
-    """The JSON records of a run's metrics.jsonl (the trainers' and sample.py's), [] when there is none."""
+    """The JSON records of a run's metrics.jsonl (the trainers' and sample.py's),
+    [] when there is none."""
     path = os.path.join(out, "metrics.jsonl")
     if not os.path.isfile(path):
         return []
@@ -290,18 +334,20 @@ def records(out):
 
 
 def training_rates(out, skip=1):
-    """Median img/s, MFU and the peak memory of a run's metrics.jsonl, leaving out the first `skip` records (compile)."""
+    """Median img/s, MFU and the peak memory of a run's metrics.jsonl, leaving out the first `skip`
+    records (compile)."""
     recs = [r for r in records(out) if "img_per_s" in r and "step" in r][skip:]
     if not recs:
         return None
     med = lambda k: statistics.median(r[k] for r in recs) if k in recs[0] else None  # noqa: E731
-    return dict(img_per_s=med("img_per_s"), mfu=med("mfu"), mem_gib=max(r["mem_gib"] for r in recs))
+    return dict(img_per_s=med("img_per_s"), mfu=med("mfu"),
+                mem_gib=max(r["mem_gib"] for r in recs))
 
 
 def profile(args):
-    """Where a training step's time goes (train_diffusion.py's loss function and its step's clip, AdamW, EMA; compiled on CUDA):
-    matmul, attention, elementwise/norms, optimizer + EMA, and the host (data, Python, syncs: wall time the device is
-    idle)."""
+    """Where a training step's time goes (train_diffusion.py's loss function and its step's clip,
+    AdamW, EMA; compiled on CUDA): matmul, attention, elementwise/norms, optimizer + EMA, and the
+    host (data, Python, syncs: wall time the device is idle)."""
     from torch.profiler import ProfilerActivity
     device = torch.device(args.device)
     args.bf16, precision = cli.precision(device, args.bf16)
@@ -311,7 +357,8 @@ def profile(args):
     ema = small_usit(args.model, c, side, device).requires_grad_(False)
     opt = fsdp.adamw(model, 1e-4, 0.0, (0.99, 0.99))
     objective, fwd = diffusion.Flow(), torch.compile(model) if device.type == "cuda" else model
-    x0, y = torch.randn(args.batch, c, side, side, device=device), torch.randint(0, 1000, (args.batch,), device=device)
+    x0, y = (torch.randn(args.batch, c, side, side, device=device),
+             torch.randint(0, 1000, (args.batch,), device=device))
 
     def step(i):  # train_diffusion.py's step: its loss function, then clip, AdamW, EMA
         loss, _ = train_diffusion.step_loss(objective, fwd, x0, y, ae_lib.channel_candidates(c),
@@ -325,22 +372,28 @@ def profile(args):
         step(i)
     synchronize(device)
     cuda = device.type == "cuda"
-    with torch.profiler.profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+    with torch.profiler.profile(
+            activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         t0 = time.perf_counter()
         for i in range(args.steps):
             step(i)
         synchronize(device)
         wall = time.perf_counter() - t0
     kinds = {"matmul": r"gemm|cutlass|xmma|nvjet|cublas|aten::(mm|addmm|bmm|linear)$",
-             "attention": r"flash|fmha|attention|scaled_dot_product", "optimizer + EMA": r"adam|multi_tensor|foreach|lerp"}
+             "attention": r"flash|fmha|attention|scaled_dot_product",
+             "optimizer + EMA": r"adam|multi_tensor|foreach|lerp"}
     split = {k: 0.0 for k in [*kinds, "elementwise, norms, other"]}
     for e in prof.key_averages():
-        t = (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e6 / args.steps  # seconds per step
-        if (cuda and e.self_device_time_total == 0) or (not cuda and not e.key.startswith("aten::")):
+        # seconds per step
+        t = (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e6 / args.steps
+        if ((cuda and e.self_device_time_total == 0)
+                or (not cuda and not e.key.startswith("aten::"))):
             continue
-        kind = next((k for k, pattern in kinds.items() if re.search(pattern, e.key, re.I)), "elementwise, norms, other")
+        kind = next((k for k, pattern in kinds.items() if re.search(pattern, e.key, re.I)),
+                    "elementwise, norms, other")
         split[kind] += t
-    split["host: data, Python, syncs (device idle)"] = max(wall / args.steps - sum(split.values()), 0.0)
+    split["host: data, Python, syncs (device idle)"] = max(
+        wall / args.steps - sum(split.values()), 0.0)
     total = sum(split.values())
     shares = {k: round(100 * v / total, 1) for k, v in split.items()}
     print(json.dumps(shares))
@@ -351,77 +404,94 @@ def profile(args):
 
 def flags(**kw):
     """--key value flags from keyword arguments (True: the bare flag)."""
-    return [x for k, v in kw.items() for x in ([f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)]))]
+    return [x for k, v in kw.items()
+            for x in ([f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)]))]
 
 
 def gpu(args):
-    """Table 4's setting on one GPU with the real scripts (USiT-2B on f64c128 and f32c32 latents, FSDP2, AE training,
-    sampling with the evaluation protocol), every number read from the runs' metrics.jsonl. --tiny runs the same
-    plumbing on CPU with tiny models."""
+    """Table 4's setting on one GPU with the real scripts (USiT-2B on f64c128 and f32c32 latents,
+    FSDP2, AE training, sampling with the evaluation protocol), every number read from the runs'
+    metrics.jsonl. --tiny runs the same plumbing on CPU with tiny models."""
     tiny = args.tiny
     work = tempfile.mkdtemp(prefix="bench_gpu_")
     rows, t_start = [], time.time()
-    limit = 120 if tiny else 240  # seconds per part; the whole suite stays under 8 minutes of device time
+    # seconds per part; the whole suite stays under 8 minutes of device time
+    limit = 120 if tiny else 240
 
     def part(label, name, argv, procs=None, out=None):
         code, seconds, log = script(name, argv, limit, procs)
         rates = training_rates(out) if out else None
         last = [line for line in log.strip().splitlines() if line.strip()][-1:] or [""]
         launch = f"torchrun --nproc_per_node {procs}" if procs else "python"
-        rows.append(dict(part=label, status="ok" if code == 0 else f"{code}: {last[0][:150]}", seconds=seconds,
-                         note="", command=f"{launch} {name} " + " ".join(argv), **(rates or {})))
+        rows.append(dict(part=label, status="ok" if code == 0 else f"{code}: {last[0][:150]}",
+                         seconds=seconds, note="", command=f"{launch} {name} " + " ".join(argv),
+                         **(rates or {})))
         print(f"{label}: {rows[-1]['status']} in {seconds:.0f}s {rates or ''}", flush=True)
         return log
 
     def diffusion_run(label, out, latent="f64c128", procs=None, **kw):
         ae = "random:" + {"f64c128": "dc-ae-f8c64-tiny" if tiny else "dc-ae-f64c128-1.5",
                           "f32c32": "dc-ae-f8c16-tiny" if tiny else "dc-ae-f32c32-in-1.0"}[latent]
-        base = dict(model="USiT-tiny" if tiny else "USiT-2B", ae=ae, data="toy", toy_size=64 if tiny else 512,
-                    resolution=32 if tiny else 512, aug="replace", steps=6 if tiny else 30, log_every=2 if tiny else 5,
-                    grid_every=0, save_every=10 ** 6, cache=os.path.join(work, f"latents_{latent}"),
+        base = dict(model="USiT-tiny" if tiny else "USiT-2B", ae=ae, data="toy",
+                    toy_size=64 if tiny else 512, resolution=32 if tiny else 512, aug="replace",
+                    steps=6 if tiny else 30, log_every=2 if tiny else 5, grid_every=0,
+                    save_every=10 ** 6, cache=os.path.join(work, f"latents_{latent}"),
                     out=os.path.join(work, out))
-        return part(label, "train_diffusion.py", flags(**{**base, **kw}), procs, os.path.join(work, out))
+        return part(label, "train_diffusion.py", flags(**{**base, **kw}), procs,
+                    os.path.join(work, out))
 
-    # 1. USiT-2B on f64c128 latents (8x8x128): eager against compiled (the default on CUDA), batch 128 -> 256.
-    for batch, compiled in ([(8, False)] if tiny else [(128, False), (128, True), (192, True), (256, True)]):
-        diffusion_run(f"USiT f64c128, batch {batch}, {'compiled' if compiled else 'eager'}", f"f64_{batch}_{compiled}",
-                      batch_size=batch, **({"compile": True} if compiled else {"no_compile": True}))
-    # 2. The same backbone on f32c32 latents (16x16x32): the ratio of Table 4 (450 / 112 images/s = 4.0).
-    diffusion_run("USiT f32c32, batch %d, compiled on CUDA" % (8 if tiny else 64), "f32", latent="f32c32",
-                  batch_size=8 if tiny else 64)
-    # 3. FSDP2 + NCCL through torchrun with one rank; the checkpoint it writes (size, time), then a resume.
+    # 1. USiT-2B on f64c128 latents (8x8x128): eager against compiled (the default on CUDA),
+    #    batch 128 -> 256.
+    for batch, compiled in ([(8, False)] if tiny
+                            else [(128, False), (128, True), (192, True), (256, True)]):
+        diffusion_run(f"USiT f64c128, batch {batch}, {'compiled' if compiled else 'eager'}",
+                      f"f64_{batch}_{compiled}", batch_size=batch,
+                      **({"compile": True} if compiled else {"no_compile": True}))
+    # 2. The same backbone on f32c32 latents (16x16x32): the ratio of Table 4
+    #    (450 / 112 images/s = 4.0).
+    diffusion_run("USiT f32c32, batch %d, compiled on CUDA" % (8 if tiny else 64), "f32",
+                  latent="f32c32", batch_size=8 if tiny else 64)
+    # 3. FSDP2 + NCCL through torchrun with one rank; the checkpoint it writes (size, time),
+    #    then a resume.
     fsdp_batch = 8 if tiny else 128
     diffusion_run("USiT f64c128, torchrun 1 rank (FSDP2)", "fsdp1", procs=1, batch_size=fsdp_batch,
                   save_every=6 if tiny else 30)
     saved = [r for r in records(os.path.join(work, "fsdp1")) if "saved" in r]
-    rows[-1]["note"] = (f"checkpoint {saved[-1]['bytes'] / 2 ** 30:.2f} GiB written in {saved[-1]['seconds']:.1f} s"
+    rows[-1]["note"] = (f"checkpoint {saved[-1]['bytes'] / 2 ** 30:.2f} GiB "
+                        f"written in {saved[-1]['seconds']:.1f} s"
                         if saved else "no checkpoint")
-    diffusion_run("resume of that checkpoint, 2 more steps", "fsdp1", procs=1, batch_size=fsdp_batch,
-                  steps=8 if tiny else 32)
-    # 4. AE training, phase 1 of dc-ae-f32c128-1.5 at 256 px with LPIPS (random VGG: the device cannot download).
+    diffusion_run("resume of that checkpoint, 2 more steps", "fsdp1", procs=1,
+                  batch_size=fsdp_batch, steps=8 if tiny else 32)
+    # 4. AE training, phase 1 of dc-ae-f32c128-1.5 at 256 px with LPIPS
+    #    (random VGG: the device cannot download).
     out = os.path.join(work, "ae")
     part("AE phase 1 (L1 + LPIPS)", "train_ae.py", flags(
         model="dc-ae-f8c64-tiny" if tiny else "dc-ae-f32c128-1.5", resolution=32 if tiny else 256,
-        batch_size=8 if tiny else 32, steps=6 if tiny else 20, log_every=2 if tiny else 5, w_lpips=1,
-        lpips_random=True, grid_every=0, save_every=10 ** 6, toy_size=64 if tiny else 640, out=out), out=out)
-    # 5. Sampling with the paper's protocol (dopri5 for USiT) on random weights in the released layout.
+        batch_size=8 if tiny else 32, steps=6 if tiny else 20, log_every=2 if tiny else 5,
+        w_lpips=1, lpips_random=True, grid_every=0, save_every=10 ** 6,
+        toy_size=64 if tiny else 640, out=out), out=out)
+    # 5. Sampling with the paper's protocol (dopri5 for USiT)
+    #    on random weights in the released layout.
     for sampler in ["dopri5"] + ([] if tiny else ["euler"]):
         n = 16 if tiny else 256
         out = os.path.join(work, f"samples_{sampler}")
         part(f"sample.py, {sampler}", "sample.py", flags(
-            ckpt="random:" + ("USiT-tiny" if tiny else "USiT-2B"), ae="random:" + ("dc-ae-f8c64-tiny" if tiny else "dc-ae-f64c128-1.5"),
-            resolution=32 if tiny else 512, num_samples=n, batch_size=n // 2, sampler=sampler, profile=True, out=out,
-            **({} if sampler == "dopri5" else {"steps": 250})))
+            ckpt="random:" + ("USiT-tiny" if tiny else "USiT-2B"),
+            ae="random:" + ("dc-ae-f8c64-tiny" if tiny else "dc-ae-f64c128-1.5"),
+            resolution=32 if tiny else 512, num_samples=n, batch_size=n // 2, sampler=sampler,
+            profile=True, out=out, **({} if sampler == "dopri5" else {"steps": 250})))
         sampled = [r["sampled"] for r in records(out) if "sampled" in r]
         if sampled:
             rate = sampled[-1]["img_per_s"]
             rows[-1]["img_per_s"] = rate
-            rows[-1]["note"] = f"50K samples on 8 GPUs: {50_000 / (8 * rate) / 60:.1f} min (random weights)"
+            rows[-1]["note"] = (f"50K samples on 8 GPUs: {50_000 / (8 * rate) / 60:.1f} min "
+                                "(random weights)")
     # 6. Where the time of a USiT-2B f64c128 training step goes (compiled, batch 128).
     shares = os.path.join(work, "profile.json")
-    part("profile of a training step (share of the time)", "benchmarks/bench.py", ["profile", *flags(
-        device="cpu" if tiny else "cuda", model="USiT-tiny" if tiny else "USiT-2B", batch=8 if tiny else 128,
-        json=shares)])
+    part("profile of a training step (share of the time)", "benchmarks/bench.py",
+         ["profile", *flags(device="cpu" if tiny else "cuda",
+                            model="USiT-tiny" if tiny else "USiT-2B",
+                            batch=8 if tiny else 128, json=shares)])
     if os.path.isfile(shares):
         with open(shares) as fh:
             rows[-1]["note"] = ", ".join(f"{k} {v}%" for k, v in json.load(fh).items())
@@ -430,27 +500,35 @@ def gpu(args):
 
 def write_report(rows, args, seconds):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    what = "tiny models on CPU: the plumbing only, no measurement" if args.tiny else "the real scripts"
+    what = ("tiny models on CPU: the plumbing only, no measurement" if args.tiny
+            else "the real scripts")
     lines = [f"## GPU benchmarks ({what})",
-             "", f"`python benchmarks/bench.py gpu{' --tiny' if args.tiny else ''}` on {cli.machine(device)}, "
-             f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min in all. Medians of the logged intervals after the "
-             f"first (compilation).", "",
-             "| part | status | images/s | MFU | peak mem (GiB) | seconds | note |", "|---|---|---:|---:|---:|---:|---|"]
+             "", f"`python benchmarks/bench.py gpu{' --tiny' if args.tiny else ''}` "
+             f"on {cli.machine(device)}, {time.strftime('%Y-%m-%d')}, "
+             f"{seconds / 60:.1f} min in all. "
+             f"Medians of the logged intervals after the first (compilation).", "",
+             "| part | status | images/s | MFU | peak mem (GiB) | seconds | note |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         ips = f"{r['img_per_s']:.1f}" if r.get("img_per_s") is not None else "-"
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
         mem = f"{r['mem_gib']:.1f}" if r.get("mem_gib") is not None else "-"
-        lines.append(f"| {r['part']} | {r['status']} | {ips} | {mfu} | {mem} | {r['seconds']:.0f} | {r['note']} |")
-    lines += ["", "Commands (in a temporary folder):", ""] + [f"- {r['part']}: `{r['command']}`" for r in rows]
+        lines.append(f"| {r['part']} | {r['status']} | {ips} | {mfu} | {mem} | "
+                     f"{r['seconds']:.0f} | {r['note']} |")
+    lines += (["", "Commands (in a temporary folder):", ""]
+              + [f"- {r['part']}: `{r['command']}`" for r in rows])
     text = "\n".join(lines) + "\n"
     print(text)
-    report = args.report or os.path.join(REPO, "runs/bench_gpu_tiny.md" if args.tiny else "docs/benchmarks.md")
+    report = args.report or os.path.join(
+        REPO, "runs/bench_gpu_tiny.md" if args.tiny else "docs/benchmarks.md")
     old = open(report).read() if os.path.isfile(report) else ""
     begin, end = "<!-- bench.py gpu: begin -->\n", "<!-- bench.py gpu: end -->\n"
-    if begin in old and end in old:  # docs/benchmarks.md: replace this suite's section, keep the rest
+    # docs/benchmarks.md: replace this suite's section, keep the rest
+    if begin in old and end in old:
         text = old[:old.index(begin)] + begin + text + old[old.index(end):]
     os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
-    with open(report + ".tmp", "w") as fh:  # written whole, then renamed: the rest of the file is never lost
+    # written whole, then renamed: the rest of the file is never lost
+    with open(report + ".tmp", "w") as fh:
         fh.write(text)
     os.replace(report + ".tmp", report)
 
@@ -463,7 +541,8 @@ def parse_args(argv=None):
                    help="USiT-tiny is widened to 256 x 6 layers")
     t.add_argument("--batch", type=int, default=8, help="images per step")
     t.add_argument("--steps", type=int, default=3, help="steps per timed round")
-    t.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the median is reported)")
+    t.add_argument("--rounds", type=int, default=5,
+                   help="interleaved rounds (the median is reported)")
     t.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
@@ -471,7 +550,8 @@ def parse_args(argv=None):
                    help="bf16 autocast (default: on with CUDA, fp32 on CPU: cli.precision)")
     r = sub.add_parser("train", help="training steps with AdamW")
     r.add_argument("--device", default="cpu", help="cpu or cuda")
-    r.add_argument("--models", nargs="+", default=["USiT-tiny"], choices=sorted(models.MODELS), help="backbones")
+    r.add_argument("--models", nargs="+", default=["USiT-tiny"], choices=sorted(models.MODELS),
+                   help="backbones")
     r.add_argument("--batch", type=int, default=8, help="images per step")
     r.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
     r.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -480,11 +560,13 @@ def parse_args(argv=None):
                    help="bf16 autocast (default: on with CUDA, fp32 on CPU: cli.precision)")
     r.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     a = sub.add_parser("ae", help="AE parity and speed vs diffusers, bf16 vs fp32")
-    a.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f32c128-1.5", help="registry AE")
+    a.add_argument("--model", choices=sorted(ae_lib.AE_CONFIGS), default="dc-ae-f32c128-1.5",
+                   help="registry AE")
     a.add_argument("--image-size", type=int, default=256, help="image side")
     a.add_argument("--batch", type=int, default=1, help="images")
     a.add_argument("--repeats", type=int, default=3, help="timed repeats (the best is reported)")
-    a.add_argument("--compile", action="store_true", help="also check torch.compile(fullgraph=True)")
+    a.add_argument("--compile", action="store_true",
+                   help="also check torch.compile(fullgraph=True)")
     f = sub.add_parser("fid", help="Inception features and FID")
     f.add_argument("--num-images", type=int, default=100, help="PNG images to read")
     f.add_argument("--image-size", type=int, default=256, help="their side")
@@ -499,10 +581,13 @@ def parse_args(argv=None):
     q.add_argument("--steps", type=int, default=5, help="profiled steps")
     q.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on with CUDA, fp32 on CPU: cli.precision)")
-    q.add_argument("--json", default=None, help="also write the shares to this file (default: print only)")
+    q.add_argument("--json", default=None,
+                   help="also write the shares to this file (default: print only)")
     g = sub.add_parser("gpu", help="the real scripts on one GPU -> docs/benchmarks.md")
-    g.add_argument("--tiny", action="store_true", help="tiny models on CPU: check the plumbing, measure nothing")
-    g.add_argument("--report", default=None, help="the Markdown report (default: its section of docs/benchmarks.md; "
+    g.add_argument("--tiny", action="store_true",
+                   help="tiny models on CPU: check the plumbing, measure nothing")
+    g.add_argument("--report", default=None,
+                   help="the Markdown report (default: its section of docs/benchmarks.md; "
                    "runs/bench_gpu_tiny.md with --tiny)")
     args = parser.parse_args(argv)
     if getattr(args, "threads", 0):
@@ -512,4 +597,5 @@ def parse_args(argv=None):
 
 if __name__ == "__main__":
     args = parse_args()
-    {"tokens": tokens, "train": train, "ae": ae, "fid": fid_bench, "profile": profile, "gpu": gpu}[args.command](args)
+    {"tokens": tokens, "train": train, "ae": ae, "fid": fid_bench, "profile": profile,
+     "gpu": gpu}[args.command](args)

@@ -12,8 +12,8 @@ import torch
 
 @pytest.fixture
 def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation, and on a busy 2-core machine its
-    spin-waits made the model and diffusion tests 20x slower. Restored afterwards."""
+    """Tiny tensors: a second intra-op thread only adds synchronisation, and on a busy 2-core
+    machine its spin-waits made the model and diffusion tests 20x slower. Restored afterwards."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -21,7 +21,8 @@ def one_thread():
 
 
 def randomize_(model, std=0.1, seed=0):
-    """DiT starts with a zero output (adaLN-Zero); give every parameter a value so outputs depend on inputs."""
+    """DiT starts with a zero output (adaLN-Zero); give every parameter a value so outputs depend
+    on inputs."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -30,7 +31,8 @@ def randomize_(model, std=0.1, seed=0):
 
 
 def randomize_norms(model):
-    """Give norms non-trivial affine parameters and statistics, so that round trips are a real check."""
+    """Give norms non-trivial affine parameters and statistics, so that round trips are a real
+    check."""
     import ae as ae_lib
     with torch.no_grad():
         for m in model.modules():

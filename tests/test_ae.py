@@ -1,4 +1,5 @@
-"""Tests for ae.py: registry, parameter counts, the channel mask (Eq. 1), the masked AE forward (Fig. 4) and loss.
+"""Tests for ae.py: registry, parameter counts, the channel mask (Eq. 1), the masked AE forward
+(Fig. 4) and loss.
 (Released formats and loading: tests/test_checkpoints.py.)"""
 import pytest
 import torch
@@ -16,7 +17,8 @@ PAPER_PARAMS_M = {  # DESIGN.md §4
 
 
 def masks(m, c_primes, n):
-    """The (K, N, c, 1, 1) masks of Eq. 1 for K values of c', each for all N images, as train_ae.py builds them."""
+    """The (K, N, c, 1, 1) masks of Eq. 1 for K values of c', each for all N images, as train_ae.py
+    builds them."""
     return torch.stack([channel_mask(m.c, [cp] * n) for cp in c_primes])
 
 
@@ -33,7 +35,8 @@ def test_registry_has_the_five_paper_models_and_scaling_factors():
     assert AE_CONFIGS["dc-ae-f64c128-in-1.0"].scaling_factor == 0.2889
     assert AE_CONFIGS["dc-ae-f64c128-1.5"].scaling_factor == 0.5935
     # structured (trained with Eq. 1's mask): the 1.5 models; their baselines are not
-    assert [n for n in PAPER_PARAMS_M if AE_CONFIGS[n].structured] == ["dc-ae-f32c128-1.5", "dc-ae-f64c128-1.5"]
+    assert ([n for n in PAPER_PARAMS_M if AE_CONFIGS[n].structured]
+            == ["dc-ae-f32c128-1.5", "dc-ae-f64c128-1.5"])
     with torch.device("meta"):
         m = build_ae("dc-ae-f64c128-1.5")
     assert (m.f, m.c) == (64, 128)
@@ -53,8 +56,10 @@ def test_encode_decode_shapes(name):
 
 
 def test_channel_mask_zeroes_exactly_the_trailing_channels(monkeypatch):
-    assert channel_mask(8, 3).flatten().tolist() == [1, 1, 1, 0, 0, 0, 0, 0]  # (1, c, 1, 1): multiplies (N, c, h, w)
-    assert channel_mask(8, 8).shape == (1, 8, 1, 1) and channel_mask(8, [3] * 5).shape == (5, 8, 1, 1)
+    # (1, c, 1, 1): multiplies (N, c, h, w)
+    assert channel_mask(8, 3).flatten().tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert (channel_mask(8, 8).shape == (1, 8, 1, 1)
+            and channel_mask(8, [3] * 5).shape == (5, 8, 1, 1))
     per_sample = channel_mask(6, torch.tensor([1, 4, 6]))
     assert per_sample.shape == (3, 6, 1, 1)
     assert per_sample[:, :, 0, 0].tolist() == [[1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1] * 6]
@@ -62,7 +67,8 @@ def test_channel_mask_zeroes_exactly_the_trailing_channels(monkeypatch):
     seen = []  # the latents the decoder receives
     real = ae_lib.Decoder.forward
     monkeypatch.setattr(ae_lib.Decoder, "forward", lambda self, z: seen.append(z) or real(self, z))
-    m(torch.rand(3, 3, 16, 16) * 2 - 1, channel_mask(16, torch.tensor([4, 8, 16]))[None])  # K = 1, c' per image
+    # K = 1, c' per image
+    m(torch.rand(3, 3, 16, 16) * 2 - 1, channel_mask(16, torch.tensor([4, 8, 16]))[None])
     for i, cp in enumerate([4, 8, 16]):
         assert (seen[0][i, cp:] == 0).all() and (seen[0][i, :cp].abs().sum(dim=(1, 2)) > 0).all()
 
@@ -99,10 +105,12 @@ def test_masked_channels_get_zero_gradient():
     cp = 6
     x_rec = m(torch.rand(2, 3, 16, 16) * 2 - 1, masks(m, [cp], 2))
     x_rec.square().mean().backward()
-    w, b = m.encoder.conv_out.weight.grad, m.encoder.conv_out.bias.grad  # rows produce latent channels
+    # rows produce latent channels
+    w, b = m.encoder.conv_out.weight.grad, m.encoder.conv_out.bias.grad
     assert (w[cp:] == 0).all() and (b[cp:] == 0).all()
     assert (w[:cp].abs().sum(dim=(1, 2, 3)) > 0).all()
-    assert (m.decoder.conv_in.weight.grad[:, cp:] == 0).all()  # decoder never sees the masked channels
+    # decoder never sees the masked channels
+    assert (m.decoder.conv_in.weight.grad[:, cp:] == 0).all()
 
 
 def test_loss_runs_backward_with_offline_lpips_and_gan_after_start():
@@ -127,7 +135,8 @@ def test_loss_runs_backward_with_offline_lpips_and_gan_after_start():
 
 
 def test_lpips_without_weights_fails_clearly(monkeypatch, tmp_path):
-    """Offline without the VGG16 file: one line naming the file and where to put it; the network is tried once."""
+    """Offline without the VGG16 file: one line naming the file and where to put it; the network is
+    tried once."""
     tries = []
 
     def offline(url, path, progress=True):
@@ -139,8 +148,10 @@ def test_lpips_without_weights_fails_clearly(monkeypatch, tmp_path):
     for _ in range(2):
         with pytest.raises(RuntimeError) as e:
             ae_lib.build_lpips(random_weights=False)
-        assert str(e.value) == (f"LPIPS needs the VGG16 weights vgg16-397923af.pth (download failed: OSError); put the "
-                                f"file at {tmp_path}/checkpoints/vgg16-397923af.pth (from {ae_lib.VGG16_URL})")
+        assert str(e.value) == (f"LPIPS needs the VGG16 weights vgg16-397923af.pth "
+                                f"(download failed: OSError); put the file at "
+                                f"{tmp_path}/checkpoints/vgg16-397923af.pth "
+                                f"(from {ae_lib.VGG16_URL})")
     assert tries == [ae_lib.VGG16_URL]
 
 
@@ -153,7 +164,8 @@ def test_estimate_scaling_factor():
     with torch.no_grad():
         s = ae_lib.estimate_scaling_factor(m.encode(b) for b in batches)
     assert abs(s - 1 / z.double().std(unbiased=False).item()) < 1e-6 * s
-    halves = ae_lib.estimate_scaling_factor([z[:6]], reduce=lambda v: 2 * v)  # a "reduce" over two equal ranks
+    # a "reduce" over two equal ranks
+    halves = ae_lib.estimate_scaling_factor([z[:6]], reduce=lambda v: 2 * v)
     assert abs(halves - 1 / z[:6].double().std(unbiased=False).item()) < 1e-6 * halves
     with pytest.raises(ValueError):
         ae_lib.estimate_scaling_factor([])
@@ -192,19 +204,22 @@ def test_bf16_autocast(name):
 
 def test_compiles_without_graph_breaks():
     m = build_ae("dc-ae-f8c16-tiny").eval()
-    compiled = torch.compile(m, backend="eager", fullgraph=True)  # fullgraph: any graph break raises
+    # fullgraph: any graph break raises
+    compiled = torch.compile(m, backend="eager", fullgraph=True)
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(compiled(x, masks(m, [4, 16], 2)), m(x, masks(m, [4, 16], 2)))
 
 
 def test_k_decodes_from_one_encode_equal_k_separate_masked_decodes():
-    """DC-Gen's num_sample_latent_channels: one encoder pass, K masked decodes, the mean of the K losses."""
+    """DC-Gen's num_sample_latent_channels: one encoder pass, K masked decodes, the mean of the K
+    losses."""
     torch.manual_seed(0)
     m = randomize_norms(build_ae("dc-ae-f8c16-tiny"))
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     c_primes = [16, 4, 8]
-    loss_fn = train_ae.AELoss(None)  # L1 (the LPIPS and GAN terms are means over the batch as well)
+    # L1 (the LPIPS and GAN terms are means over the batch as well)
+    loss_fn = train_ae.AELoss(None)
     x_rec = m(x, masks(m, c_primes, 3))  # (K N, 3, H, W)
     loss, _ = loss_fn(x.repeat(3, 1, 1, 1), x_rec)
     grads = torch.autograd.grad(loss, list(m.parameters()))
@@ -215,7 +230,8 @@ def test_k_decodes_from_one_encode_equal_k_separate_masked_decodes():
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-7)
     for k, cp in enumerate(c_primes):  # block k is decode(z[:, :c']) of the one encoding
-        torch.testing.assert_close(x_rec[3 * k:3 * k + 3], m.decode(m.encode(x)[:, :cp]), rtol=0, atol=1e-6)
+        torch.testing.assert_close(x_rec[3 * k:3 * k + 3], m.decode(m.encode(x)[:, :cp]),
+                                   rtol=0, atol=1e-6)
 
 
 def test_step_c_primes_follow_dc_gens_options():
@@ -223,8 +239,10 @@ def test_step_c_primes_follow_dc_gens_options():
     draws = [train_ae.sample_step_c_primes(cands, 3, generator=g) for _ in range(200)]
     assert all(len(d) == 3 and set(d) <= set(cands) for d in draws)
     assert any(len(set(d)) < 3 for d in draws)  # with replacement, as DC-Gen's torch.randint
-    assert all(train_ae.sample_step_c_primes(cands, 2, always="max", generator=g)[0] == 16 for _ in range(20))
-    assert all(train_ae.sample_step_c_primes(cands, 3, always="min-max", generator=g)[:2] == [4, 16] for _ in range(20))
+    assert all(train_ae.sample_step_c_primes(cands, 2, always="max", generator=g)[0] == 16
+               for _ in range(20))
+    assert all(train_ae.sample_step_c_primes(cands, 3, always="min-max", generator=g)[:2]
+               == [4, 16] for _ in range(20))
     assert train_ae.sample_step_c_primes(cands, 1, always="max") == [16]
     with pytest.raises(ValueError):
         train_ae.sample_step_c_primes(cands, 1, always="min-max")

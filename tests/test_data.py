@@ -42,13 +42,15 @@ def test_toy_deterministic_by_seed_and_index():
     assert not torch.equal(a[4][0], a[14][0])  # same class, different sample
     c = ToyShapes(50, 32, seed=4)
     assert all(not torch.equal(a[i][0], c[i][0]) for i in range(5))
-    assert [a[i][1] for i in range(5)] == [c[i][1] for i in range(5)]  # labels depend on the index only
+    # labels depend on the index only
+    assert [a[i][1] for i in range(5)] == [c[i][1] for i in range(5)]
 
 
 def test_toy_class_names_and_bad_input():
     ds = ToyShapes(10, 32)
     assert ds.classes[:3] == ["red circle", "green square", "blue triangle"]
-    assert len(set(ToyShapes(10, 32, num_classes=100).classes)) == 100  # (shape, colour) pairs all distinct
+    # (shape, colour) pairs all distinct
+    assert len(set(ToyShapes(10, 32, num_classes=100).classes)) == 100
     for kwargs in ({"n": 0}, {"num_classes": 101}, {"resolution": 4}):
         with pytest.raises(ValueError):
             ToyShapes(**{"n": 10, "resolution": 32, **kwargs})
@@ -99,7 +101,8 @@ def test_folder_labels_crop_and_corrupt(folder, capsys):
     assert len(ds) == 5 and "class folder 'empty_dir' (id 2) holds no" in capsys.readouterr().err
     items = [ds[i] for i in range(len(ds))]
     for x, y, _ in items:
-        assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
+        assert (x.shape == (3, 16, 16) and x.dtype == torch.float32
+                and -1 <= x.min() and x.max() <= 1)
     names = [os.path.basename(p) for p, _ in ds.samples]
     assert names == ["1.jpg", "2.jpg", "3.bmp", "1.png", "2.JPEG"]
     assert [y for _, y, _ in items] == [0, 0, 0, 1, 1]
@@ -422,7 +425,8 @@ def test_uint8_round_trip():
     assert x.min() == -1 and x.max() == 1
     assert np.array_equal(to_uint8(x).numpy(), a)
     assert to_uint8(torch.full((1, 3, 2, 2), 5.0)).unique().tolist() == [255]
-    assert to_uint8(torch.zeros(1, 3, 1, 1)).flatten().tolist() == [128] * 3  # clamp(127.5 x + 128), not + 127.5
+    # clamp(127.5 x + 128), not + 127.5
+    assert to_uint8(torch.zeros(1, 3, 1, 1)).flatten().tolist() == [128] * 3
 
 
 # -------------------------------------------------------------------------------------------------
@@ -431,7 +435,8 @@ def test_uint8_round_trip():
 
 
 def test_build_dataset(folder, tmp_path):
-    assert isinstance(build_dataset("toy", 32, toy_size=7), ToyShapes) and len(build_dataset("toy", 32, toy_size=7)) == 7
+    assert (isinstance(build_dataset("toy", 32, toy_size=7), ToyShapes)
+            and len(build_dataset("toy", 32, toy_size=7)) == 7)
     assert isinstance(build_dataset(folder, 16), ImageFolder)
     with pytest.raises(ValueError, match="nowhere"):
         build_dataset(str(tmp_path / "nowhere"), 32)
@@ -451,7 +456,8 @@ def test_shard_order_covers_the_data_in_equal_shards(shuffle):
     assert len(shards[0]) == len(shards[1]) == 12  # 23 padded to 24
     assert set(shards[0]) | set(shards[1]) == set(range(23))
     assert len(set(shards[0]) & set(shards[1])) <= 1  # only the one padding repeat may overlap
-    loader = make_loader(Indices(), 5, 1, 2, num_workers=0)  # one pass, in order, the last batch partial
+    # one pass, in order, the last batch partial
+    loader = make_loader(Indices(), 5, 1, 2, num_workers=0)
     assert torch.cat(list(loader)).tolist() == shard_order(23, 1, 2, shuffle=False)
     with pytest.raises(ValueError):
         make_loader(Indices(), 4, rank=2, world_size=2)
@@ -474,7 +480,8 @@ def test_batches_reshuffle_each_epoch_and_resume_mid_epoch():
 def test_batches_with_workers_give_the_same_toy_data():
     ds = ToyShapes(12, 16, seed=1)
     x, y, bad = next(iter(make_loader(ds, 12, 0, 1, num_workers=2)))
-    assert x.shape == (12, 3, 16, 16) and y.tolist() == [i % 10 for i in range(12)] and bad.sum() == 0
+    assert (x.shape == (12, 3, 16, 16) and y.tolist() == [i % 10 for i in range(12)]
+            and bad.sum() == 0)
     assert torch.equal(x, torch.stack([ds[i][0] for i in range(12)]))
     a, b = Batches(ds, 4, seed=3, num_workers=2), Batches(ds, 4, seed=3, num_workers=0)
     for _ in range(4):
@@ -525,7 +532,8 @@ def test_save_grid(tmp_path):
     x = torch.rand(10, 3, 16, 12) * 2 - 1
     save_grid(x, path, nrow=4)
     im = Image.open(path)
-    assert im.format == "PNG" and im.mode == "RGB" and im.size == (4 * 14 + 2, 3 * 18 + 2)  # (W, H)
+    assert (im.format == "PNG" and im.mode == "RGB"
+            and im.size == (4 * 14 + 2, 3 * 18 + 2))  # (W, H)
     grid = np.asarray(im)
     assert np.array_equal(grid[2:18, 2:14], to_uint8(x[:1]).numpy()[0])  # first image, top left
     with pytest.raises(ValueError):

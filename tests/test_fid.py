@@ -1,6 +1,7 @@
-"""Tests of fid.py and inception.py: the Inception port (keys, counts, strict loading), the metrics against closed
-forms and brute force, the three input formats, the ADM .npz writer, bad inputs, and sharded statistics under
-torchrun (gloo). Random Inception weights throughout (the real ones cannot be downloaded here); few, small images."""
+"""Tests of fid.py and inception.py: the Inception port (keys, counts, strict loading), the metrics
+against closed forms and brute force, the three input formats, the ADM .npz writer, bad inputs,
+and sharded statistics under torchrun (gloo). Random Inception weights throughout (the real ones
+cannot be downloaded here); few, small images."""
 import os
 import subprocess
 import sys
@@ -39,12 +40,14 @@ def model(weights):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """4 uint8 images (N, H, W, 3) as a folder of PNGs (in a subfolder too), a stored and a compressed
-    arr_0 .npz. Smooth random images: pure noise gives near-identical features through random weights."""
+    """4 uint8 images (N, H, W, 3) as a folder of PNGs (in a subfolder too), a stored and a
+    compressed arr_0 .npz. Smooth random images: pure noise gives near-identical features through
+    random weights."""
     root = tmp_path_factory.mktemp("img")
     rng = np.random.default_rng(0)
     coarse = rng.integers(0, 256, (4, 4, 4, 3)).astype(np.float32)
-    x = torch.nn.functional.interpolate(torch.from_numpy(coarse).permute(0, 3, 1, 2), size=(24, 24), mode="bilinear")
+    x = torch.nn.functional.interpolate(torch.from_numpy(coarse).permute(0, 3, 1, 2),
+                                        size=(24, 24), mode="bilinear")
     arr = x.permute(0, 2, 3, 1).round().clamp(0, 255).numpy().astype(np.uint8)  # (4, 24, 24, 3)
     os.makedirs(root / "folder" / "sub")
     for i, a in enumerate(arr):
@@ -68,7 +71,8 @@ def test_inception_counts_match_the_released_file():
 
 def test_pool_branches_are_the_tf_graphs():
     x = torch.ones(1, 2, 5, 5)
-    assert torch.equal(inception.pool_branch(x, "avg"), x)  # padding not counted: borders stay 1 (torchvision: 4/9)
+    # padding not counted: borders stay 1 (torchvision: 4/9)
+    assert torch.equal(inception.pool_branch(x, "avg"), x)
     y = torch.randn(1, 2, 5, 5)
     assert torch.equal(inception.pool_branch(y, "max"), torch.nn.functional.max_pool2d(y, 3, 1, 1))
 
@@ -100,27 +104,33 @@ def test_features_uint8_float_and_layouts_agree(model, images):
     pool_f, logits_f = fid.features_from_images(model, x.float() / 255, batch_size=2)
     torch.testing.assert_close(pool_f, pool, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(logits, pool @ model.fc.weight.T)  # no bias
-    assert not torch.allclose(pool[0], pool[1], rtol=1e-3, atol=1e-3)  # random weights still separate images
+    # random weights still separate images
+    assert not torch.allclose(pool[0], pool[1], rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         fid.features_from_images(model, x.float() / 127.5 - 1)
 
 
 def test_parity_with_pytorch_fid(weights, model, images, monkeypatch):
-    """Same weights, same features as pytorch-fid (optional: never a dependency of this project)."""
-    pfi = pytest.importorskip("pytorch_fid.inception", reason="pytorch-fid not installed (optional parity check)")
+    """Same weights, same features as pytorch-fid (optional: never a dependency of this
+    project)."""
+    pfi = pytest.importorskip("pytorch_fid.inception",
+                              reason="pytorch-fid not installed (optional parity check)")
     state = torch.load(weights, weights_only=True)
-    monkeypatch.setattr(pfi, "load_state_dict_from_url", lambda *a, **k: state)  # offline, same weights
+    # offline, same weights
+    monkeypatch.setattr(pfi, "load_state_dict_from_url", lambda *a, **k: state)
     ref = pfi.InceptionV3([3], use_fid_inception=True).eval()
     x = torch.from_numpy(images[0][:2]).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         expected = ref(x)[0].flatten(1)  # (N, 2048)
-    torch.testing.assert_close(fid.features_from_images(model, x)[0], expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fid.features_from_images(model, x)[0], expected,
+                               rtol=1e-4, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- FID
 
 def frechet_distance_sqrtm(mu1, sigma1, mu2, sigma2):
-    """The textbook formula with scipy.linalg.sqrtm (deprecated `disp`, complex round-off): the reference."""
+    """The textbook formula with scipy.linalg.sqrtm (deprecated `disp`, complex round-off): the
+    reference."""
     import scipy.linalg
     covmean = scipy.linalg.sqrtm(sigma1 @ sigma2).real
     diff = mu1 - mu2
@@ -135,7 +145,8 @@ def random_spd(d, rng):
 def test_fid_zero_symmetric_and_matches_sqrtm():
     rng = np.random.default_rng(0)
     d = 64
-    mu1, mu2, s1, s2 = rng.standard_normal(d), rng.standard_normal(d), random_spd(d, rng), random_spd(d, rng)
+    mu1, mu2, s1, s2 = (rng.standard_normal(d), rng.standard_normal(d),
+                        random_spd(d, rng), random_spd(d, rng))
     assert abs(fid.frechet_distance(mu1, s1, mu1, s1)) < 1e-9
     f12, f21 = fid.frechet_distance(mu1, s1, mu2, s2), fid.frechet_distance(mu2, s2, mu1, s1)
     assert f12 > 1 and abs(f12 - f21) < 1e-9 * f12
@@ -156,10 +167,12 @@ def test_fid_of_diagonal_gaussians_is_the_closed_form():
     mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
     v1, v2 = rng.uniform(0.1, 2, d), rng.uniform(0.1, 2, d)
     expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(v1) - np.sqrt(v2)) ** 2).sum()
-    assert abs(fid.frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) - expected) < 1e-9 * expected
+    assert (abs(fid.frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) - expected)
+            < 1e-9 * expected)
     # Identical images: Sigma = 0 (rank 0).
     expected = ((mu1 - mu2) ** 2).sum() + v2.sum()
-    assert abs(fid.frechet_distance(mu1, np.zeros((d, d)), mu2, np.diag(v2)) - expected) < 1e-9 * expected
+    assert (abs(fid.frechet_distance(mu1, np.zeros((d, d)), mu2, np.diag(v2)) - expected)
+            < 1e-9 * expected)
 
 
 def test_fid_rejects_mismatched_dimensions():
@@ -187,7 +200,7 @@ def test_running_stats_equal_numpy_and_warn_when_singular():
         one.mu_sigma()
 
 
-# ----------------------------------------------------------------------------- IS, precision/recall
+# ---------------------------------------------------------------------------- IS, precision/recall
 
 def test_inception_score_uniform_is_1_and_balanced_one_hot_is_k():
     mean, std = fid.inception_score(torch.zeros(100, 1008))
@@ -219,13 +232,15 @@ def reference_inception_score(logits, split_size):
 
 
 def test_inception_score_matches_the_formula_on_random_logits():
-    """Random logits: every image has its own p(y|x) and each split its own marginal p(y), so a marginal taken over
-    all images, or the mean of exp(KL) instead of exp of the mean, no longer agrees (the closed forms above cannot
-    tell them apart). 53 samples in splits of 5: ADM's rule, the last split partial (3 samples)."""
+    """Random logits: every image has its own p(y|x) and each split its own marginal p(y), so a
+    marginal taken over all images, or the mean of exp(KL) instead of exp of the mean, no longer
+    agrees (the closed forms above cannot tell them apart). 53 samples in splits of 5: ADM's rule,
+    the last split partial (3 samples)."""
     logits = np.random.default_rng(5).standard_normal((53, 20)) * 3
     mean, std = fid.inception_score(torch.from_numpy(logits), split_size=5)
     ref_mean, ref_std = reference_inception_score(logits, 5)
-    assert abs(mean - ref_mean) < 1e-9 * ref_mean and abs(std - ref_std) < 1e-9 * ref_mean and std > 0.01
+    assert (abs(mean - ref_mean) < 1e-9 * ref_mean and abs(std - ref_std) < 1e-9 * ref_mean
+            and std > 0.01)
     even, _ = reference_inception_score(logits[:50], 5)  # the partial split counts as a split
     fifty, _ = fid.inception_score(torch.from_numpy(logits[:50]), split_size=5)
     assert abs(fifty - even) < 1e-9 * even
@@ -280,16 +295,20 @@ def test_folder_npz_and_stats_npz_give_the_same_statistics(model, images, tmp_pa
     # Metrics of a set against itself: FID 0, precision = recall = 1.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = fid.compute_metrics(str(root / "arr.npz"), str(root / "folder"), model=model, num_workers=0)
-    assert abs(m["fid"]) < 1e-4 and m["precision"] == 1.0 and m["recall"] == 1.0 and m["n_ref"] == 4
+        m = fid.compute_metrics(str(root / "arr.npz"), str(root / "folder"), model=model,
+                                num_workers=0)
+    assert (abs(m["fid"]) < 1e-4 and m["precision"] == 1.0 and m["recall"] == 1.0
+            and m["n_ref"] == 4)
 
 
 def test_center_crop_and_mixed_size_batches():
     rng = np.random.default_rng(4)
     square = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    assert np.array_equal(data.center_crop_arr(Image.fromarray(square), 32), square)  # identity at R x R
+    # identity at R x R
+    assert np.array_equal(data.center_crop_arr(Image.fromarray(square), 32), square)
     wide = Image.fromarray(rng.integers(0, 256, (70, 150, 3), dtype=np.uint8))
-    assert data.center_crop_arr(wide, 32).shape == (32, 32, 3)  # box-halved once, bicubic, center crop
+    # box-halved once, bicubic, center crop
+    assert data.center_crop_arr(wide, 32).shape == (32, 32, 3)
     a, b = torch.from_numpy(square).permute(2, 0, 1), torch.zeros(3, 20, 30, dtype=torch.uint8)
     x, skipped = data.collate_images([a, None, b])
     assert skipped == 1 and x.shape == (2, 3, 299, 299) and x.dtype == torch.float32
@@ -346,7 +365,8 @@ def test_cli_refuses_bad_input_with_one_line(tmp_path, images, capsys):
     np.savez(tmp_path / "nan.npz", mu=np.full(2048, np.nan), sigma=np.eye(2048))
     np.savez(tmp_path / "good.npz", mu=np.zeros(2048), sigma=np.eye(2048))
     cases = [([str(tmp_path / "missing"), str(root / "folder")], "no such file or folder"),
-             ([str(root / "arr.npz"), str(root / "folder"), "--batch-size", "-2"], "--batch-size -2"),
+             ([str(root / "arr.npz"), str(root / "folder"), "--batch-size", "-2"],
+              "--batch-size -2"),
              ([str(root / "arr.npz"), str(tmp_path / "nan.npz")], "NaN or inf"),
              ([str(root / "arr.npz")], "expected SAMPLES REF"),
              ([str(tmp_path / "good.npz"), str(root / "arr.npz")], "SAMPLES must be images")]
@@ -354,10 +374,12 @@ def test_cli_refuses_bad_input_with_one_line(tmp_path, images, capsys):
         with pytest.raises(SystemExit) as e:
             fid.main(fid.parse_args(argv + ["--inception-weights", "random"]))
         err = capsys.readouterr().err.strip().splitlines()
-        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+        assert (e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ")
+                and message in err[0]), err
     # The script itself, once, with a timeout that only a hang exceeds (importing torch alone took
     # over 60 s on a loaded machine).
-    out = subprocess.run([sys.executable, os.path.join(REPO, "fid.py"), str(tmp_path / "missing"), str(tmp_path)],
+    out = subprocess.run([sys.executable, os.path.join(REPO, "fid.py"), str(tmp_path / "missing"),
+                          str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         f"error: no such file or folder: {tmp_path / 'missing'}"]
@@ -386,7 +408,8 @@ def test_sharded_statistics_under_torchrun_equal_one_process(model, images, tmp_
     arr, _ = images
     arr5 = np.concatenate([arr, arr[:1, ::-1]])  # 5 images
     np.savez(tmp_path / "five.npz", arr5)
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2",
                           os.path.join(REPO, "fid.py"), str(tmp_path / "five.npz"), "--save-stats",
                           str(tmp_path / "s2.npz"), "--inception-weights", "random",
                           "--batch-size", "3"],

@@ -42,14 +42,16 @@ CONFIG_FAULTS = [
     (dict(encoder_block_types=["ResBlock", "FooBlock", "ResBlock", "ResBlock"]),
      "encoder_block_types has \"FooBlock\", expected one of ['EfficientViTBlock', 'ResBlock']"),
     (dict(decoder_norm_types="layer_norm"), 'decoder_norm_types has "layer_norm", expected one'),
-    (dict(decoder_conv_act_fn="gelu"), "decoder_conv_act_fn has \"gelu\", expected one of ['relu'"),
+    (dict(decoder_conv_act_fn="gelu"),
+     "decoder_conv_act_fn has \"gelu\", expected one of ['relu'"),
     (dict(encoder_out_shortcut="no"), 'encoder_out_shortcut is "no", expected true or false'),
     (dict(scaling_factor=-1), "scaling_factor is -1, expected a number > 0"),
     (dict(encoder_block_out_channels=[16, 32, 64, 64.5]),
      "encoder_block_out_channels is [16, 32, 64, 64.5], expected a list of 2 or more integers"),
     (dict(downsample_block_type="unshuffle"), 'downsample_block_type has "unshuffle", expected'),
     (dict(encoder_block_types="EfficientViTBlock"),
-     "puts an EfficientViTBlock in stage 0 of width 16, expected a multiple of attention_head_dim"),
+     "puts an EfficientViTBlock in stage 0 of width 16, expected a multiple of "
+     "attention_head_dim"),
 ]
 
 
@@ -97,7 +99,8 @@ def inconsistent(path):
         fh.write(len(header).to_bytes(8, "little") + header + bytes(4))
 
 
-# What can happen to a safetensors file (a half-finished download, a damaged disk), and the message.
+# What can happen to a safetensors file (a half-finished download, a damaged disk), and the
+# message.
 WEIGHTS_FAULTS = [(os.remove, "is missing"), (lambda p: truncate(p, 10), "truncated: "),
                   (lambda p: truncate(p, os.path.getsize(p) - 20), "shorter than its header"),
                   (lambda p: append(p, b"xyz"), "3 bytes after the"),
@@ -141,7 +144,8 @@ def test_a_folder_of_the_other_kind_is_named_for_its_option(tmp_path, family_nam
     pt = test_sample.make_ckpt(tmp_path / "ckpt_0000007.pt", "UViT-tiny")
     export.main(export.parse_args([pt, "--to", "dcgen", "--out", str(tmp_path / "c2i")]))
     with pytest.raises(ValueError, match=r"a DC-Gen class-to-image model "
-                                         r"\(dc-ae-f8c16-tiny-uvit-tiny-32px\): pass it to --ckpt"):
+                                         r"\(dc-ae-f8c16-tiny-uvit-tiny-32px\): "
+                                         r"pass it to --ckpt"):
         checkpoints.load_ae(str(tmp_path / "c2i"))
     with pytest.raises(ValueError, match="a diffusers AutoencoderDC folder is an AE: pass it to"):
         checkpoints.load_diffusion(str(FIXTURES / "dc15" / "diffusers"))

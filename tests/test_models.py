@@ -1,5 +1,5 @@
-"""Tests for models.py (Sec. 4.1, Tables 3-4): paper parameter counts, shape contracts, official key names, init,
-UViT's long skips, compile, FLOPs.
+"""Tests for models.py (Sec. 4.1, Tables 3-4): paper parameter counts, shape contracts, official
+key names, init, UViT's long skips, compile, FLOPs.
 
     python -m pytest -q tests/test_models.py
 """
@@ -28,8 +28,9 @@ def tiny_inputs(n=3, c=C, s=S, num_classes=1000, seed=0):
     return x, t, y
 
 
-# ---------------------------------------------------------------------------------------------------
-# Parameter counts of the paper's backbones (Sec. 4.1, Table 4), c = 32, 16x16 tokens, 1000 classes.
+# ------------------------------------------------------------------------------------------------
+# Parameter counts of the paper's backbones (Sec. 4.1, Table 4), c = 32, 16x16 tokens,
+# 1000 classes.
 
 @pytest.mark.parametrize("name, expected_m", [
     ("DiT-XL", 674.89), ("UViT-H", 500.87), ("USiT-H", 500.87), ("UViT-2B", 1580.40),
@@ -42,15 +43,19 @@ def test_param_counts(name, expected_m):
 
 
 def test_dit_official_param_count_and_frozen_pos_embed():
-    # The original DiT-XL/2 (SD-VAE f8c4 latent 32x32, patch 2): 675M including the frozen positions.
-    model = models.create_model("DiT-XL", in_channels=4, input_size=32, patch_size=2, device="meta")
+    # The original DiT-XL/2 (SD-VAE f8c4 latent 32x32, patch 2): 675M including the frozen
+    # positions.
+    model = models.create_model("DiT-XL", in_channels=4, input_size=32, patch_size=2,
+                                device="meta")
     assert models.count_params(model) == 674_834_720
     assert not model.pos_embed.requires_grad
-    assert models.count_params(model, trainable_only=False) - models.count_params(model) == 256 * 1152
+    assert (models.count_params(model, trainable_only=False) - models.count_params(model)
+            == 256 * 1152)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Shape contracts for every registry entry: real forward for tiny ones, meta forward for full-size ones.
+# ------------------------------------------------------------------------------------------------
+# Shape contracts for every registry entry: real forward for tiny ones, meta forward for full-size
+# ones.
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_shape_contract(name):
@@ -78,7 +83,8 @@ def test_patch_size_2(name):
 def test_registry_objectives():
     assert models.MODELS["DiT-XL"].objective == "ddpm"
     assert models.MODELS["UViT-H"].objective == "eps"
-    assert all(models.MODELS[n].objective == "flow" for n in ["SiT-XL", "USiT-H", "USiT-2B", "USiT-3B"])
+    assert all(models.MODELS[n].objective == "flow"
+               for n in ["SiT-XL", "USiT-H", "USiT-2B", "USiT-3B"])
     with pytest.raises(ValueError, match="unknown model"):
         models.create_model("DiT-XXL")
 
@@ -92,11 +98,12 @@ def test_wrong_channel_count_raises():
         models.UViT(depth=3, hidden_size=64, num_heads=4)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Official key names: DiT's released state dicts and DC-AE's UViT load strictly.
 
 def official_dit_shapes(depth, D, c, p, T, num_classes=1000, learn_sigma=True):
-    """facebookresearch/DiT's state dict, written out from the architecture (timm PatchEmbed/Attention/Mlp)."""
+    """facebookresearch/DiT's state dict, written out from the architecture
+    (timm PatchEmbed/Attention/Mlp)."""
     out = 2 * c if learn_sigma else c
     shapes = {
         "pos_embed": (1, T, D),
@@ -105,7 +112,8 @@ def official_dit_shapes(depth, D, c, p, T, num_classes=1000, learn_sigma=True):
         "t_embedder.mlp.2.weight": (D, D), "t_embedder.mlp.2.bias": (D,),
         "y_embedder.embedding_table.weight": (num_classes + 1, D),
         "final_layer.linear.weight": (p * p * out, D), "final_layer.linear.bias": (p * p * out,),
-        "final_layer.adaLN_modulation.1.weight": (2 * D, D), "final_layer.adaLN_modulation.1.bias": (2 * D,),
+        "final_layer.adaLN_modulation.1.weight": (2 * D, D),
+        "final_layer.adaLN_modulation.1.bias": (2 * D,),
     }
     for i in range(depth):
         b = f"blocks.{i}."
@@ -132,8 +140,10 @@ def official_uvit_shapes(depth, D, c, p, T, num_classes=1000):
     blocks += [f"out_blocks.{i}." for i in range(depth // 2)]
     for b in blocks:
         shapes.update({
-            b + "norm1.weight": (D,), b + "norm1.bias": (D,), b + "norm2.weight": (D,), b + "norm2.bias": (D,),
-            b + "attn.qkv.weight": (3 * D, D), b + "attn.proj.weight": (D, D), b + "attn.proj.bias": (D,),
+            b + "norm1.weight": (D,), b + "norm1.bias": (D,),
+            b + "norm2.weight": (D,), b + "norm2.bias": (D,),
+            b + "attn.qkv.weight": (3 * D, D),
+            b + "attn.proj.weight": (D, D), b + "attn.proj.bias": (D,),
             b + "mlp.fc1.weight": (4 * D, D), b + "mlp.fc1.bias": (4 * D,),
             b + "mlp.fc2.weight": (D, 4 * D), b + "mlp.fc2.bias": (D,),
         })
@@ -143,7 +153,8 @@ def official_uvit_shapes(depth, D, c, p, T, num_classes=1000):
 
 
 def test_dit_xl_2_state_dict_matches_official():
-    model = models.create_model("DiT-XL", in_channels=4, input_size=32, patch_size=2, device="meta")
+    model = models.create_model("DiT-XL", in_channels=4, input_size=32, patch_size=2,
+                                device="meta")
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert got == official_dit_shapes(depth=28, D=1152, c=4, p=2, T=256)
 
@@ -154,16 +165,19 @@ def test_uvit_h_state_dict_matches_dc_ae():
     assert got == official_uvit_shapes(depth=28, D=1152, c=32, p=1, T=256)
 
 
-@pytest.mark.parametrize("name, shapes_fn", [("DiT-tiny", official_dit_shapes), ("UViT-tiny", official_uvit_shapes)])
+@pytest.mark.parametrize("name, shapes_fn", [("DiT-tiny", official_dit_shapes),
+                                             ("UViT-tiny", official_uvit_shapes)])
 def test_official_state_dict_loads_strictly(name, shapes_fn):
     model = models.create_model(name, in_channels=C, input_size=S)
     g = torch.Generator().manual_seed(1)
-    sd = {k: torch.randn(shape, generator=g) for k, shape in shapes_fn(depth=2, D=64, c=C, p=1, T=S * S).items()}
+    sd = {k: torch.randn(shape, generator=g)
+          for k, shape in shapes_fn(depth=2, D=64, c=C, p=1, T=S * S).items()}
     model.load_state_dict(sd, strict=True)
-    assert torch.equal(model.state_dict()["pos_embed"], sd["pos_embed"])  # positions are loaded, not recomputed
+    # positions are loaded, not recomputed
+    assert torch.equal(model.state_dict()["pos_embed"], sd["pos_embed"])
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Initialisation and embeddings.
 
 def test_dit_adaln_zero_init():
@@ -172,7 +186,8 @@ def test_dit_adaln_zero_init():
     assert torch.equal(model(x, t, y), torch.zeros(3, 2 * C, S, S))  # zero-initialised final layer
     block = model.blocks[0]
     h = torch.randn(3, S * S, 64)
-    assert torch.equal(block(h, torch.randn(3, 64)), h)  # gates start at zero: each block is the identity
+    # gates start at zero: each block is the identity
+    assert torch.equal(block(h, torch.randn(3, 64)), h)
 
 
 def test_sincos_pos_embed():
@@ -184,7 +199,8 @@ def test_sincos_pos_embed():
     assert torch.allclose(pe[1, 8:], pe[0, 8:]) and not torch.allclose(pe[1, :8], pe[0, :8])
     assert math.isclose(pe[1, 0].item(), math.sin(1.0), rel_tol=1e-6)
     # token 4 is (row 1, col 0)
-    assert torch.allclose(pe[4, :8], pe[0, :8]) and math.isclose(pe[4, 8].item(), math.sin(1.0), rel_tol=1e-6)
+    assert (torch.allclose(pe[4, :8], pe[0, :8])
+            and math.isclose(pe[4, 8].item(), math.sin(1.0), rel_tol=1e-6))
     model = models.create_model("DiT-tiny", in_channels=C, input_size=S)
     assert torch.allclose(model.pos_embed[0], models.sincos_pos_embed_2d(64, S))
 
@@ -205,7 +221,7 @@ def test_label_dropout_uses_null_class():
     assert torch.equal(emb(y), emb.embedding_table.weight[:5])  # eval: never dropped
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Compile, autocast, FSDP units, FLOPs.
 
 @pytest.mark.parametrize("name", ["DiT-tiny", "UViT-tiny"])
@@ -213,7 +229,8 @@ def test_compile_fullgraph(name):
     torch._dynamo.reset()
     model = models.create_model(name, in_channels=C, input_size=S)
     x, t, y = tiny_inputs()
-    compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph: any graph break raises
+    # fullgraph: any graph break raises
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
     out = compiled(x, t, y)  # training mode: includes the random label dropout
     assert out.shape[0] == 3
     model.eval()
@@ -241,7 +258,8 @@ def test_fsdp_units_cover_all_blocks():
     assert in_units / models.count_params(uvit) > 0.99  # almost everything is sharded per block
 
 
-@pytest.mark.parametrize("name, patch", [("DiT-tiny", 1), ("SiT-tiny", 2), ("UViT-tiny", 1), ("USiT-tiny", 2)])
+@pytest.mark.parametrize("name, patch", [("DiT-tiny", 1), ("SiT-tiny", 2), ("UViT-tiny", 1),
+                                         ("USiT-tiny", 2)])
 def test_flops_per_image_matches_flop_counter(name, patch):
     model = models.create_model(name, in_channels=C, input_size=8, patch_size=patch)
     x, t, y = tiny_inputs(n=2, s=8)
@@ -252,28 +270,34 @@ def test_flops_per_image_matches_flop_counter(name, patch):
 
 
 def test_flops_scale_with_tokens():
-    # The paper's Table 4 argument: f64c128 (8x8 tokens) vs f32c32 (16x16) at 512 px, same backbone.
-    f64 = models.create_model("USiT-2B", in_channels=128, input_size=8, device="meta").flops_per_image()
-    f32 = models.create_model("USiT-2B", in_channels=32, input_size=16, device="meta").flops_per_image()
+    # The paper's Table 4 argument: f64c128 (8x8 tokens) vs f32c32 (16x16) at 512 px, same
+    # backbone.
+    f64 = models.create_model("USiT-2B", in_channels=128, input_size=8,
+                              device="meta").flops_per_image()
+    f32 = models.create_model("USiT-2B", in_channels=32, input_size=16,
+                              device="meta").flops_per_image()
     assert 3.8 < f32 / f64 < 4.5
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # U-ViT's long skips (with depth 2 there is one skip, so its order could not be wrong).
 
 def test_uvit_long_skips_are_last_in_first_out():
-    """U-ViT (Bao et al. 2023) and DC-Gen's uvit.py: each in-block's output is pushed on a stack and each out-block
-    pops the newest, so out_blocks[j] fuses in_blocks[n - 1 - j]'s output, skip_linear(cat([x, skip])): the first
-    in-block feeds the last out-block. Depth 6: three skips."""
-    model = randomize_(models.UViT(input_size=S, in_channels=C, hidden_size=32, depth=6, num_heads=4,
-                                   num_classes=10)).eval()
+    """U-ViT (Bao et al. 2023) and DC-Gen's uvit.py: each in-block's output is pushed on a stack
+    and each out-block pops the newest, so out_blocks[j] fuses in_blocks[n - 1 - j]'s output,
+    skip_linear(cat([x, skip])): the first in-block feeds the last out-block. Depth 6: three
+    skips."""
+    model = randomize_(models.UViT(input_size=S, in_channels=C, hidden_size=32, depth=6,
+                                   num_heads=4, num_classes=10)).eval()
     n = len(model.in_blocks)
     assert n == 3 and len(model.out_blocks) == 3
     pushed, fused = {}, {}
     hooks = [b.register_forward_hook(lambda m, i, o, k=k: pushed.__setitem__(k, o))
              for k, b in enumerate(model.in_blocks)]
-    hooks += [b.skip_linear.register_forward_hook(lambda m, i, o, j=j: fused.__setitem__(j, i[0][..., 32:]))
-              for j, b in enumerate(model.out_blocks)]  # the input of skip_linear is cat([x, skip]) (N, T, 2D)
+    # the input of skip_linear is cat([x, skip]) (N, T, 2D)
+    hooks += [b.skip_linear.register_forward_hook(
+                  lambda m, i, o, j=j: fused.__setitem__(j, i[0][..., 32:]))
+              for j, b in enumerate(model.out_blocks)]
     with torch.no_grad():
         model(*tiny_inputs(num_classes=10))
     for h in hooks:
@@ -285,7 +309,8 @@ def test_uvit_long_skips_are_last_in_first_out():
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
 def test_every_backbone_keeps_the_contract_of_the_docstring(name):
-    """models.py's docstring: in_channels, num_classes, input_size, fsdp_units(), flops_per_image()."""
+    """models.py's docstring: in_channels, num_classes, input_size, fsdp_units(),
+    flops_per_image()."""
     model = models.create_model(name, in_channels=12, input_size=4, num_classes=7, device="meta")
     assert (model.in_channels, model.num_classes, model.input_size) == (12, 7, 4)
     assert model.fsdp_units() and all(isinstance(m, torch.nn.Module) for m in model.fsdp_units())

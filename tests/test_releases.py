@@ -159,6 +159,7 @@ def test_random_networks_are_the_same_in_every_process():
     ae = checkpoints.load_ae("random:dc-ae-f8c16-tiny").model
     for build in (lambda: ae_lib.build_lpips(random_weights=True),
                   lambda: checkpoints.load_ae("random:dc-ae-f8c16-tiny").model,
-                  lambda: checkpoints.load_diffusion("random:USiT-tiny", ae=ae, resolution=32).model):
+                  lambda: checkpoints.load_diffusion("random:USiT-tiny", ae=ae,
+                                                     resolution=32).model):
         a, b = built_twice(build)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -56,12 +56,14 @@ def assert_same_state(a, b, where=""):
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
-    """12 random PNGs in two classes: 3 batches of 4 per epoch, so a checkpoint at step 2 is mid-epoch."""
+    """12 random PNGs in two classes: 3 batches of 4 per epoch, so a checkpoint at step 2 is
+    mid-epoch."""
     root = tmp_path_factory.mktemp("images")
     g = np.random.default_rng(0)
     for i in range(12):
         (root / f"c{i % 2}").mkdir(exist_ok=True)
-        Image.fromarray(g.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(root / f"c{i % 2}" / f"{i}.png")
+        Image.fromarray(g.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(
+            root / f"c{i % 2}" / f"{i}.png")
     return root
 
 
@@ -70,9 +72,11 @@ def image_folder(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------
 
 def test_ae_resume_is_bit_exact(tmp_path, image_folder):
-    """Mid-epoch, with random flips, two c' per step, the GAN and its BatchNorm, and a loader worker."""
-    common = ["--data", str(image_folder), "--batch-size", "4", "--num-c-primes", "2", "--gan-start", "1",
-              "--num-workers", "1", "--grid-every", "2", "--log-every", "1", "--save-every", "2", "--no-bf16"]
+    """Mid-epoch, with random flips, two c' per step, the GAN and its BatchNorm, and a loader
+    worker."""
+    common = ["--data", str(image_folder), "--batch-size", "4", "--num-c-primes", "2",
+              "--gan-start", "1", "--num-workers", "1", "--grid-every", "2", "--log-every", "1",
+              "--save-every", "2", "--no-bf16"]
     train_ae.main(train_ae.parse_args(common + ["--out", str(tmp_path / "a"), "--steps", "4"]))
     train_ae.main(train_ae.parse_args(common + ["--out", str(tmp_path / "b"), "--steps", "2"]))
     train_ae.main(train_ae.parse_args(common + ["--out", str(tmp_path / "b"), "--steps", "4"]))
@@ -85,13 +89,17 @@ def test_ae_resume_is_bit_exact(tmp_path, image_folder):
 
 
 def test_diffusion_resume_is_bit_exact(tmp_path):
-    """Noise, t, c' (--aug extra), label dropout, the data order and the preview grids' RNG isolation."""
-    common = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "24", "--batch-size", "8", "--num-workers", "0",
-              "--grid-every", "2", "--log-every", "1", "--save-every", "2",
+    """Noise, t, c' (--aug extra), label dropout, the data order and the preview grids' RNG
+    isolation."""
+    common = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "24", "--batch-size", "8",
+              "--num-workers", "0", "--grid-every", "2", "--log-every", "1", "--save-every", "2",
               "--no-bf16", "--cache", str(tmp_path / "latents")]
-    train_diffusion.main(train_diffusion.parse_args(common + ["--out", str(tmp_path / "a"), "--steps", "5"]))
-    train_diffusion.main(train_diffusion.parse_args(common + ["--out", str(tmp_path / "b"), "--steps", "2"]))
-    train_diffusion.main(train_diffusion.parse_args(common + ["--out", str(tmp_path / "b"), "--steps", "5"]))
+    train_diffusion.main(train_diffusion.parse_args(common + ["--out", str(tmp_path / "a"),
+                                                              "--steps", "5"]))
+    train_diffusion.main(train_diffusion.parse_args(common + ["--out", str(tmp_path / "b"),
+                                                              "--steps", "2"]))
+    train_diffusion.main(train_diffusion.parse_args(common + ["--out", str(tmp_path / "b"),
+                                                              "--steps", "5"]))
     a, b = load(tmp_path / "a/ckpt_0000005.pt"), load(tmp_path / "b/ckpt_0000005.pt")
     for key in ("model", "ema", "opt", "data"):
         assert_same_state(a[key], b[key], key)
@@ -99,14 +107,18 @@ def test_diffusion_resume_is_bit_exact(tmp_path):
 
 
 def test_resume_drops_the_records_after_the_checkpoint(tmp_path):
-    """A run killed after logging steps 3-4 but before saving them resumes at 2: metrics.jsonl keeps one history."""
-    common = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0",
-              "--grid-every", "0", "--log-every", "1", "--save-every", "2", "--out", str(tmp_path)]
+    """A run killed after logging steps 3-4 but before saving them resumes at 2: metrics.jsonl
+    keeps one history."""
+    common = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8",
+              "--num-workers", "0", "--grid-every", "0", "--log-every", "1", "--save-every", "2",
+              "--out", str(tmp_path)]
     train_diffusion.main(train_diffusion.parse_args(common + ["--steps", "4"]))
     os.remove(tmp_path / "ckpt_0000004.pt")
-    train_diffusion.main(train_diffusion.parse_args(common + ["--steps", "5", "--resume", str(tmp_path)]))  # a folder
+    train_diffusion.main(train_diffusion.parse_args(
+        common + ["--steps", "5", "--resume", str(tmp_path)]))  # a folder
     assert steps_logged(tmp_path) == [1, 2, 3, 4, 5]
-    assert f"resumed from {tmp_path / 'ckpt_0000002.pt'} at step 2" in [r.get("message") for r in records(tmp_path)]
+    assert (f"resumed from {tmp_path / 'ckpt_0000002.pt'} at step 2"
+            in [r.get("message") for r in records(tmp_path)])
 
 
 def test_a_rerun_from_scratch_sets_the_old_log_aside(tmp_path, capsys):
@@ -135,10 +147,13 @@ def test_a_rerun_from_scratch_sets_the_old_log_aside(tmp_path, capsys):
 
 
 def test_logged_loss_is_the_mean_of_the_steps_since_the_last_log(tmp_path):
-    common = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0",
-              "--grid-every", "0", "--steps", "6", "--save-every", "6", "--cache", str(tmp_path / "latents")]
-    train_diffusion.main(train_diffusion.parse_args(common + ["--log-every", "1", "--out", str(tmp_path / "a")]))
-    train_diffusion.main(train_diffusion.parse_args(common + ["--log-every", "3", "--out", str(tmp_path / "b")]))
+    common = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8",
+              "--num-workers", "0", "--grid-every", "0", "--steps", "6", "--save-every", "6",
+              "--cache", str(tmp_path / "latents")]
+    train_diffusion.main(train_diffusion.parse_args(common + ["--log-every", "1",
+                                                              "--out", str(tmp_path / "a")]))
+    train_diffusion.main(train_diffusion.parse_args(common + ["--log-every", "3",
+                                                              "--out", str(tmp_path / "b")]))
     every = {r["step"]: r for r in records(tmp_path / "a") if "step" in r}
     third = {r["step"]: r for r in records(tmp_path / "b") if "step" in r}
     assert sorted(every) == list(range(1, 7)) and sorted(third) == [3, 6]
@@ -156,9 +171,11 @@ def test_logged_loss_is_the_mean_of_the_steps_since_the_last_log(tmp_path):
 
 def start(args, procs=None):
     """train_diffusion.py as `python` (procs None) or under torchrun with `procs` processes."""
-    launch = [sys.executable] if procs is None else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                      f"--nproc_per_node={procs}"]
-    return subprocess.Popen(launch + [str(REPO / "train_diffusion.py")] + [str(a) for a in args], cwd=REPO, env=ENV,
+    launch = ([sys.executable] if procs is None
+              else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={procs}"])
+    return subprocess.Popen(launch + [str(REPO / "train_diffusion.py")] + [str(a) for a in args],
+                            cwd=REPO, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -180,7 +197,8 @@ def trained_steps(out):
     return steps_logged(out) if os.path.isfile(os.path.join(out, "metrics.jsonl")) else []
 
 
-LONG = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8", "--num-workers", "0", "--grid-every", "0",
+LONG = ["--ae", "random:dc-ae-f8c16-tiny", "--toy-size", "16", "--batch-size", "8",
+        "--num-workers", "0", "--grid-every", "0",
         "--log-every", "1", "--save-every", "5", "--steps", "100000"]
 SMALL_AE = ["--batch-size", "4", "--num-workers", "0", "--grid-every", "0", "--log-every", "1",
             "--toy-size", "8"]
@@ -194,9 +212,10 @@ def test_a_second_run_in_the_same_folder_refuses_to_start(tmp_path):
         wait_for(lambda: trained_steps(tmp_path), proc=first)
         second = script(*LONG, "--out", tmp_path)
         assert second.returncode == 2
-        errors = [line for line in second.stderr.splitlines() if not line.startswith("WARNING: --ae")]
-        assert errors == [f"error: {tmp_path} is in use by another run (pid {first.pid}); wait for it, stop it, or "
-                          f"pass another --out"]
+        errors = [line for line in second.stderr.splitlines()
+                  if not line.startswith("WARNING: --ae")]
+        assert errors == [f"error: {tmp_path} is in use by another run (pid {first.pid}); "
+                          f"wait for it, stop it, or pass another --out"]
     finally:
         first.kill()
         first.wait()
