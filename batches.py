@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import run
-from data import IMG_EXTENSIONS, ignore_stop_signals, list_images, read_image
+from data import IMG_EXTENSIONS, ignore_stop_signals, list_images, max_pixels, read_image
 from inception import DIMS, SPATIAL_DIMS
 
 REFERENCE_SIZE = 10_000  # ADM's reference batches hold 10,000 images
@@ -178,6 +178,7 @@ class Folder:
     def __init__(self, path, files, resolution=None, num_workers=4):
         self.path, self.files, self.resolution = path, files, resolution
         self.num_workers = num_workers
+        max_pixels()  # a bad $DCAE_MAX_IMAGE_PIXELS: one line here, not in a DataLoader worker
 
     def __len__(self):
         return len(self.files)
@@ -288,7 +289,7 @@ def reference_subset(n, size=REFERENCE_SIZE, seed=SUBSET_SEED):
 
 def local_batches(images, batch_size):
     """In-memory images as tensor batches (n, 3, H, W): a tensor (N, 3, H, W), a uint8 array
-    (N, H, W, 3) (the .npz layout) or an iterable of tensor batches (DataLoader, FolderImages)."""
+    (N, H, W, 3) (the .npz layout) or an iterable of tensor batches (a DataLoader)."""
     if isinstance(images, torch.Tensor):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"image tensor must be (N, 3, H, W), got {tuple(images.shape)}")

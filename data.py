@@ -546,54 +546,6 @@ class Batches:
         return {"epoch": self.epoch, "position": self.position}
 
 
-# -------------------------------------------------------------------------------------------------
-# Image folders for fid.py: uint8 batches, unreadable files skipped and counted (not replaced)
-# -------------------------------------------------------------------------------------------------
-
-
-def collate_images(items):
-    """uint8 (3, H, W) images or None (unreadable) -> (batch, number skipped). Images of one size
-    stack as uint8; mixed sizes are resized to 299 one by one here (the Inception would do the
-    same)."""
-    images = [x for x in items if x is not None]
-    skipped = len(items) - len(images)
-    if not images:
-        return None, skipped
-    if any(x.shape != images[0].shape for x in images):
-        images = [torch.nn.functional.interpolate(x[None].float() / 255, size=(299, 299),
-                                                  mode="bilinear", align_corners=False)[0]
-                  for x in images]
-    return torch.stack(images), skipped  # (N, 3, H, W)
-
-
-class FolderImages(Dataset):
-    """This rank's contiguous shard of image files, iterated as batches (N, 3, H, W) uint8, ADM
-    center-cropped to `resolution` if given. Unreadable files are skipped and counted in
-    `self.skipped`: a statistic must not count a stand-in image twice, as a training set may."""
-
-    def __init__(self, files, resolution=None, batch_size=50, num_workers=4, rank=0, world=1):
-        self.files = files[len(files) * rank // world:len(files) * (rank + 1) // world]
-        self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
-        self.skipped = 0
-        max_pixels()  # a bad $DCAE_MAX_IMAGE_PIXELS: one line here, not in a DataLoader worker
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, i):
-        arr = read_image(self.files[i], self.resolution)
-        # (3, H, W), writable
-        return None if arr is None else torch.from_numpy(np.array(arr)).permute(2, 0, 1)
-
-    def __iter__(self):
-        loader = DataLoader(self, batch_size=self.batch_size, num_workers=self.num_workers,
-                            collate_fn=collate_images, worker_init_fn=ignore_stop_signals)
-        for x, skipped in loader:
-            self.skipped += skipped
-            if x is not None:
-                yield x
-
-
 def main(args):
     dataset = build_dataset(args.data, args.resolution, args.num_classes, seed=args.seed)
     # Labels without decoding anything: ImageNet lists ~1300 files per class, in class order.

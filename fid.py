@@ -238,7 +238,6 @@ def feed(features, images, progress=False, desc=None):
             features.update(x, index)
             features.skipped += skipped
             bar.update(len(x) + skipped)
-    features.skipped += getattr(images, "skipped", 0)  # data.FolderImages counts its own
 
 
 @dataclasses.dataclass

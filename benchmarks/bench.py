@@ -39,6 +39,7 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the project's files sit one folder up
 import ae as ae_lib  # noqa: E402
+import batches  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
 import diffusion  # noqa: E402
@@ -265,8 +266,9 @@ def fid_bench(args):
         for i, a in enumerate(x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()):
             Image.fromarray(a).save(os.path.join(folder, f"{i:05d}.png"))
         files = data.list_images(folder)
+        images = batches.Folder(folder, files, num_workers=1)  # fid.py's reader of a folder
         run_ours = lambda: fid.features_from_images(  # noqa
-            ours, data.FolderImages(files, batch_size=args.batch_size, num_workers=1),
+            ours, (x for _, x, _ in images.batches(0, len(files), args.batch_size)),
             args.batch_size)[0].numpy()
         run_ours()  # warm-up: oneDNN builds its kernels for each new shape
         t_ours = best_time(run_ours, args.repeats)

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 import data as data_lib
-from data import (Batches, FolderImages, ImageFolder, ToyShapes, build_dataset, center_crop_arr,
+from batches import Folder
+from data import (Batches, ImageFolder, ToyShapes, build_dataset, center_crop_arr,
                   class_change, class_names, make_loader, read_image, save_grid, shard_order,
                   to_tensor, to_uint8)  # fmt: skip
 
@@ -308,8 +309,9 @@ def test_an_image_over_the_pixel_limit_is_named_with_the_limit_and_how_to_raise_
                                  f"bombs); to read it, set DCAE_MAX_IMAGE_PIXELS=400000000 (or 0: "
                                  f"no limit)"]
     # fid.py's reader: the file is counted and named.
-    images = FolderImages([str(big), str(small)], batch_size=2, num_workers=0)
-    assert [x.shape for x in images] == [(1, 3, 20, 30)] and images.skipped == 1
+    images = Folder(str(tmp_path), [str(big), str(small)], num_workers=0)
+    [(index, x, skipped)] = images.batches(0, 2, 2)
+    assert index.tolist() == [1] and x.shape == (1, 3, 20, 30) and skipped == 1
     assert str(big) in capsys.readouterr().err
     monkeypatch.setenv("DCAE_MAX_IMAGE_PIXELS", "599")
     assert read_image(str(small)) is None
@@ -323,7 +325,8 @@ def test_an_image_over_the_pixel_limit_is_named_with_the_limit_and_how_to_raise_
     monkeypatch.setenv("DCAE_MAX_IMAGE_PIXELS", "1e9")
     message = (r"^DCAE_MAX_IMAGE_PIXELS='1e9' is not a number of pixels \(a whole number >= 0; 0: "
                r"no limit\)$")
-    for make in (lambda: ImageFolder(str(tmp_path), 8), lambda: FolderImages([str(small)])):
+    for make in (lambda: ImageFolder(str(tmp_path), 8),
+                 lambda: Folder(str(tmp_path), [str(small)])):
         with pytest.raises(ValueError, match=message):
             make()
 
@@ -345,8 +348,8 @@ class Stop(Exception):
 
 
 def test_mixed_sizes_give_the_same_network_input_at_every_batch_size(tmp_path):
-    """fid.py's folders: a batch of mixed sizes is resized to 299 image by image (collate_images),
-    as the Inception resizes a batch of one size, so each image reaches the first convolution as
+    """fid.py's folders (batches.Folder): a batch of mixed sizes comes as a list, which the
+    Inception resizes to 299 image by image, as it resizes a batch of one size, so each image reaches the first convolution as
     the same 299 x 299 tensor whatever its batch neighbours; the convolutions are per image. The
     Inception's own forward makes the input (its weights on the meta device: nothing is computed
     past the capture); test_mixed_sizes_give_the_same_features_* runs it all (slow)."""
@@ -363,7 +366,7 @@ def test_mixed_sizes_give_the_same_network_input_at_every_batch_size(tmp_path):
     per_batch_size = []
     for b in (1, 3):
         inputs.clear()
-        for x in FolderImages(files, batch_size=b, num_workers=0):
+        for _, x, _ in Folder(str(tmp_path), files, num_workers=0).batches(0, 3, b):
             with pytest.raises(Stop):
                 model(x)
         per_batch_size.append(torch.cat(inputs))  # (3, 3, 299, 299) in [-1, 1]
@@ -375,13 +378,13 @@ def test_mixed_sizes_give_the_same_network_input_at_every_batch_size(tmp_path):
 def test_mixed_sizes_give_the_same_features_at_every_batch_size(tmp_path):
     """The same through the whole random-weight Inception (25 s on a loaded 2-core CPU)."""
     import inception
-    import fid
     files = mixed_size_files(tmp_path)
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = inception.load_inception("random")
-    pools = [fid.features_from_images(model, FolderImages(files, batch_size=b, num_workers=0))[0]
+    pools = [torch.cat([model(x)[0] for _, x, _ in
+                        Folder(str(tmp_path), files, num_workers=0).batches(0, 3, b)])
              for b in (1, 3)]
     assert pools[0].shape == (3, 2048)
     assert (pools[0][0] - pools[0][1]).abs().max() > 1e-3  # the images differ

@@ -29,6 +29,7 @@ import pytest
 import torch
 from PIL import Image
 
+import batches
 import checkpoints
 import data as data_lib
 import evaluation
@@ -789,9 +790,9 @@ def test_exif_orientation_is_ignored_as_the_fid_readers_do(tmp_path):
     assert Image.open(tmp_path / "rot.png").getexif()[0x0112] == 6
     stored = data_lib.read_image(str(tmp_path / "rot.png"))
     assert stored.shape == (8, 16, 3) and np.array_equal(stored, a)
-    folder = next(iter(data_lib.FolderImages([str(tmp_path / "rot.png")] * 2, batch_size=2,
-                                             num_workers=0)))
-    assert np.array_equal(folder[0].permute(1, 2, 0).numpy(), a)  # fid.py's reader is the same one
+    folder = batches.Folder(str(tmp_path), [str(tmp_path / "rot.png")] * 2, num_workers=0)
+    [(_, x, _)] = folder.batches(0, 2, 2)
+    assert np.array_equal(x[0].permute(1, 2, 0).numpy(), a)  # fid.py's reader is the same one
 
 
 # ------------------------------------------------------------------------------------------------

@@ -310,14 +310,16 @@ def test_center_crop_and_mixed_size_batches():
     # box-halved once, bicubic, center crop
     assert data.center_crop_arr(wide, 32).shape == (32, 32, 3)
     a, b = torch.from_numpy(square).permute(2, 0, 1), torch.zeros(3, 20, 30, dtype=torch.uint8)
-    x, skipped = data.collate_images([a, None, b])
-    assert skipped == 1 and x.shape == (2, 3, 299, 299) and x.dtype == torch.float32
-    assert 0 <= x.min() and x.max() <= 1
-    x_same, _ = data.collate_images([a, a])
-    assert x_same.dtype == torch.uint8 and x_same.shape == (2, 3, 32, 32)  # resized by the model
+    # fid.py's folders: an unreadable file is skipped and counted; mixed sizes stay a list (the
+    # Inception resizes each image alone), one size stacks as uint8 (resized by the model).
+    index, x, skipped = batches.collate([(0, a), (1, None), (2, b)])
+    assert skipped == 1 and index.tolist() == [0, 2] and isinstance(x, list)
+    assert [tuple(image.shape) for image in x] == [(3, 32, 32), (3, 20, 30)]
+    index, x_same, _ = batches.collate([(0, a), (1, a)])
+    assert x_same.dtype == torch.uint8 and x_same.shape == (2, 3, 32, 32)
 
 
-def test_bad_inputs_raise_before_compute(tmp_path, images):
+def test_bad_inputs_raise_before_compute(tmp_path, images, monkeypatch):
     arr, root = images
     with pytest.raises(FileNotFoundError, match="no such"):
         fid.open_input(str(tmp_path / "nope"))
@@ -345,6 +347,12 @@ def test_bad_inputs_raise_before_compute(tmp_path, images):
     np.savez(tmp_path / "stats.npz", mu=np.zeros(2048), sigma=np.eye(2048))
     with pytest.raises(ValueError, match="SAMPLES must be images"):
         fid.compute_metrics(str(tmp_path / "stats.npz"), str(root / "arr.npz"), weights="random")
+    # A bad pixel limit is found when the folder is opened, not in a DataLoader worker (it was a
+    # traceback from a worker, where fid.py's old reader checked it and its real one did not).
+    Image.fromarray(arr[1]).save(tmp_path / "one" / "b.png")
+    monkeypatch.setenv("DCAE_MAX_IMAGE_PIXELS", "1e9")
+    with pytest.raises(ValueError, match="^DCAE_MAX_IMAGE_PIXELS='1e9' is not a number"):
+        fid.open_input(str(tmp_path / "one"))
 
 
 def test_unreadable_files_are_skipped_and_counted(model, images, tmp_path):
