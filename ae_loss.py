@@ -1,12 +1,71 @@
 """The autoencoder's loss (paper Sec. 3.2): l(x, D(z * mask_{c,c'})) = L1 + perceptual (LPIPS) +
 GAN, with the PatchGAN discriminator of the third DC-AE phase (Sec. 4.1). The official loss code is
-unreleased; AELoss states each choice and its source. train_ae.py trains with it.
+unreleased; AELoss states each choice and its source. train_ae.py trains with it; eval_ae.py
+measures LPIPS with the same network (build_lpips).
 
     python -c "import ae_loss, torch; print(ae_loss.PatchDiscriminator(8)(
         torch.zeros(2, 3, 32, 32)).shape)"
 """
+import os
+import socket
+import sys
+import warnings
+
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+# LPIPS(VGG): the perceptual term of the loss, and a metric of eval_ae.py (Table 1). Its VGG16
+# trunk is torchvision's, which lpips loads from the torch hub cache.
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+
+
+def vgg16_weights():
+    """The path of torchvision's VGG16 weights in the torch hub cache, downloaded quietly if
+    missing (LPIPS needs them). Offline without the file: one RuntimeError line that says what is
+    missing and where to put it. A failure is remembered, so a process tries the network once."""
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(VGG16_URL))
+    if not os.path.isfile(path) and not vgg16_weights.failed:
+        timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)  # a closed network should fail in seconds, not hang
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            torch.hub.download_url_to_file(VGG16_URL, path, progress=False)
+        except Exception as e:  # URLError, socket errors, HTTP errors
+            vgg16_weights.failed = (f"LPIPS needs the VGG16 weights {os.path.basename(path)} "
+                                    f"(download failed: {type(e).__name__}); "
+                                    f"put the file at {path} (from {VGG16_URL})")
+        finally:
+            socket.setdefaulttimeout(timeout)
+    if vgg16_weights.failed:
+        raise RuntimeError(vgg16_weights.failed)
+    return path
+
+
+vgg16_weights.failed = None
+
+
+def build_lpips(random_weights=False):
+    """LPIPS(VGG) from the `lpips` package, frozen: the perceptual term of the AE loss (Sec. 3.2)
+    and a metric of eval_ae.py. Its linear heads ship in the wheel; the VGG16 trunk is
+    torchvision's (vgg16_weights). Offline without the file this raises one line, unless
+    random_weights=True (tests, smoke runs), which warns: a random trunk is *not* a perceptual
+    loss."""
+    import lpips
+    if random_weights:
+        print("WARNING: LPIPS uses a randomly initialised VGG16 trunk (no pretrained weights): "
+              "the perceptual loss is not meaningful.", file=sys.stderr)
+    else:
+        vgg16_weights()  # in the cache from here on: torchvision loads it without a download
+    # Seeded, without touching the caller's RNG: a random trunk is the same network in every
+    # process and on every rank (the pretrained one overwrites its random init).
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        # lpips passes `pretrained=`
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\.")
+        torch.manual_seed(0)
+        net = lpips.LPIPS(net="vgg", pnet_rand=random_weights, verbose=False)
+    return net.eval().requires_grad_(False)
 
 
 class PatchDiscriminator(nn.Module):

@@ -36,7 +36,7 @@ import textwrap
 import torch
 import torch.nn.functional as F
 
-import ae as ae_lib
+import ae_loss
 import checkpoints
 import cli
 import data as data_lib
@@ -310,7 +310,7 @@ def evaluate_ae(args, stop):
     lp, inception, notes = None, None, []
     try:
         lp = (None if args.no_lpips
-              else ae_lib.build_lpips(random_weights=args.lpips_random).to(device))
+              else ae_loss.build_lpips(random_weights=args.lpips_random).to(device))
     except RuntimeError as e:
         notes.append(f"LPIPS not measured: {e}, or pass --no-lpips")
     if not args.no_rfid:

@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ae as ae_lib
+import ae_loss
 import checkpoints
 import cli
 import curves
@@ -47,6 +48,7 @@ import fid as fid_lib
 import fsdp
 import run
 import sample
+import toydata
 import train_ae
 import train_diffusion
 
@@ -102,7 +104,7 @@ def train_classifier(setting):
     clf = ToyClassifier()
     opt = torch.optim.AdamW(clf.parameters(), lr=2e-3)
     # Other seeds than the AE / diffusion data.
-    train = data_lib.ToyShapes(n=100_000, resolution=32, seed=100)
+    train = toydata.ToyShapes(n=100_000, resolution=32, seed=100)
     g = torch.Generator().manual_seed(0)
     for step in range(setting["clf_steps"]):
         idx = torch.randint(len(train), (64,), generator=g).tolist()
@@ -113,7 +115,7 @@ def train_classifier(setting):
         loss.backward()
         opt.step()
     clf.eval()
-    test = data_lib.ToyShapes(n=1000, resolution=32, seed=101)
+    test = toydata.ToyShapes(n=1000, resolution=32, seed=101)
     x = torch.stack([test[i][0] for i in range(len(test))])
     y = torch.tensor([test[i][1] for i in range(len(test))])
     with torch.no_grad():
@@ -182,7 +184,7 @@ def ae_figures(ae_dirs, tuned, args):
     """Fig. 3 (rows: model x image; columns: the input, then each c' decoded by the AE's own,
     shared decoder and, beside it, by the decoder fine-tuned for that c', for the AEs of `tuned`:
     {AE name: {c': run}}) and Fig. 2a (the channel-averaged latent of every AE)."""
-    ds = data_lib.ToyShapes(n=100, resolution=32, seed=7)
+    ds = toydata.ToyShapes(n=100, resolution=32, seed=7)
     x = torch.stack([ds[i][0] for i in (0, 2, 4, 7)])  # 4 classes (item i has class i % 10)
     columns = [(cp, kind) for cp in args.c_primes for kind in ("shared", "fine-tuned")]
     rows, latents = [], [x]
@@ -236,7 +238,7 @@ def evaluate_samples(run_dir, step, batch, clf, real_feats, setting, args, seed)
            "fd_toy": frechet(feats.double().numpy(), real_feats),
            "acc": (logits.argmax(1) == labels).float().mean().item()}
     if args.inception_weights:
-        held_out = data_lib.ToyShapes(n=setting["samples"], resolution=32, seed=101)
+        held_out = toydata.ToyShapes(n=setting["samples"], resolution=32, seed=101)
         real = torch.stack([held_out[i][0] for i in range(len(held_out))])
         row["fid"] = fid_lib.compute_metrics(os.path.join(out, "samples.npz"),
                                              data_lib.to_uint8(real).permute(0, 3, 1, 2),
@@ -419,7 +421,7 @@ def main(args):
     # LPIPS needs pretrained VGG16 weights: look (or download) once, say once what is skipped
     # without them.
     try:
-        ae_lib.vgg16_weights()
+        ae_loss.vgg16_weights()
         args.lpips = True
     except RuntimeError as e:
         print(f"toy.py: {e}; until then the LPIPS columns are skipped", file=sys.stderr)

@@ -42,6 +42,7 @@ import fid
 import fsdp
 import run
 import runlog
+import ae_loss
 from ae_loss import AELoss, PatchDiscriminator
 
 # Recipes. The official AE trainer and loss are unreleased: these are our choices, stated in the
@@ -242,7 +243,7 @@ def main(args):
     lp = None
     if s.w_lpips > 0:
         try:
-            lp = ae_lib.build_lpips(random_weights=s.lpips_random).to(device)
+            lp = ae_loss.build_lpips(random_weights=s.lpips_random).to(device)
         except RuntimeError as e:
             fsdp.fail(f"{e}; or pass --lpips-random (a smoke run) or --w-lpips 0", rank)
     loss_fn = AELoss(lp, disc, w_lpips=s.w_lpips, w_gan=s.w_gan, gan_start=s.gan_start or 0)
@@ -388,7 +389,7 @@ def evaluators(s, lp, rank, world_size, device, log):
                                   device.type == "cuda")
     if lp is None:
         try:
-            lp = ae_lib.build_lpips(random_weights=s.lpips_random).to(device)
+            lp = ae_loss.build_lpips(random_weights=s.lpips_random).to(device)
         except RuntimeError as e:
             log.message(f"--eval-every: LPIPS not measured ({e})")
     inception = fid.load_inception(s.inception_weights, device) if s.inception_weights else None

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import ae as ae_lib
+import ae_loss
 from conftest import randomize_norms
 import train_ae
 from ae import AE_CONFIGS, build_ae, channel_candidates, channel_mask
@@ -117,7 +118,7 @@ def test_loss_runs_backward_with_offline_lpips_and_gan_after_start():
     torch.manual_seed(0)
     m = build_ae("dc-ae-f8c16-tiny")
     disc = train_ae.PatchDiscriminator(width=8)
-    loss_fn = train_ae.AELoss(ae_lib.build_lpips(random_weights=True), disc, gan_start=10)
+    loss_fn = train_ae.AELoss(ae_loss.build_lpips(random_weights=True), disc, gan_start=10)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     x_rec = m(x, masks(m, [8], 2))
     loss, terms = loss_fn(x, x_rec, step=0)
@@ -144,15 +145,15 @@ def test_lpips_without_weights_fails_clearly(monkeypatch, tmp_path):
         raise OSError("no network")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    monkeypatch.setattr(ae_lib.vgg16_weights, "failed", None)
+    monkeypatch.setattr(ae_loss.vgg16_weights, "failed", None)
     for _ in range(2):
         with pytest.raises(RuntimeError) as e:
-            ae_lib.build_lpips(random_weights=False)
+            ae_loss.build_lpips(random_weights=False)
         assert str(e.value) == (f"LPIPS needs the VGG16 weights vgg16-397923af.pth "
                                 f"(download failed: OSError); put the file at "
                                 f"{tmp_path}/checkpoints/vgg16-397923af.pth "
-                                f"(from {ae_lib.VGG16_URL})")
-    assert tries == [ae_lib.VGG16_URL]
+                                f"(from {ae_loss.VGG16_URL})")
+    assert tries == [ae_loss.VGG16_URL]
 
 
 def test_estimate_scaling_factor():

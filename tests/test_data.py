@@ -16,9 +16,9 @@ from PIL import Image
 
 import data as data_lib
 from batches import Folder
-from data import (Batches, ImageFolder, ToyShapes, build_dataset, center_crop_arr,
-                  class_change, class_names, make_loader, read_image, save_grid, shard_order,
-                  to_tensor, to_uint8)  # fmt: skip
+from data import (Batches, ImageFolder, build_dataset, center_crop_arr, class_change, class_names,
+                  make_loader, read_image, save_grid, shard_order, to_tensor, to_uint8)
+from toydata import ToyShapes
 
 # -------------------------------------------------------------------------------------------------
 # ToyShapes
@@ -519,8 +519,8 @@ def test_a_run_that_fails_with_workers_running_exits(tmp_path):
     process exits with the traceback and status 1, it does not hang at exit."""
     import subprocess
     import sys
-    script = ("import data\n"
-              "batches = data.Batches(data.ToyShapes(16, 8), 4, num_workers=2)\n"
+    script = ("import data, toydata\n"
+              "batches = data.Batches(toydata.ToyShapes(16, 8), 4, num_workers=2)\n"
               "next(batches)\n"
               "raise RuntimeError('boom')\n")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

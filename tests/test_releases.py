@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import ae as ae_lib
+import ae_loss
 import checkpoints
 import diffusion
 import export
@@ -157,7 +158,7 @@ def built_twice(build):
 def test_random_networks_are_the_same_in_every_process():
     """LPIPS's random trunk, random:NAME AEs and backbones (seeded): one network wherever built."""
     ae = checkpoints.load_ae("random:dc-ae-f8c16-tiny").model
-    for build in (lambda: ae_lib.build_lpips(random_weights=True),
+    for build in (lambda: ae_loss.build_lpips(random_weights=True),
                   lambda: checkpoints.load_ae("random:dc-ae-f8c16-tiny").model,
                   lambda: checkpoints.load_diffusion("random:USiT-tiny", ae=ae,
                                                      resolution=32).model):
