@@ -6,8 +6,8 @@ z (N, c, H/f, W/f) and back. DC-AE 1.5 trains it to reconstruct from the first c
 only (the channel mask of Eq. 1), so that the front channels carry object structure and the later
 ones add detail (Fig. 3). In reading order: building blocks -> Encoder / Decoder -> channel mask
 (Eq. 1) -> DCAE -> latent scaling -> the registry. The loss (L1, LPIPS, GAN) is in ae_loss.py;
-released weights load through checkpoints.py. Module names mirror diffusers' `AutoencoderDC`, so its state
-dicts load as they are.
+released weights load through checkpoints.py. Module names mirror diffusers' `AutoencoderDC`, so
+its state dicts load as they are.
 
     python ae.py   # parameter counts of every registry entry (meta device)
     python -c "import ae, torch; m = ae.build_ae('dc-ae-f8c64-tiny'); \

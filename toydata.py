@@ -1,5 +1,5 @@
-"""The toy dataset: a procedural, class-conditional stand-in for ImageNet that a laptop can train on
-(toy.py, the tiny recipes, the tests).
+"""The toy dataset: a procedural, class-conditional stand-in for ImageNet that a laptop can train
+on (toy.py, the tiny recipes, the tests; paper Sec. 3.2-3.3 in miniature).
 
 The class fixes a shape and a colour: the object structure. The position, size, rotation, a
 stripe texture on the object and a faint checkerboard behind it vary per sample: the image detail.

@@ -4,7 +4,7 @@ section of docs/benchmarks.md (the rest of the file is kept). `--tiny` runs the 
 with tiny models: it checks the plumbing and measures nothing.
 
     python benchmarks/bench.py gpu           # one H100: under 8 minutes of device time in all
-    python benchmarks/bench.py gpu --tiny    # CPU, about a minute
+    python benchmarks/bench.py gpu --tiny    # CPU, about 30 s
 """
 import json
 import os

@@ -349,10 +349,11 @@ class Stop(Exception):
 
 def test_mixed_sizes_give_the_same_network_input_at_every_batch_size(tmp_path):
     """fid.py's folders (batches.Folder): a batch of mixed sizes comes as a list, which the
-    Inception resizes to 299 image by image, as it resizes a batch of one size, so each image reaches the first convolution as
-    the same 299 x 299 tensor whatever its batch neighbours; the convolutions are per image. The
-    Inception's own forward makes the input (its weights on the meta device: nothing is computed
-    past the capture); test_mixed_sizes_give_the_same_features_* runs it all (slow)."""
+    Inception resizes to 299 image by image, as it resizes a batch of one size, so each image
+    reaches the first convolution as the same 299 x 299 tensor whatever its batch neighbours; the
+    convolutions are per image. The Inception's own forward makes the input (its weights on the
+    meta device: nothing is computed past the capture); test_mixed_sizes_give_the_same_features_*
+    runs it all (slow)."""
     import inception
     files = mixed_size_files(tmp_path)
     with torch.device("meta"):
