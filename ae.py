@@ -26,8 +26,7 @@ import torch.nn.functional as F
 # ------------------------------------------------------------------------------------------------
 
 class RMSNorm2d(nn.Module):
-    """RMSNorm over the channel dimension with weight and bias (DC-AE's `trms2d`), computed in
-    fp32."""
+    """RMSNorm over the channel dimension with weight and bias (DC-AE's `trms2d`), in fp32."""
 
     def __init__(self, channels, eps=1e-5):
         super().__init__()
@@ -69,9 +68,8 @@ class ResBlock(nn.Module):
 
 class DownBlock(nn.Module):
     """Halve H and W: a conv3x3 to c_out / 4 channels + pixel-unshuffle (DC-AE 1.0 / 1.5), or a
-    stride-2 conv3x3 to c_out (SANA's "conv"), plus a space-to-channel shortcut that
-    pixel-unshuffles the input and averages groups of channels down to c_out (a residual that is
-    free)."""
+    stride-2 conv3x3 to c_out (SANA's "conv"), plus a free residual: a space-to-channel shortcut
+    that pixel-unshuffles the input and averages groups of channels down to c_out."""
 
     def __init__(self, c_in, c_out, shortcut=True, mode="pixel_unshuffle"):
         super().__init__()
@@ -133,8 +131,7 @@ class LinearAttention(nn.Module):
     fp32, with optional extra scales (MultiScaleProjection): each scale adds `heads` more heads,
     attending over its own q, k, v. The official 1x1 qkv conv is read per head as [q | k | v]
     groups of head_dim; diffusers' to_q / to_k / to_v are its thirds, concatenated back here. The
-    official code takes the (equal) quadratic form when H*W <= head_dim; we always use the linear
-    one."""
+    official code switches to the (equal) quadratic form when H*W <= head_dim; we never do."""
 
     def __init__(self, channels, head_dim=32, norm="rms", scales=(), eps=1e-15):
         super().__init__()
@@ -172,8 +169,8 @@ class LinearAttention(nn.Module):
 
 
 class GLUMBConv(nn.Module):
-    """Gated inverted-bottleneck conv (1x1 expand x4 -> depthwise 3x3 -> GLU gate -> 1x1),
-    residual."""
+    """Gated inverted-bottleneck conv, residual:
+    1x1 expand x4 -> depthwise 3x3 -> GLU gate -> 1x1."""
 
     def __init__(self, channels, expand=4):
         super().__init__()
@@ -288,18 +285,17 @@ class Decoder(nn.Module):
 # Channel mask (Eq. 1).
 def channel_mask(c, c_prime):
     """mask_{c,c'} = (1, ..., 1 [c'], 0, ..., 0 [c - c']): c_prime (N,) -> (N, c, 1, 1), one mask
-    per sample, to multiply latents (N, c, H, W); an int gives (1, c, 1, 1). Values are checked
-    where they enter (the command lines; diffusion.check_latent checks a mask against the model),
-    not here."""
+    per sample, to multiply latents (N, c, H, W); an int gives (1, c, 1, 1). Values are checked on
+    entry (the command lines; diffusion.check_latent checks a mask against the model), not here."""
     c_prime = torch.as_tensor(c_prime).reshape(-1, 1)  # (N, 1)
     # (N, c, 1, 1)
     return (torch.arange(c, device=c_prime.device) < c_prime).float()[:, :, None, None]
 
 
 def sample_c_prime(candidates, n, generator=None):
-    """A CPU tensor (n,) of c' drawn uniformly from the candidate list (Sec. 4.1), with replacement
-    as DC-Gen's trainers do; generator: a CPU torch.Generator or None (the global RNG, saved in
-    every checkpoint)."""
+    """A CPU tensor (n,) of c' drawn uniformly from the candidate list (Sec. 4.1), with
+    replacement as DC-Gen's trainers do; generator: a CPU torch.Generator or None (the
+    global RNG, saved in every checkpoint)."""
     if len(candidates) == 0 or min(candidates) < 1:
         raise ValueError(f"candidates must be a non-empty list of positive channel counts, "
                          f"got {candidates}")
@@ -338,8 +334,8 @@ class DCAE(nn.Module):
         self.decoder = Decoder(cfg)
 
     def fsdp_units(self):
-        """The modules a trainer wraps with `fully_shard` one by one (before the root): the
-        non-empty stages."""
+        """The modules a trainer wraps one by one with `fully_shard`
+        (before the root): the non-empty stages."""
         return [s for s in list(self.encoder.down_blocks) + list(self.decoder.up_blocks) if len(s)]
 
     def check_image(self, x):
@@ -459,8 +455,8 @@ def dc_ae_sana(**fields):
 
 
 def dc_ae_15(widths, depths, **fields):
-    """DC-AE 1.5 (and its unstructured 1.1 baseline): ResBlocks only, RMSNorm + SiLU, no latent
-    shortcuts."""
+    """DC-AE 1.5 (and its unstructured 1.1 baseline):
+    ResBlocks only, RMSNorm + SiLU, no latent shortcuts."""
     S = len(widths)
     return AEConfig(widths=widths, enc_depths=depths, dec_depths=depths, enc_blocks=("res",) * S,
                     dec_blocks=("res",) * S, dec_norms=("rms",) * S, dec_acts=("silu",) * S,
@@ -522,8 +518,8 @@ AE_CONFIGS = {
 
 
 def build_ae(name, **fields):
-    """Build a registry entry: build_ae('dc-ae-f64c128-1.5'); keyword arguments replace AEConfig
-    fields."""
+    """Build a registry entry: build_ae('dc-ae-f64c128-1.5');
+    keyword arguments replace AEConfig fields."""
     if name not in AE_CONFIGS:
         raise ValueError(f"unknown AE {name!r}; choose from {sorted(AE_CONFIGS)}")
     return DCAE(name, dataclasses.replace(AE_CONFIGS[name], **fields))

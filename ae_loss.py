@@ -47,11 +47,11 @@ vgg16_weights.failed = None
 
 
 def build_lpips(random_weights=False):
-    """LPIPS(VGG) from the `lpips` package, frozen: the perceptual term of the AE loss (Sec. 3.2)
-    and a metric of eval_ae.py. Its linear heads ship in the wheel; the VGG16 trunk is
-    torchvision's (vgg16_weights). Offline without the file this raises one line, unless
-    random_weights=True (tests, smoke runs), which warns: a random trunk is *not* a perceptual
-    loss."""
+    """LPIPS(VGG) from the `lpips` package, frozen: the perceptual term of the AE
+    loss (Sec. 3.2) and a metric of eval_ae.py. Its linear heads ship in the wheel;
+    the VGG16 trunk is torchvision's (vgg16_weights). Offline without the file this
+    raises one line, unless random_weights=True (tests, smoke runs), which warns: a
+    random trunk is *not* a perceptual loss."""
     import lpips
     if random_weights:
         print("WARNING: LPIPS uses a randomly initialised VGG16 trunk (no pretrained weights): "

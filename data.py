@@ -142,11 +142,11 @@ def label_grid(grid, H, W, padding, col_labels, row_labels):
 
 
 def list_images(folder, errors=None):
-    """All image files under folder (recursive, symlinks followed), sorted so every rank sees one
-    order. Each real file is listed once: a folder reached twice (a symlink loop, or two links to
-    one folder) is walked once, and a file reached by two paths keeps the first in sorted order.
-    Folders that cannot be read are appended to `errors` (a list of OSError) when given; os.walk
-    skips them."""
+    """All image files under folder (recursive, symlinks followed), sorted so every rank
+    sees one order. Each real file is listed once: a folder reached twice (a symlink loop,
+    or two links to one folder) is walked once, and a file reached by two paths keeps the
+    first in sorted order. Folders that cannot be read are appended to `errors` (a list of
+    OSError) when given; os.walk skips them."""
     files, seen_dirs = [], set()
     onerror = errors.append if errors is not None else None
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=onerror):
@@ -168,8 +168,8 @@ def list_images(folder, errors=None):
 
 
 def has_images(folder):
-    """Whether any image file lies under folder; stops at the first one (cheap on ImageNet's
-    folders)."""
+    """Whether any image file lies under folder;
+    stops at the first one (cheap on ImageNet's folders)."""
     for _, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         if any(f.lower().endswith(IMG_EXTENSIONS) for f in filenames):
@@ -246,12 +246,12 @@ def max_pixels():
 
 
 def read_image(path, resolution=None, say=True):
-    """uint8 (H, W, 3) of an image file (to_rgb), ADM center-cropped to `resolution` (None: as
-    stored), or None when the file cannot be decoded or is larger than max_pixels(); either case is
-    said on stderr (if `say`) in one line naming the file and the cause. The one reader of the
-    trainers, the latent cache, eval_ae.py and fid.py. PIL signals broken files with OSError (incl.
-    UnidentifiedImageError and truncation), ValueError or SyntaxError depending on the format
-    plugin."""
+    """uint8 (H, W, 3) of an image file (to_rgb), ADM center-cropped to `resolution` (None:
+    as stored), or None when the file cannot be decoded or is larger than max_pixels();
+    either case is said on stderr (if `say`) in one line naming the file and the cause. The
+    one reader of the trainers, the latent cache, eval_ae.py and fid.py. PIL signals broken
+    files with OSError (incl. UnidentifiedImageError and truncation), ValueError or
+    SyntaxError depending on the format plugin."""
     limit = max_pixels()
     try:
         # Image.open reads the header only: the size is known before any pixel is decoded.
@@ -396,8 +396,8 @@ def end_workers_at_exit():
 
 
 def make_loader(dataset, batch_size, rank=0, world_size=1, num_workers=4, pin_memory=False):
-    """One pass over this rank's shard in dataset order, last batch partial (encoding a cache,
-    evaluation)."""
+    """One pass over this rank's shard in dataset order, last batch partial
+    (encoding a cache, evaluation)."""
     if batch_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size; "
                          f"got {batch_size}, {rank}, {world_size}")

@@ -93,9 +93,9 @@ def release_name(ckpt):
 
 def export_diffusion(ckpt, out):
     """A diffusion checkpoint (Loaded) -> DC-Gen's class-to-image folder: config.json
-    {"model_name"} and model.safetensors with keys `diffusion_model.<key>` (DCAE_Diffusion_HF),
-    plus what our loader needs in the safetensors metadata (DC-Gen ignores it). Returns the
-    name."""
+    {"model_name"} and model.safetensors with keys `diffusion_model.<key>`
+    (DCAE_Diffusion_HF), plus what our loader needs in the safetensors metadata
+    (DC-Gen ignores it). Returns the name."""
     sd = {formats.PREFIX + k: v.detach().cpu().contiguous()
           for k, v in ckpt.model.state_dict().items()}
     ours = dict(model=ckpt.name, latent_shape=ckpt.latent_shape, num_classes=ckpt.num_classes,

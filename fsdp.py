@@ -95,8 +95,8 @@ def fail(msg, rank=0, code=2):
 
 
 def agree(error):
-    """Every rank's error message (or None) -> the first one on every rank, so all ranks fail
-    together."""
+    """Every rank's error message (or None) -> the first one on every rank,
+    so all ranks fail together."""
     if not is_distributed():
         return error
     errors = [None] * dist.get_world_size()
@@ -105,8 +105,8 @@ def agree(error):
 
 
 def gather(x):
-    """Every rank's Python object x, as a list in rank order (start-up bookkeeping, not the
-    training loop)."""
+    """Every rank's Python object x, as a list in rank order
+    (start-up bookkeeping, not the training loop)."""
     if not is_distributed():
         return [x]
     out = [None] * dist.get_world_size()
@@ -115,8 +115,8 @@ def gather(x):
 
 
 def all_sum(x):
-    """Sum of a Python number over ranks (start-up and evaluation bookkeeping, not the training
-    loop)."""
+    """Sum of a Python number over ranks
+    (start-up and evaluation bookkeeping, not the training loop)."""
     if not is_distributed():
         return x
     t = torch.tensor([x], dtype=torch.float64,
@@ -138,9 +138,9 @@ def stop_if(error, rank, code=2):
 # ------------------------------------------------------------------------------------------------
 
 def shard(model, blocks, methods=()):
-    """fully_shard each block, then the root. A no-op in one process (plain module, same numerics).
-    `methods` (e.g. "encode", "decode") get FSDP's unshard hooks too: only module(...) triggers
-    them otherwise."""
+    """fully_shard each block, then the root. A no-op in one process (plain module,
+    same numerics). `methods` (e.g. "encode", "decode") get FSDP's unshard hooks too:
+    only module(...) triggers them otherwise."""
     if is_distributed():
         for block in blocks:
             fully_shard(block)
@@ -151,8 +151,8 @@ def shard(model, blocks, methods=()):
 
 
 def build_with_ema(build, seed, methods=()):
-    """(model, ema), both sharded alike: built with the same seed on every rank (FSDP2 has no
-    sync_module_states)."""
+    """(model, ema), both sharded alike:
+    built with the same seed on every rank (FSDP2 has no sync_module_states)."""
     torch.manual_seed(seed)
     model = build()
     ema = build()
@@ -178,8 +178,8 @@ def unsharded_copy(model, build):
 
 
 def local_numel(model):
-    """Parameters held by this rank: about 1/world of the model once sharded (FSDP2 shards dim 0 of
-    each one)."""
+    """Parameters held by this rank: about 1/world of the model once sharded
+    (FSDP2 shards dim 0 of each one)."""
     return sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
 
 

@@ -151,8 +151,8 @@ def check_classes(folder, meta, classes):
 
 
 def fingerprint(ae):
-    """A short hash of the AE's weights next to the latent: a cache made by another AE is told
-    apart."""
+    """A short hash of the AE's weights next to the latent:
+    a cache made by another AE is told apart."""
     h = hashlib.sha256()
     for t in (ae.encoder.conv_out.weight, ae.encoder.conv_out.bias, ae.decoder.conv_in.weight):
         h.update(t.detach().float().cpu().numpy().tobytes())

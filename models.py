@@ -48,8 +48,8 @@ import torch.nn.functional as F
 #################################################################################
 
 def timestep_embedding(t, dim, max_period=10000):
-    """Sinusoidal embedding (N,) -> (N, dim), [cos | sin] halves as in DiT/UViT (GLIDE's
-    layout)."""
+    """Sinusoidal embedding (N,) -> (N, dim),
+    [cos | sin] halves as in DiT/UViT (GLIDE's layout)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period)
                       * torch.arange(half, dtype=torch.float32, device=t.device) / half)
@@ -109,8 +109,8 @@ class PatchEmbed(nn.Module):
 
 
 def sincos_pos_embed_2d(dim, grid_size):
-    """DiT's fixed 2-D sin-cos table (T, dim): column (x), then row (y), each [sin | cos] at
-    1/10000^(k/(dim/4))."""
+    """DiT's fixed 2-D sin-cos table (T, dim): column (x), then row (y),
+    each [sin | cos] at 1/10000^(k/(dim/4))."""
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # (dim/4,)
     coords = torch.arange(grid_size, dtype=torch.float64)
     # (g, g) each, token order is row-major
@@ -124,8 +124,8 @@ def sincos_pos_embed_2d(dim, grid_size):
 
 
 def unpatchify(x, p, c):
-    """(N, T, p*p*c) -> (N, c, h*p, w*p) for a square grid; the channel index is the fastest
-    (DiT/UViT)."""
+    """(N, T, p*p*c) -> (N, c, h*p, w*p) for a square grid;
+    the channel index is the fastest (DiT/UViT)."""
     N, T, _ = x.shape
     h = w = int(T ** 0.5)
     x = x.reshape(N, h, w, p, p, c)  # (N, h, w, p, p, c)
@@ -214,8 +214,8 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """DiT (Peebles & Xie). With learn_sigma the output has 2c channels: [eps | variance
-    interpolation v]."""
+    """DiT (Peebles & Xie). With learn_sigma the output has 2c
+    channels: [eps | variance interpolation v]."""
 
     def __init__(self, input_size=16, patch_size=1, in_channels=32,
                  hidden_size=1152, depth=28, num_heads=16, mlp_ratio=4.0,
@@ -435,8 +435,8 @@ RECIPES = {"DiT/SiT": DIT, "UViT": UVIT, "USiT": USIT, "tiny": TINY}  # by name,
 
 @dataclass(frozen=True)
 class Backbone:
-    """One registry entry: the architecture and its size, the objective it trains with, and its
-    training recipe."""
+    """One registry entry: the architecture and its size,
+    the objective it trains with, and its training recipe."""
     arch: type  # DiT or UViT
     depth: int
     hidden_size: int
@@ -448,8 +448,8 @@ class Backbone:
     learn_sigma: bool = False
 
     def build(self, **kwargs):
-        """The model: input_size, patch_size, in_channels, num_classes (create_model) go to the
-        constructor."""
+        """The model: input_size, patch_size, in_channels, num_classes
+        (create_model) go to the constructor."""
         kwargs.update(depth=self.depth, hidden_size=self.hidden_size, num_heads=self.num_heads)
         if self.arch is DiT:
             kwargs["learn_sigma"] = self.learn_sigma

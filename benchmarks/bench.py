@@ -75,8 +75,8 @@ def best_time(fn, repeats):
 # ------------------------------------------------------------------------------------------------
 
 def small_usit(name, c, side, device, width=256, depth=6, heads=4):
-    """The registry model, or (for USiT-tiny) a CPU-sized USiT wide enough that matmuls, not
-    Python, dominate."""
+    """The registry model, or (for USiT-tiny) a CPU-sized USiT
+    wide enough that matmuls, not Python, dominate."""
     kw = (dict(hidden_size=width, depth=depth, num_heads=heads)
           if models.MODELS[name].recipe is models.TINY else {})
     torch.manual_seed(0)
@@ -84,8 +84,8 @@ def small_usit(name, c, side, device, width=256, depth=6, heads=4):
 
 
 def tokens(args):
-    """Forward + backward of the flow loss on both latents, interleaved round by round (load hits
-    both alike)."""
+    """Forward + backward of the flow loss on both latents,
+    interleaved round by round (load hits both alike)."""
     device = torch.device(args.device)
     args.bf16, precision = cli.precision(device, args.bf16)
     objective = diffusion.Flow()

@@ -51,8 +51,8 @@ def records(out):
 
 
 def training_rates(out, skip=1):
-    """Median img/s, MFU and the peak memory of a run's metrics.jsonl, leaving out the first `skip`
-    records (compile)."""
+    """Median img/s, MFU and the peak memory of a run's metrics.jsonl,
+    leaving out the first `skip` records (compile)."""
     recs = [r for r in records(out) if "img_per_s" in r and "step" in r][skip:]
     if not recs:
         return None
